@@ -1,0 +1,47 @@
+# berlin.h - build the tools and run the tests.
+#   make run     build berlin-chat and run it on the embedded default model
+#   make test    build and run every test (plain, then under ASan/UBSan)
+CC       ?= cc
+CXX      ?= c++
+OPT      ?= -O2
+CFLAGS   ?= $(OPT) -std=c99 -Wall -Wextra -pedantic -fopenmp
+CXXFLAGS ?= $(OPT) -Wall -Wextra -pedantic -fopenmp
+LDLIBS   ?= -lm
+SANFLAGS  = -O1 -g -std=c99 -Wall -Wextra -pedantic -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+BERLIN_SHARED ?= ../shared
+export BERLIN_SHARED
+
+BUILD  = build
+TOOLS  = $(patsubst tools/%.c,$(BUILD)/berlin-%,$(wildcard tools/*.c))
+TESTS  = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
+STESTS = $(patsubst tests/%.c,$(BUILD)/san/%,$(wildcard tests/test_*.c))
+HEADERS = berlin.h $(wildcard berlin_server.h)
+
+.PHONY: all tools run test test-plain test-san clean bench
+all: tools
+tools: $(TOOLS)
+
+$(BUILD)/berlin-%: tools/%.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -I. $< -o $@ $(LDLIBS)
+
+$(BUILD)/test_%: tests/test_%.c $(HEADERS) tests/testutil.h
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -I. -Itests $< -o $@ $(LDLIBS)
+
+$(BUILD)/san/test_%: tests/test_%.c $(HEADERS) tests/testutil.h
+	@mkdir -p $(BUILD)/san
+	$(CC) $(SANFLAGS) -I. -Itests $< -o $@ $(LDLIBS)
+
+run: $(BUILD)/berlin-chat
+	./$(BUILD)/berlin-chat -m models/stories260K.gguf -p "Once upon a time" -n 200
+
+# Each test prints "N passed, N failed"; tests/run.sh adds them up and fails on any failure.
+test: tools $(TESTS) $(STESTS)
+	@sh tests/run.sh $(TESTS) -- $(STESTS)
+
+test-plain: tools $(TESTS)
+	@sh tests/run.sh $(TESTS)
+
+clean:
+	rm -rf $(BUILD)

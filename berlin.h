@@ -1,0 +1,2785 @@
+/* berlin.h - a CPU-native LLM inference engine in one C header.      v0.1.0
+
+   Define BERLIN_IMPLEMENTATION in exactly one C or C++ file before including
+   this header to compile the implementation; include it plainly elsewhere.
+
+   QUICK START (compiles as written: cc -O2 -fopenmp demo.c -lm)
+
+       #define BERLIN_IMPLEMENTATION
+       #include "berlin.h"
+       #include <stdio.h>
+
+       int main(void) {
+           bl_model *m = NULL;
+           if (bl_model_load(&m, "models/stories260K.gguf", NULL) != BL_OK) {
+               fprintf(stderr, "%s\n", bl_model_last_error(m));
+               bl_model_destroy(m);
+               return 1;
+           }
+           bl_ctx *c = NULL;
+           bl_ctx_create(&c, m, NULL);
+           int32_t toks[256];
+           int n = bl_tokenize(bl_model_tokenizer(m), "Once upon a time", -1,
+                               toks, 256, BL_TOK_ADD_BOS);
+           bl_ctx_decode(c, toks, n, BL_LOGITS_LAST);
+           for (int i = 0; i < 40; i++) {
+               int32_t t = bl_ctx_sample(c, NULL);            // greedy
+               char piece[64];
+               bl_token_to_text(bl_model_tokenizer(m), toks[n - 1], t, piece, sizeof piece);
+               fputs(piece, stdout);
+               toks[n - 1] = t;
+               if (bl_ctx_decode(c, &t, 1, BL_LOGITS_LAST) != BL_OK) break;
+           }
+           bl_ctx_destroy(c);
+           bl_model_destroy(m);
+           return 0;
+       }
+
+   TABLE OF CONTENTS (grep for the tag)
+       >>base    results, allocation, errors, files (mmap or read)
+       >>json    a small JSON reader (configs, safetensors headers, tokenizer.json)
+       >>gguf    GGUF v2/v3 reader
+       >>st      safetensors (single, sharded) reader
+       >>l2c     llama2.c checkpoints
+       >>map     one weight mapper for every format and naming
+       >>tok     tokenizer (SentencePiece-style BPE)
+       >>kern    kernels: conversion, dequantization, dot products, matmul
+       >>fwd     the llama forward pass
+       >>kv      KV cache
+       >>samp    sampling
+
+   CONFIGURATION MACROS (defaults in brackets)
+       BL_MALLOC/BL_REALLOC/BL_FREE  allocation hooks, all three or none [libc]
+       BL_ASSERT(x)                  programmer-error check [assert]
+       BL_NO_MMAP                    read files into memory instead of mmap [off]
+       BL_NO_THREADS                 never use OpenMP even when compiled with it [off]
+       BL_NO_SIMD                    plain C kernels only [off]
+       BL_API                        linkage of public functions [extern]
+     None of these changes a public struct's layout; they matter only in the file
+     that defines BERLIN_IMPLEMENTATION.
+
+   CONCEPTS
+       model    bl_model: weights (mmapped, read-only), hyper-parameters and the
+                tokenizer. Loaded once; may be shared by any number of threads.
+       context  bl_ctx: one sequence's KV cache, scratch memory, logits and
+                sampler RNG. Belongs to one thread at a time.
+       tokenizer bl_tokenizer: text <-> token ids, read from the model's own files
+                (GGUF metadata, llama2.c tokenizer.bin).
+       adapter, speculation: planned (fluid learning, draft models).
+
+   LICENSE: MIT, see the end of the file.
+*/
+#ifndef BERLIN_H
+#define BERLIN_H
+
+#define BERLIN_VERSION_MAJOR 0
+#define BERLIN_VERSION_MINOR 1
+#define BERLIN_VERSION_PATCH 0
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef BL_API
+#define BL_API extern
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* >>base  RESULTS ----------------------------------------------------------
+   Every fallible call returns a bl_result; the words behind a failure live
+   with the object that failed (bl_model_last_error, bl_ctx_last_error...). */
+
+#define BL_RESULT_LIST(X)                                              \
+    X(BL_OK,              0, "ok")                                     \
+    X(BL_ERR_IO,         -1, "file cannot be opened or read")          \
+    X(BL_ERR_FORMAT,     -2, "malformed file")                         \
+    X(BL_ERR_UNSUPPORTED,-3, "unsupported feature")                    \
+    X(BL_ERR_NOMEM,      -4, "out of memory")                          \
+    X(BL_ERR_ARG,        -5, "invalid argument")                       \
+    X(BL_ERR_CONFIG,     -6, "model configuration is wrong or missing") \
+    X(BL_ERR_CTX_FULL,   -7, "context is full")                        \
+    X(BL_ERR_TOKENIZER,  -8, "no usable tokenizer")
+
+typedef enum bl_result {
+#define BL__X(name, value, text) name = value,
+    BL_RESULT_LIST(BL__X)
+#undef BL__X
+    BL_RESULT_MIN_ = -9
+} bl_result;
+
+/* Short text for a result code. Thread safety: any thread. */
+BL_API const char *bl_result_string(bl_result r);
+
+/* Weight types, numbered as GGUF numbers them. */
+typedef enum bl_type {
+    BL_TYPE_F32  = 0,
+    BL_TYPE_F16  = 1,
+    BL_TYPE_Q4_0 = 2,
+    BL_TYPE_Q8_0 = 8,
+    BL_TYPE_Q4_K = 12,
+    BL_TYPE_Q6_K = 14,
+    BL_TYPE_BF16 = 30,
+    BL_TYPE_COUNT_ = 31
+} bl_type;
+
+/* Name of a weight type ("Q4_0"), or NULL if it is not one we read. */
+BL_API const char *bl_type_name(int type);
+
+/* >>model  MODEL ------------------------------------------------------------ */
+typedef struct bl_model bl_model;
+typedef struct bl_tokenizer bl_tokenizer;
+typedef struct bl_ctx bl_ctx;
+
+typedef struct bl_model_desc {
+    const char *tokenizer_path; /* NULL: the model's own tokenizer [NULL] */
+    int no_mmap;                /* 1: read weights into memory [0: mmap] */
+} bl_model_desc;
+
+typedef struct bl_model_info {
+    const char *format;   /* "gguf", "safetensors", "mistral", "llama2c" */
+    const char *arch;     /* "llama", "qwen2", "mistral3"... */
+    int n_vocab;
+    int dim;              /* hidden size */
+    int n_layer;
+    int n_head;
+    int n_head_kv;
+    int head_dim;
+    int n_ff;             /* feed-forward hidden size */
+    int n_ctx_train;      /* trained context length, 0 if unknown */
+    float norm_eps;
+    float rope_theta;
+    int rope_neox;        /* 1: pairs (j, j+head_dim/2); 0: pairs (2j, 2j+1) */
+    int tied_output;      /* output projection is the token embedding */
+    int has_qkv_bias;
+    int weight_type;      /* bl_type of the attention/FFN matrices */
+    int64_t n_params;
+    size_t weight_bytes;  /* bytes of all weights the forward pass reads */
+} bl_model_info;
+
+/* Open a model from a file (GGUF, safetensors, llama2.c .bin) or a folder
+   (Hugging Face config.json + safetensors, or Mistral params.json +
+   consolidated.safetensors). The format is detected from the contents.
+   *out is always set, also on failure, so that bl_model_last_error can say
+   why; release it with bl_model_destroy. desc may be NULL.
+   Thread safety: any thread; the loaded model is read-only and may be shared. */
+BL_API bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *desc);
+BL_API void bl_model_destroy(bl_model *m);
+/* Why the last call on m failed ("" if it did not). Thread safety: as m. */
+BL_API const char *bl_model_last_error(const bl_model *m);
+/* Thread safety: any thread. */
+BL_API const bl_model_info *bl_model_get_info(const bl_model *m);
+/* The model's tokenizer, or NULL when it has none. Thread safety: any thread. */
+BL_API const bl_tokenizer *bl_model_tokenizer(const bl_model *m);
+
+/* >>tok  TOKENIZER ---------------------------------------------------------- */
+enum {
+    BL_TOK_ADD_BOS       = 1, /* prepend BOS if the vocabulary wants one */
+    BL_TOK_PARSE_SPECIAL = 2  /* match control-token text in the input */
+};
+
+/* Load a tokenizer alone: a GGUF (its tokenizer.ggml.* keys) or a llama2.c
+   tokenizer.bin (n_vocab must then be given: the file does not store it).
+   *out is always set; see bl_tokenizer_last_error. Thread safety: any thread. */
+BL_API bl_result bl_tokenizer_load(bl_tokenizer **out, const char *path, int n_vocab);
+BL_API void bl_tokenizer_destroy(bl_tokenizer *t);
+BL_API const char *bl_tokenizer_last_error(const bl_tokenizer *t);
+/* Encode text (len < 0: NUL-terminated). Returns the number of ids, which may
+   exceed max (then only max were written: call again with more room), or a
+   negative bl_result. Thread safety: any thread (the tokenizer is read-only). */
+BL_API int bl_tokenize(const bl_tokenizer *t, const char *text, int len,
+                       int32_t *out, int max, int flags);
+/* The text of token `tok` following token `prev` (-1 at the start), with the
+   SentencePiece word marker turned into a space, the space after BOS
+   dropped and byte tokens as raw bytes. NUL-terminated; returns its length
+   (truncated to cap-1) or a negative bl_result. Thread safety: any thread. */
+BL_API int bl_token_to_text(const bl_tokenizer *t, int32_t prev, int32_t tok, char *buf, int cap);
+/* The vocabulary entry as stored (no conversion); *len receives its length. */
+BL_API const char *bl_token_piece(const bl_tokenizer *t, int32_t tok, int *len);
+BL_API int bl_tokenizer_n_vocab(const bl_tokenizer *t);
+BL_API int32_t bl_tokenizer_bos(const bl_tokenizer *t);   /* -1 if none */
+BL_API int32_t bl_tokenizer_eos(const bl_tokenizer *t);   /* -1 if none */
+/* 1 if tok ends generation (EOS, or an end-of-turn token). */
+BL_API int bl_tokenizer_is_eog(const bl_tokenizer *t, int32_t tok);
+
+/* >>ctx  CONTEXT ------------------------------------------------------------ */
+typedef struct bl_ctx_desc {
+    int n_ctx;        /* KV cache length in tokens [min(trained length, 4096)] */
+    int n_batch;      /* tokens per forward step inside bl_ctx_decode [64] */
+    int n_threads;    /* OpenMP threads [all cores] */
+    uint64_t seed;    /* sampler RNG seed [0x5eed] */
+} bl_ctx_desc;
+
+enum {
+    BL_LOGITS_LAST = 0, /* keep the logits of the last token only */
+    BL_LOGITS_ALL  = 1, /* keep one row of logits per token given */
+    BL_LOGITS_NONE = 2  /* keep none (feeding context only) */
+};
+
+/* Make a context on a loaded model. *out is always set on BL_ERR_NOMEM etc.
+   (see bl_ctx_last_error). Thread safety: any thread; m may be shared. */
+BL_API bl_result bl_ctx_create(bl_ctx **out, const bl_model *m, const bl_ctx_desc *desc);
+BL_API void bl_ctx_destroy(bl_ctx *c);
+BL_API const char *bl_ctx_last_error(const bl_ctx *c);
+/* Run n tokens through the model at the current position, in batches of
+   n_batch (one token is a decoding step; many are prompt processing).
+   Thread safety: one thread per context. */
+BL_API bl_result bl_ctx_decode(bl_ctx *c, const int32_t *tokens, int n, int logits_mode);
+/* Row i of the logits of the last bl_ctx_decode (i = -1: the last row), or
+   NULL if that row was not kept. n_vocab floats. */
+BL_API float *bl_ctx_logits(bl_ctx *c, int i);
+/* Number of tokens in the KV cache (the next position). */
+BL_API int bl_ctx_pos(const bl_ctx *c);
+BL_API int bl_ctx_n_ctx(const bl_ctx *c);
+/* The tokens in the KV cache, bl_ctx_pos(c) of them. */
+BL_API const int32_t *bl_ctx_tokens(const bl_ctx *c);
+/* Forget everything at positions >= pos, in O(1). */
+BL_API bl_result bl_kv_truncate(bl_ctx *c, int pos);
+/* Empty the KV cache and reseed the sampler; the model stays loaded. */
+BL_API void bl_ctx_reset(bl_ctx *c);
+BL_API void bl_ctx_set_seed(bl_ctx *c, uint64_t seed);
+BL_API void bl_ctx_set_threads(bl_ctx *c, int n_threads);
+
+/* >>samp  SAMPLER ----------------------------------------------------------- */
+typedef struct bl_sampler_desc {
+    float temperature;    /* <= 0: greedy [0] */
+    int top_k;            /* keep the k most likely, 0: off [0] */
+    float top_p;          /* nucleus mass, 0 or >= 1: off [0] */
+    float min_p;          /* drop below min_p * p(top), 0: off [0] */
+    float repeat_penalty; /* llama.cpp-style, 0 or 1: off [0] */
+    int repeat_last_n;    /* tokens the penalty looks back on [64] */
+} bl_sampler_desc;
+
+/* Pick the next token from the last row of logits, with the context's RNG.
+   desc NULL: greedy. Thread safety: one thread per context. */
+BL_API int32_t bl_ctx_sample(bl_ctx *c, const bl_sampler_desc *desc);
+/* The same on any logits row, with an explicit RNG state (advanced). */
+BL_API int32_t bl_sample_logits(float *logits, int n_vocab, const bl_sampler_desc *desc,
+                                const int32_t *history, int n_history, uint64_t *rng,
+                                void *scratch /* 8*n_vocab bytes */);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* BERLIN_H */
+
+/* ======================================================================== */
+/*                              IMPLEMENTATION                              */
+/* ======================================================================== */
+#if defined(BERLIN_IMPLEMENTATION) && !defined(BERLIN__IMPLEMENTED)
+#define BERLIN__IMPLEMENTED
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdarg.h>
+#include <math.h>
+#include <float.h>
+#include <limits.h>
+
+#if !defined(BL_NO_MMAP) && (defined(__unix__) || defined(__APPLE__))
+#define BL__POSIX_MMAP 1
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <dirent.h>
+#include <sys/stat.h>
+#define BL__POSIX 1
+#endif
+
+#if defined(_OPENMP) && !defined(BL_NO_THREADS)
+#include <omp.h>
+#define BL__OMP(x) _Pragma(#x)
+#define BL__THREAD_ID() omp_get_thread_num()
+#else
+#define BL__OMP(x)
+#define BL__THREAD_ID() 0
+#endif
+
+#if defined(BL_MALLOC) && defined(BL_REALLOC) && defined(BL_FREE)
+#elif !defined(BL_MALLOC) && !defined(BL_REALLOC) && !defined(BL_FREE)
+#define BL_MALLOC(sz) malloc(sz)
+#define BL_REALLOC(p, sz) realloc(p, sz)
+#define BL_FREE(p) free(p)
+#else
+#error "define all of BL_MALLOC, BL_REALLOC and BL_FREE, or none"
+#endif
+
+#ifndef BL_ASSERT
+#include <assert.h>
+#define BL_ASSERT(x) assert(x)
+#endif
+
+#ifdef __cplusplus
+#define BL__STATIC_ASSERT(c, msg) static_assert(c, #msg)
+#else
+#define BL__STATIC_ASSERT(c, msg) typedef char bl__static_assert_##msg[(c) ? 1 : -1]
+#endif
+
+/* >>base  BASE ---------------------------------------------------------------
+   Errors are formatted into a buffer owned by the failing object, so a
+   caller can print one line that names the file, tensor or field. Files are
+   mmapped read-only; BL_NO_MMAP (or desc.no_mmap) reads them instead, which
+   costs memory but works where mmap does not. */
+
+const char *bl_result_string(bl_result r) {
+    switch (r) {
+#define BL__X(name, value, text) case name: return text;
+        BL_RESULT_LIST(BL__X)
+#undef BL__X
+    default: return "unknown result";
+    }
+}
+
+#define BL__ERRLEN 512
+
+static void *bl__alloc(size_t n) { return BL_MALLOC(n ? n : 1); }
+static void *bl__calloc(size_t n) {
+    void *p = BL_MALLOC(n ? n : 1);
+    if (p) memset(p, 0, n ? n : 1);
+    return p;
+}
+static char *bl__strndup(const char *s, size_t n) {
+    char *p = (char *)bl__alloc(n + 1);
+    if (p) { memcpy(p, s, n); p[n] = 0; }
+    return p;
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+#define BL__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define BL__PRINTF(a, b)
+#endif
+
+static bl_result bl__fmt(char *err, bl_result code, const char *fmt, ...) BL__PRINTF(3, 4);
+static bl_result bl__fmt(char *err, bl_result code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, BL__ERRLEN, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+typedef struct bl__file {
+    char *path;
+    const uint8_t *data;
+    size_t size;
+    int mapped; /* 1: munmap on close, 0: BL_FREE */
+} bl__file;
+
+static bl_result bl__file_open(bl__file *f, const char *path, int no_mmap, char *err) {
+    FILE *fp;
+    long sz;
+    memset(f, 0, sizeof *f);
+    f->path = bl__strndup(path, strlen(path));
+    if (!f->path) return bl__fmt(err, BL_ERR_NOMEM, "out of memory opening %s", path);
+#ifdef BL__POSIX_MMAP
+    if (!no_mmap) {
+        struct stat st;
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) return bl__fmt(err, BL_ERR_IO, "%s: cannot open", path);
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            close(fd);
+            return bl__fmt(err, BL_ERR_IO, "%s: not a regular file", path);
+        }
+        f->size = (size_t)st.st_size;
+        if (f->size == 0) { close(fd); f->data = (const uint8_t *)""; return BL_OK; }
+        {
+            void *p = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+            close(fd);
+            if (p != MAP_FAILED) {
+                f->data = (const uint8_t *)p;
+                f->mapped = 1;
+                return BL_OK;
+            }
+        }
+    }
+#else
+    (void)no_mmap;
+#endif
+    fp = fopen(path, "rb");
+    if (!fp) return bl__fmt(err, BL_ERR_IO, "%s: cannot open", path);
+    if (fseek(fp, 0, SEEK_END) != 0 || (sz = ftell(fp)) < 0 || fseek(fp, 0, SEEK_SET) != 0) {
+        fclose(fp);
+        return bl__fmt(err, BL_ERR_IO, "%s: cannot size the file", path);
+    }
+    f->size = (size_t)sz;
+    f->data = (const uint8_t *)bl__alloc(f->size);
+    if (!f->data) { fclose(fp); return bl__fmt(err, BL_ERR_NOMEM, "%s: out of memory reading %zu bytes", path, f->size); }
+    if (f->size && fread((void *)f->data, 1, f->size, fp) != f->size) {
+        fclose(fp);
+        return bl__fmt(err, BL_ERR_IO, "%s: short read", path);
+    }
+    fclose(fp);
+    return BL_OK;
+}
+
+static void bl__file_close(bl__file *f) {
+#ifdef BL__POSIX_MMAP
+    if (f->mapped && f->data) munmap((void *)f->data, f->size);
+    else
+#endif
+    if (f->data && f->size) BL_FREE((void *)f->data);
+    BL_FREE(f->path);
+    memset(f, 0, sizeof *f);
+}
+
+static int bl__is_dir(const char *path) {
+#ifdef BL__POSIX
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+#else
+    (void)path;
+    return 0;
+#endif
+}
+
+static int bl__exists(const char *path) {
+    FILE *fp = fopen(path, "rb");
+    if (fp) fclose(fp);
+    return fp != NULL;
+}
+
+static void bl__join(char *out, size_t cap, const char *dir, const char *name) {
+    size_t n = strlen(dir);
+    snprintf(out, cap, "%s%s%s", dir, (n && dir[n - 1] == '/') ? "" : "/", name);
+}
+
+/* Read a whole small file (configs) as a NUL-terminated string. */
+static char *bl__read_text(const char *path, size_t *len, size_t max) {
+    FILE *fp = fopen(path, "rb");
+    char *buf;
+    long sz;
+    if (!fp) return NULL;
+    if (fseek(fp, 0, SEEK_END) != 0 || (sz = ftell(fp)) < 0 || (size_t)sz > max || fseek(fp, 0, SEEK_SET) != 0) {
+        fclose(fp);
+        return NULL;
+    }
+    buf = (char *)bl__alloc((size_t)sz + 1);
+    if (buf && fread(buf, 1, (size_t)sz, fp) != (size_t)sz) { BL_FREE(buf); buf = NULL; }
+    fclose(fp);
+    if (buf) { buf[sz] = 0; if (len) *len = (size_t)sz; }
+    return buf;
+}
+
+/* >>json  JSON READER --------------------------------------------------------
+   One pass builds a flat array of nodes; each node knows where its next
+   sibling is, so walking an object is linear and lookups need no pointers.
+   Strings stay in the source buffer and are unescaped on request. Depth and
+   node counts are bounded, so hostile input fails cleanly. */
+
+enum { BL__J_NULL, BL__J_FALSE, BL__J_TRUE, BL__J_NUM, BL__J_STR, BL__J_ARR, BL__J_OBJ };
+
+typedef struct bl__jnode {
+    int type;
+    int next;   /* index of the next sibling (past all descendants) */
+    int n;      /* children: array elements, or object members (key+value pairs) */
+    size_t start, end; /* source span; strings without the quotes */
+} bl__jnode;
+
+typedef struct bl__json {
+    const char *src;
+    size_t len;
+    bl__jnode *nodes;
+    int n_nodes, cap;
+    char err[128];
+} bl__json;
+
+#define BL__JSON_MAX_DEPTH 128
+
+static int bl__json_new(bl__json *j, int type, size_t start) {
+    if (j->n_nodes == j->cap) {
+        int nc = j->cap ? j->cap * 2 : 256;
+        bl__jnode *nn;
+        if (nc > (1 << 28)) return -1;
+        nn = (bl__jnode *)BL_REALLOC(j->nodes, (size_t)nc * sizeof *nn);
+        if (!nn) return -1;
+        j->nodes = nn;
+        j->cap = nc;
+    }
+    j->nodes[j->n_nodes].type = type;
+    j->nodes[j->n_nodes].n = 0;
+    j->nodes[j->n_nodes].next = 0;
+    j->nodes[j->n_nodes].start = start;
+    j->nodes[j->n_nodes].end = start;
+    return j->n_nodes++;
+}
+
+static size_t bl__json_ws(const bl__json *j, size_t p) {
+    while (p < j->len && (j->src[p] == ' ' || j->src[p] == '\t' || j->src[p] == '\n' || j->src[p] == '\r')) p++;
+    return p;
+}
+
+static int bl__json_value(bl__json *j, size_t *pp, int depth);
+
+static int bl__json_string(bl__json *j, size_t *pp, int as_node) {
+    size_t p = *pp + 1;
+    int id = -1;
+    while (p < j->len && j->src[p] != '"') {
+        unsigned char ch = (unsigned char)j->src[p];
+        if (ch < 0x20) { snprintf(j->err, sizeof j->err, "control character in string at byte %zu", p); return -2; }
+        if (ch == '\\') {
+            if (p + 1 >= j->len) break;
+            if (j->src[p + 1] == 'u') {
+                int k;
+                for (k = 2; k < 6; k++)
+                    if (p + (size_t)k >= j->len || !strchr("0123456789abcdefABCDEF", j->src[p + k]) || !j->src[p + k]) {
+                        snprintf(j->err, sizeof j->err, "bad \\u escape at byte %zu", p);
+                        return -2;
+                    }
+                p += 6;
+                continue;
+            }
+            if (!strchr("\"\\/bfnrt", j->src[p + 1]) || !j->src[p + 1]) {
+                snprintf(j->err, sizeof j->err, "bad escape at byte %zu", p);
+                return -2;
+            }
+            p += 2;
+            continue;
+        }
+        p++;
+    }
+    if (p >= j->len) { snprintf(j->err, sizeof j->err, "unterminated string at byte %zu", *pp); return -2; }
+    if (as_node) {
+        id = bl__json_new(j, BL__J_STR, *pp + 1);
+        if (id < 0) return -1;
+        j->nodes[id].end = p;
+        j->nodes[id].next = id + 1;
+    }
+    *pp = p + 1;
+    return id < 0 ? 0 : id;
+}
+
+static int bl__json_value(bl__json *j, size_t *pp, int depth) {
+    size_t p = bl__json_ws(j, *pp);
+    int id, r;
+    if (depth > BL__JSON_MAX_DEPTH) { snprintf(j->err, sizeof j->err, "nesting deeper than %d", BL__JSON_MAX_DEPTH); return -2; }
+    if (p >= j->len) { snprintf(j->err, sizeof j->err, "unexpected end of input"); return -2; }
+    switch (j->src[p]) {
+    case '{':
+    case '[': {
+        int is_obj = j->src[p] == '{';
+        char close = is_obj ? '}' : ']';
+        id = bl__json_new(j, is_obj ? BL__J_OBJ : BL__J_ARR, p);
+        if (id < 0) return -1;
+        p = bl__json_ws(j, p + 1);
+        if (p < j->len && j->src[p] == close) { p++; goto done_container; }
+        for (;;) {
+            p = bl__json_ws(j, p);
+            if (is_obj) {
+                if (p >= j->len || j->src[p] != '"') { snprintf(j->err, sizeof j->err, "expected a key at byte %zu", p); return -2; }
+                r = bl__json_string(j, &p, 1);
+                if (r < 0) return r;
+                p = bl__json_ws(j, p);
+                if (p >= j->len || j->src[p] != ':') { snprintf(j->err, sizeof j->err, "expected ':' at byte %zu", p); return -2; }
+                p++;
+            }
+            r = bl__json_value(j, &p, depth + 1);
+            if (r < 0) return r;
+            j->nodes[id].n++;
+            p = bl__json_ws(j, p);
+            if (p < j->len && j->src[p] == ',') { p++; continue; }
+            if (p < j->len && j->src[p] == close) { p++; break; }
+            snprintf(j->err, sizeof j->err, "expected ',' or '%c' at byte %zu", close, p);
+            return -2;
+        }
+    done_container:
+        j->nodes[id].end = p;
+        j->nodes[id].next = j->n_nodes;
+        *pp = p;
+        return id;
+    }
+    case '"':
+        r = bl__json_string(j, &p, 1);
+        if (r < 0) return r;
+        *pp = p;
+        return r;
+    case 't': case 'f': case 'n': {
+        const char *w = j->src[p] == 't' ? "true" : j->src[p] == 'f' ? "false" : "null";
+        size_t wl = strlen(w);
+        if (p + wl > j->len || memcmp(j->src + p, w, wl) != 0) { snprintf(j->err, sizeof j->err, "bad literal at byte %zu", p); return -2; }
+        id = bl__json_new(j, w[0] == 't' ? BL__J_TRUE : w[0] == 'f' ? BL__J_FALSE : BL__J_NULL, p);
+        if (id < 0) return -1;
+        j->nodes[id].end = p + wl;
+        j->nodes[id].next = id + 1;
+        *pp = p + wl;
+        return id;
+    }
+    default: {
+        size_t s = p;
+        if (p < j->len && j->src[p] == '-') p++;
+        if (p >= j->len || j->src[p] < '0' || j->src[p] > '9') { snprintf(j->err, sizeof j->err, "unexpected character at byte %zu", s); return -2; }
+        while (p < j->len && strchr("0123456789+-.eE", j->src[p]) && j->src[p]) p++;
+        id = bl__json_new(j, BL__J_NUM, s);
+        if (id < 0) return -1;
+        j->nodes[id].end = p;
+        j->nodes[id].next = id + 1;
+        *pp = p;
+        return id;
+    }
+    }
+}
+
+/* Parse src[0..len). Returns 0, or -1 with j->err set. Free with bl__json_free. */
+static int bl__json_parse(bl__json *j, const char *src, size_t len) {
+    size_t p = 0;
+    int r;
+    memset(j, 0, sizeof *j);
+    j->src = src;
+    j->len = len;
+    r = bl__json_value(j, &p, 0);
+    if (r == -1) { snprintf(j->err, sizeof j->err, "out of memory"); return -1; }
+    if (r < 0) return -1;
+    p = bl__json_ws(j, p);
+    if (p != len) { snprintf(j->err, sizeof j->err, "trailing characters at byte %zu", p); return -1; }
+    return 0;
+}
+
+static void bl__json_free(bl__json *j) { BL_FREE(j->nodes); memset(j, 0, sizeof *j); }
+
+/* Is node k a string equal to s? */
+static int bl__json_is(const bl__json *j, int k, const char *s) {
+    size_t n = strlen(s);
+    return k >= 0 && j->nodes[k].type == BL__J_STR && j->nodes[k].end - j->nodes[k].start == n &&
+           memcmp(j->src + j->nodes[k].start, s, n) == 0;
+}
+
+/* Value of member `key` in object obj, or -1. */
+static int bl__json_get(const bl__json *j, int obj, const char *key) {
+    int k, i;
+    if (obj < 0 || j->nodes[obj].type != BL__J_OBJ) return -1;
+    for (i = 0, k = obj + 1; i < j->nodes[obj].n; i++) {
+        int v = j->nodes[k].next;
+        if (bl__json_is(j, k, key)) return v;
+        k = j->nodes[v].next;
+    }
+    return -1;
+}
+
+/* Element i of an array (or the i-th value of an object), or -1. */
+static int bl__json_at(const bl__json *j, int arr, int i) {
+    int k, c;
+    if (arr < 0 || (j->nodes[arr].type != BL__J_ARR && j->nodes[arr].type != BL__J_OBJ) || i < 0 || i >= j->nodes[arr].n) return -1;
+    k = arr + 1;
+    for (c = 0; c < i; c++) {
+        if (j->nodes[arr].type == BL__J_OBJ) k = j->nodes[k].next;
+        k = j->nodes[k].next;
+    }
+    return j->nodes[arr].type == BL__J_OBJ ? j->nodes[k].next : k;
+}
+
+static int bl__json_num(const bl__json *j, int k, double *out) {
+    char buf[64];
+    size_t n;
+    char *end;
+    if (k < 0 || j->nodes[k].type != BL__J_NUM) return 0;
+    n = j->nodes[k].end - j->nodes[k].start;
+    if (n >= sizeof buf) return 0;
+    memcpy(buf, j->src + j->nodes[k].start, n);
+    buf[n] = 0;
+    *out = strtod(buf, &end);
+    return *end == 0;
+}
+
+static void bl__utf8_put(char **o, uint32_t cp) {
+    char *p = *o;
+    if (cp < 0x80) *p++ = (char)cp;
+    else if (cp < 0x800) { *p++ = (char)(0xC0 | (cp >> 6)); *p++ = (char)(0x80 | (cp & 63)); }
+    else if (cp < 0x10000) { *p++ = (char)(0xE0 | (cp >> 12)); *p++ = (char)(0x80 | ((cp >> 6) & 63)); *p++ = (char)(0x80 | (cp & 63)); }
+    else { *p++ = (char)(0xF0 | (cp >> 18)); *p++ = (char)(0x80 | ((cp >> 12) & 63)); *p++ = (char)(0x80 | ((cp >> 6) & 63)); *p++ = (char)(0x80 | (cp & 63)); }
+    *o = p;
+}
+
+static uint32_t bl__hex4(const char *s) {
+    uint32_t v = 0;
+    int i;
+    for (i = 0; i < 4; i++) {
+        char ch = s[i];
+        v = v * 16 + (uint32_t)(ch >= 'a' ? ch - 'a' + 10 : ch >= 'A' ? ch - 'A' + 10 : ch - '0');
+    }
+    return v;
+}
+
+/* Unescape string node k into a new NUL-terminated buffer (length in *len). */
+static char *bl__json_str(const bl__json *j, int k, size_t *len) {
+    const char *s, *e;
+    char *out, *o;
+    if (k < 0 || j->nodes[k].type != BL__J_STR) return NULL;
+    s = j->src + j->nodes[k].start;
+    e = j->src + j->nodes[k].end;
+    out = o = (char *)bl__alloc((size_t)(e - s) + 1);
+    if (!out) return NULL;
+    while (s < e) {
+        if (*s != '\\') { *o++ = *s++; continue; }
+        s++;
+        switch (*s) {
+        case 'b': *o++ = '\b'; s++; break;
+        case 'f': *o++ = '\f'; s++; break;
+        case 'n': *o++ = '\n'; s++; break;
+        case 'r': *o++ = '\r'; s++; break;
+        case 't': *o++ = '\t'; s++; break;
+        case 'u': {
+            uint32_t cp = bl__hex4(s + 1);
+            s += 5;
+            if (cp >= 0xD800 && cp < 0xDC00 && s + 6 <= e && s[0] == '\\' && s[1] == 'u') {
+                uint32_t lo = bl__hex4(s + 2);
+                if (lo >= 0xDC00 && lo < 0xE000) { cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00); s += 6; }
+            }
+            if (cp >= 0xD800 && cp < 0xE000) cp = 0xFFFD;
+            bl__utf8_put(&o, cp);
+            break;
+        }
+        default: *o++ = *s++; break;
+        }
+    }
+    *o = 0;
+    if (len) *len = (size_t)(o - out);
+    return out;
+}
+
+/* >>gguf  GGUF READER --------------------------------------------------------
+   GGUF v2/v3: header, key-value metadata, tensor infos, aligned data. Every
+   length and offset is checked against the file before it is used; keys and
+   arrays are kept as pointers into the mapped file (nothing is copied). */
+
+typedef struct bl__type_traits { const char *name; int block; int bytes; } bl__type_traits;
+
+/* Every GGUF type we can name; `bytes` = 0 where we do not read it. */
+static const bl__type_traits bl__types[40] = {
+    {"F32", 1, 4},   {"F16", 1, 2},   {"Q4_0", 32, 18}, {"Q4_1", 0, 0},  {"Q4_2", 0, 0},
+    {"Q4_3", 0, 0},  {"Q5_0", 0, 0},  {"Q5_1", 0, 0},   {"Q8_0", 32, 34}, {"Q8_1", 0, 0},
+    {"Q2_K", 0, 0},  {"Q3_K", 0, 0},  {"Q4_K", 256, 144}, {"Q5_K", 0, 0}, {"Q6_K", 256, 210},
+    {"Q8_K", 0, 0},  {"IQ2_XXS", 0, 0}, {"IQ2_XS", 0, 0}, {"IQ3_XXS", 0, 0}, {"IQ1_S", 0, 0},
+    {"IQ4_NL", 0, 0}, {"IQ3_S", 0, 0}, {"IQ2_S", 0, 0},  {"IQ4_XS", 0, 0}, {"I8", 0, 0},
+    {"I16", 0, 0},   {"I32", 0, 0},   {"I64", 0, 0},    {"F64", 0, 0},   {"IQ1_M", 0, 0},
+    {"BF16", 1, 2},  {"Q4_0_4_4", 0, 0}, {"Q4_0_4_8", 0, 0}, {"Q4_0_8_8", 0, 0}, {"TQ1_0", 0, 0},
+    {"TQ2_0", 0, 0}, {"IQ4_NL_4_4", 0, 0}, {"IQ4_NL_4_8", 0, 0}, {"IQ4_NL_8_8", 0, 0}, {"MXFP4", 0, 0},
+};
+
+const char *bl_type_name(int type) {
+    if (type < 0 || type >= 40 || !bl__types[type].bytes) return NULL;
+    return bl__types[type].name;
+}
+
+static const char *bl__type_any_name(int type) {
+    return (type >= 0 && type < 40) ? bl__types[type].name : "unknown";
+}
+
+/* Bytes of a row of n elements of a type, 0 if n is not a whole number of blocks. */
+static size_t bl__row_bytes(int type, int64_t n) {
+    const bl__type_traits *t = &bl__types[type];
+    if (n % t->block) return 0;
+    return (size_t)(n / t->block) * (size_t)t->bytes;
+}
+
+/* One tensor of any format, under its canonical (GGUF) name. */
+typedef struct bl__tensor {
+    char *name;           /* canonical name, owned */
+    int type;             /* bl_type */
+    int n_dims;
+    int64_t ne[4];        /* ne[0] is the innermost (row) length */
+    const uint8_t *data;
+    size_t nbytes;
+    const char *file;     /* path, for messages */
+} bl__tensor;
+
+enum { BL__G_U8, BL__G_I8, BL__G_U16, BL__G_I16, BL__G_U32, BL__G_I32, BL__G_F32, BL__G_BOOL,
+       BL__G_STR, BL__G_ARR, BL__G_U64, BL__G_I64, BL__G_F64, BL__G_NTYPES };
+
+static const int bl__gguf_scalar_size[BL__G_NTYPES] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+
+typedef struct bl__gkv {
+    const char *key;
+    size_t klen;
+    int type;             /* BL__G_* */
+    int arr_type;         /* element type for arrays */
+    uint64_t n;           /* array length */
+    const uint8_t *val;   /* value (for arrays: first element) */
+} bl__gkv;
+
+typedef struct bl__gguf {
+    uint32_t version;
+    bl__gkv *kv;
+    int64_t n_kv;
+    size_t alignment;
+} bl__gguf;
+
+typedef struct bl__rd { const uint8_t *p, *end; } bl__rd;
+
+static int bl__rd_get(bl__rd *r, void *out, size_t n) {
+    if ((size_t)(r->end - r->p) < n) return 0;
+    memcpy(out, r->p, n);
+    r->p += n;
+    return 1;
+}
+
+static int bl__rd_str(bl__rd *r, const char **s, size_t *len) {
+    uint64_t n;
+    if (!bl__rd_get(r, &n, 8) || n > (uint64_t)(r->end - r->p)) return 0;
+    *s = (const char *)r->p;
+    *len = (size_t)n;
+    r->p += n;
+    return 1;
+}
+
+/* Skip one value of type t; 0 on overrun. */
+static int bl__rd_skip(bl__rd *r, int t, int depth) {
+    if (t < 0 || t >= BL__G_NTYPES) return 0;
+    if (t == BL__G_STR) { const char *s; size_t n; return bl__rd_str(r, &s, &n); }
+    if (t == BL__G_ARR) {
+        uint32_t at;
+        uint64_t n, i;
+        if (depth > 2 || !bl__rd_get(r, &at, 4) || !bl__rd_get(r, &n, 8) || at >= BL__G_NTYPES) return 0;
+        if (at != BL__G_STR && at != BL__G_ARR) {
+            uint64_t sz = (uint64_t)bl__gguf_scalar_size[at];
+            if (n > (uint64_t)(r->end - r->p) / sz) return 0;
+            r->p += n * sz;
+            return 1;
+        }
+        if (n > (uint64_t)(r->end - r->p) / 8) return 0;
+        for (i = 0; i < n; i++) if (!bl__rd_skip(r, (int)at, depth + 1)) return 0;
+        return 1;
+    }
+    if ((size_t)(r->end - r->p) < (size_t)bl__gguf_scalar_size[t]) return 0;
+    r->p += bl__gguf_scalar_size[t];
+    return 1;
+}
+
+static const bl__gkv *bl__gguf_find(const bl__gguf *g, const char *key) {
+    size_t n = strlen(key);
+    int64_t i;
+    for (i = 0; i < g->n_kv; i++)
+        if (g->kv[i].klen == n && memcmp(g->kv[i].key, key, n) == 0) return &g->kv[i];
+    return NULL;
+}
+
+/* Read a scalar number of any numeric type as double. */
+static int bl__gguf_num(const bl__gguf *g, const char *key, double *out) {
+    const bl__gkv *kv = bl__gguf_find(g, key);
+    const uint8_t *v;
+    if (!kv) return 0;
+    v = kv->val;
+    switch (kv->type) {
+    case BL__G_U8: *out = v[0]; return 1;
+    case BL__G_I8: *out = (int8_t)v[0]; return 1;
+    case BL__G_BOOL: *out = v[0] != 0; return 1;
+    case BL__G_U16: { uint16_t x; memcpy(&x, v, 2); *out = x; return 1; }
+    case BL__G_I16: { int16_t x; memcpy(&x, v, 2); *out = x; return 1; }
+    case BL__G_U32: { uint32_t x; memcpy(&x, v, 4); *out = x; return 1; }
+    case BL__G_I32: { int32_t x; memcpy(&x, v, 4); *out = x; return 1; }
+    case BL__G_F32: { float x; memcpy(&x, v, 4); *out = x; return 1; }
+    case BL__G_U64: { uint64_t x; memcpy(&x, v, 8); *out = (double)x; return 1; }
+    case BL__G_I64: { int64_t x; memcpy(&x, v, 8); *out = (double)x; return 1; }
+    case BL__G_F64: { double x; memcpy(&x, v, 8); *out = x; return 1; }
+    default: return 0;
+    }
+}
+
+/* A string value as pointer + length (not NUL-terminated). */
+static int bl__gguf_str(const bl__gguf *g, const char *key, const char **s, size_t *n) {
+    const bl__gkv *kv = bl__gguf_find(g, key);
+    uint64_t len;
+    if (!kv || kv->type != BL__G_STR) return 0;
+    memcpy(&len, kv->val, 8);
+    *s = (const char *)kv->val + 8;
+    *n = (size_t)len;
+    return 1;
+}
+
+/* Parse a GGUF file's metadata and tensor directory. Tensors are appended to
+   *tensors (BL_REALLOC-grown), named as stored. */
+static bl_result bl__gguf_read(bl__gguf *g, const bl__file *f, bl__tensor **tensors, int *n_tensors, char *err) {
+    bl__rd r;
+    char magic[4];
+    uint64_t n_t, n_kv, i;
+    size_t data_off;
+    const char *path = f->path;
+    memset(g, 0, sizeof *g);
+    r.p = f->data;
+    r.end = f->data + f->size;
+    if (!bl__rd_get(&r, magic, 4) || memcmp(magic, "GGUF", 4) != 0)
+        return bl__fmt(err, BL_ERR_FORMAT, "%s: not a GGUF file (bad magic)", path);
+    if (!bl__rd_get(&r, &g->version, 4)) return bl__fmt(err, BL_ERR_FORMAT, "%s: truncated GGUF header", path);
+    if (g->version != 2 && g->version != 3)
+        return bl__fmt(err, BL_ERR_UNSUPPORTED, "%s: GGUF version %u (only 2 and 3 are read)", path, (unsigned)g->version);
+    if (!bl__rd_get(&r, &n_t, 8) || !bl__rd_get(&r, &n_kv, 8)) return bl__fmt(err, BL_ERR_FORMAT, "%s: truncated GGUF header", path);
+    if (n_kv > f->size / 13 || n_t > f->size / 24)
+        return bl__fmt(err, BL_ERR_FORMAT, "%s: header claims %llu keys and %llu tensors, more than the file can hold", path,
+                       (unsigned long long)n_kv, (unsigned long long)n_t);
+    g->kv = (bl__gkv *)bl__calloc((size_t)n_kv * sizeof *g->kv);
+    if (!g->kv) return bl__fmt(err, BL_ERR_NOMEM, "%s: out of memory", path);
+    g->n_kv = (int64_t)n_kv;
+    g->alignment = 32;
+    for (i = 0; i < n_kv; i++) {
+        bl__gkv *kv = &g->kv[i];
+        uint32_t t;
+        if (!bl__rd_str(&r, &kv->key, &kv->klen) || !bl__rd_get(&r, &t, 4))
+            return bl__fmt(err, BL_ERR_FORMAT, "%s: metadata key %llu runs past the end of the file", path, (unsigned long long)i);
+        if (t >= BL__G_NTYPES)
+            return bl__fmt(err, BL_ERR_FORMAT, "%s: metadata key '%.*s' has unknown type %u", path, (int)kv->klen, kv->key, (unsigned)t);
+        kv->type = (int)t;
+        if (t == BL__G_ARR) {
+            uint32_t at;
+            const uint8_t *save = r.p;
+            if (!bl__rd_get(&r, &at, 4) || !bl__rd_get(&r, &kv->n, 8) || at >= BL__G_NTYPES)
+                return bl__fmt(err, BL_ERR_FORMAT, "%s: metadata array '%.*s' is malformed", path, (int)kv->klen, kv->key);
+            kv->arr_type = (int)at;
+            kv->val = r.p;
+            r.p = save;
+        } else {
+            kv->val = r.p;
+        }
+        if (!bl__rd_skip(&r, (int)t, 0))
+            return bl__fmt(err, BL_ERR_FORMAT, "%s: metadata value '%.*s' runs past the end of the file", path, (int)kv->klen, kv->key);
+    }
+    {
+        double a;
+        if (bl__gguf_num(g, "general.alignment", &a)) {
+            if (a < 1 || a > 65536 || ((size_t)a & ((size_t)a - 1)))
+                return bl__fmt(err, BL_ERR_FORMAT, "%s: general.alignment %g is not a power of two", path, a);
+            g->alignment = (size_t)a;
+        }
+    }
+    {
+        bl__tensor *nt = (bl__tensor *)BL_REALLOC(*tensors, (size_t)(*n_tensors + (int)n_t + 1) * sizeof *nt);
+        if (!nt) return bl__fmt(err, BL_ERR_NOMEM, "%s: out of memory", path);
+        *tensors = nt;
+    }
+    for (i = 0; i < n_t; i++) {
+        bl__tensor *t = &(*tensors)[*n_tensors];
+        const char *name;
+        size_t nlen;
+        uint32_t nd, type, d;
+        uint64_t off;
+        memset(t, 0, sizeof *t);
+        if (!bl__rd_str(&r, &name, &nlen) || !bl__rd_get(&r, &nd, 4))
+            return bl__fmt(err, BL_ERR_FORMAT, "%s: tensor info %llu runs past the end of the file", path, (unsigned long long)i);
+        if (nlen > 256) return bl__fmt(err, BL_ERR_FORMAT, "%s: tensor %llu has a %zu-byte name", path, (unsigned long long)i, nlen);
+        if (nd < 1 || nd > 4) return bl__fmt(err, BL_ERR_FORMAT, "%s: tensor '%.*s' has %u dimensions", path, (int)nlen, name, (unsigned)nd);
+        t->n_dims = (int)nd;
+        t->ne[0] = t->ne[1] = t->ne[2] = t->ne[3] = 1;
+        for (d = 0; d < nd; d++) {
+            uint64_t v;
+            if (!bl__rd_get(&r, &v, 8)) return bl__fmt(err, BL_ERR_FORMAT, "%s: tensor '%.*s' truncated", path, (int)nlen, name);
+            if (v == 0 || v > ((uint64_t)1 << 40))
+                return bl__fmt(err, BL_ERR_FORMAT, "%s: tensor '%.*s' has dimension %llu", path, (int)nlen, name, (unsigned long long)v);
+            t->ne[d] = (int64_t)v;
+        }
+        if (!bl__rd_get(&r, &type, 4) || !bl__rd_get(&r, &off, 8))
+            return bl__fmt(err, BL_ERR_FORMAT, "%s: tensor '%.*s' truncated", path, (int)nlen, name);
+        t->name = bl__strndup(name, nlen);
+        if (!t->name) return bl__fmt(err, BL_ERR_NOMEM, "%s: out of memory", path);
+        (*n_tensors)++;
+        if (type >= 40 || !bl__types[type].bytes)
+            return bl__fmt(err, BL_ERR_UNSUPPORTED, "%s: tensor '%s' has type %s (%u), which berlin.h does not read "
+                           "(it reads F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)", path, t->name, bl__type_any_name((int)type), (unsigned)type);
+        t->type = (int)type;
+        {
+            size_t rb = bl__row_bytes(t->type, t->ne[0]);
+            uint64_t rows = (uint64_t)t->ne[1] * (uint64_t)t->ne[2] * (uint64_t)t->ne[3];
+            if (!rb) return bl__fmt(err, BL_ERR_FORMAT, "%s: tensor '%s' row of %lld is not a whole number of %s blocks", path, t->name,
+                                    (long long)t->ne[0], bl__types[type].name);
+            if (rows > ((uint64_t)1 << 40) / rb) return bl__fmt(err, BL_ERR_FORMAT, "%s: tensor '%s' is impossibly large", path, t->name);
+            t->nbytes = (size_t)(rb * rows);
+        }
+        t->data = (const uint8_t *)(uintptr_t)off; /* relative until the data section is known */
+        t->file = f->path;
+    }
+    data_off = (size_t)(r.p - f->data);
+    data_off = (data_off + g->alignment - 1) / g->alignment * g->alignment;
+    for (i = 0; i < n_t; i++) {
+        bl__tensor *t = &(*tensors)[*n_tensors - (int)n_t + (int)i];
+        uint64_t off = (uint64_t)(uintptr_t)t->data;
+        if (off % g->alignment)
+            return bl__fmt(err, BL_ERR_FORMAT, "%s: tensor '%s' offset %llu is not aligned to %zu", path, t->name, (unsigned long long)off, g->alignment);
+        if (data_off > f->size || off > f->size - data_off || t->nbytes > f->size - data_off - off)
+            return bl__fmt(err, BL_ERR_FORMAT, "%s: tensor '%s' (%zu bytes at offset %llu) runs past the end of the file (%zu bytes): truncated file?",
+                           path, t->name, t->nbytes, (unsigned long long)(data_off + off), f->size);
+        t->data = f->data + data_off + off;
+    }
+    return BL_OK;
+}
+
+static void bl__gguf_free(bl__gguf *g) { BL_FREE(g->kv); memset(g, 0, sizeof *g); }
+
+/* >>map  MODEL AND WEIGHT MAPPING --------------------------------------------
+   Every format is read into one tensor directory under GGUF's canonical names
+   (token_embd, blk.N.attn_q, ...) plus one set of hyper-parameters; a single
+   builder then checks shapes against the configuration and wires the layers.
+   The RoPE pairing is a property of the weights (Hugging Face stores q/k rows
+   in rotate-half order, Meta/GGUF/llama2.c in interleaved pairs), so the
+   mapper records it in rope_neox and the forward pass applies whichever
+   pairing the weights were written for, without copying them. */
+
+#define BL__MAX_FILES 64
+
+typedef struct bl__hparams {
+    int dim, n_layer, n_head, n_head_kv, head_dim, n_ff, n_vocab, n_ctx_train;
+    double eps, theta;
+    int rope_neox;
+    int scaling;          /* 0 none, 1 linear, 2 llama3 */
+    double factor, low_ff, high_ff, orig_ctx;
+    int bos, eos;
+} bl__hparams;
+
+typedef struct bl__weight {
+    const uint8_t *data;
+    int type;
+    int64_t rows, cols;   /* rows = outputs, cols = inputs */
+    size_t row_bytes;
+} bl__weight;
+
+typedef struct bl__layer {
+    float *attn_norm;     /* (dim) */
+    float *ffn_norm;      /* (dim) */
+    float *bq;            /* (n_head*head_dim) or NULL */
+    float *bk, *bv;       /* (n_head_kv*head_dim) or NULL */
+    bl__weight wq;        /* (n_head*head_dim, dim) */
+    bl__weight wk, wv;    /* (n_head_kv*head_dim, dim) */
+    bl__weight wo;        /* (dim, n_head*head_dim) */
+    bl__weight w_gate;    /* (n_ff, dim) */
+    bl__weight w_up;      /* (n_ff, dim) */
+    bl__weight w_down;    /* (dim, n_ff) */
+} bl__layer;
+
+struct bl_model {
+    char err[BL__ERRLEN];
+    bl_model_info info;
+    bl__hparams hp;
+    char arch[32];
+    int no_mmap;
+    bl__file files[BL__MAX_FILES];
+    int n_files;
+    bl__tensor *tensors;  /* directory, canonical names */
+    int n_tensors;
+    bl__weight tok_embd;  /* (n_vocab, dim) */
+    bl__weight output;    /* (n_vocab, dim), = tok_embd when tied */
+    float *output_norm;   /* (dim) */
+    bl__layer *layers;    /* (n_layer) */
+    float *rope_freq;     /* (head_dim/2) angle per position for each pair */
+    float *vecs;          /* storage of all norm/bias vectors as F32 */
+    bl_tokenizer *tok;
+};
+
+static bl_result bl__merr(bl_model *m, bl_result code, const char *fmt, ...) BL__PRINTF(3, 4);
+static bl_result bl__merr(bl_model *m, bl_result code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->err, BL__ERRLEN, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static bl_result bl__model_open_file(bl_model *m, const char *path, bl__file **out) {
+    bl_result r;
+    if (m->n_files == BL__MAX_FILES) return bl__merr(m, BL_ERR_UNSUPPORTED, "%s: more than %d weight files", path, BL__MAX_FILES);
+    r = bl__file_open(&m->files[m->n_files], path, m->no_mmap, m->err);
+    if (r != BL_OK) { bl__file_close(&m->files[m->n_files]); return r; }
+    *out = &m->files[m->n_files++];
+    return BL_OK;
+}
+
+static bl__tensor *bl__find_tensor(const bl_model *m, const char *name) {
+    int i;
+    for (i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+/* >>st  SAFETENSORS ----------------------------------------------------------
+   8-byte little-endian header length, a JSON header, then raw data. Names are
+   translated from Hugging Face (model.layers.N.self_attn.q_proj...) or Mistral
+   (layers.N.attention.wq...) naming to canonical names; VLM checkpoints'
+   language_model prefixes are stripped and their vision tensors skipped. */
+
+static const char *const bl__hf_names[][2] = {
+    {"input_layernorm.weight", "attn_norm.weight"},
+    {"self_attn.q_proj.weight", "attn_q.weight"},
+    {"self_attn.k_proj.weight", "attn_k.weight"},
+    {"self_attn.v_proj.weight", "attn_v.weight"},
+    {"self_attn.q_proj.bias", "attn_q.bias"},
+    {"self_attn.k_proj.bias", "attn_k.bias"},
+    {"self_attn.v_proj.bias", "attn_v.bias"},
+    {"self_attn.o_proj.weight", "attn_output.weight"},
+    {"post_attention_layernorm.weight", "ffn_norm.weight"},
+    {"mlp.gate_proj.weight", "ffn_gate.weight"},
+    {"mlp.up_proj.weight", "ffn_up.weight"},
+    {"mlp.down_proj.weight", "ffn_down.weight"},
+    /* Mistral consolidated naming */
+    {"attention_norm.weight", "attn_norm.weight"},
+    {"attention.wq.weight", "attn_q.weight"},
+    {"attention.wk.weight", "attn_k.weight"},
+    {"attention.wv.weight", "attn_v.weight"},
+    {"attention.wo.weight", "attn_output.weight"},
+    {"ffn_norm.weight", "ffn_norm.weight"},
+    {"feed_forward.w1.weight", "ffn_gate.weight"},
+    {"feed_forward.w2.weight", "ffn_down.weight"},
+    {"feed_forward.w3.weight", "ffn_up.weight"},
+};
+
+/* Canonical name for a safetensors tensor name, or 0 if it is not a text-model weight. */
+static int bl__st_canonical(const char *name, size_t n, char *out, size_t cap) {
+    char buf[300];
+    const char *s = buf;
+    size_t i;
+    if (n >= sizeof buf) return 0;
+    memcpy(buf, name, n);
+    buf[n] = 0;
+    if (strncmp(s, "language_model.", 15) == 0) s += 15;
+    if (strncmp(s, "model.language_model.", 21) == 0) s += 21;
+    else if (strncmp(s, "model.", 6) == 0) s += 6;
+    if (!strcmp(s, "embed_tokens.weight") || !strcmp(s, "tok_embeddings.weight")) { snprintf(out, cap, "token_embd.weight"); return 1; }
+    if (!strcmp(s, "norm.weight")) { snprintf(out, cap, "output_norm.weight"); return 1; }
+    if (!strcmp(s, "lm_head.weight") || !strcmp(s, "output.weight")) { snprintf(out, cap, "output.weight"); return 1; }
+    if (strncmp(s, "layers.", 7) == 0) {
+        char *end;
+        long l = strtol(s + 7, &end, 10);
+        if (end == s + 7 || *end != '.' || l < 0 || l > 100000) return 0;
+        for (i = 0; i < sizeof bl__hf_names / sizeof bl__hf_names[0]; i++)
+            if (!strcmp(end + 1, bl__hf_names[i][0])) { snprintf(out, cap, "blk.%ld.%s", l, bl__hf_names[i][1]); return 1; }
+    }
+    return 0;
+}
+
+static bl_result bl__st_read(bl_model *m, const char *path) {
+    bl__file *f;
+    uint64_t hlen;
+    bl__json j;
+    int root, i, k;
+    bl_result r = bl__model_open_file(m, path, &f);
+    if (r != BL_OK) return r;
+    if (f->size < 8) return bl__merr(m, BL_ERR_FORMAT, "%s: too short for a safetensors header", path);
+    memcpy(&hlen, f->data, 8);
+    if (hlen < 2 || hlen > f->size - 8 || hlen > ((uint64_t)1 << 30))
+        return bl__merr(m, BL_ERR_FORMAT, "%s: safetensors header length %llu does not fit the file (%zu bytes): truncated?", path,
+                        (unsigned long long)hlen, f->size);
+    if (bl__json_parse(&j, (const char *)f->data + 8, (size_t)hlen) != 0) {
+        r = bl__merr(m, BL_ERR_FORMAT, "%s: safetensors header is not valid JSON: %s", path, j.err);
+        bl__json_free(&j);
+        return r;
+    }
+    root = 0;
+    if (j.nodes[root].type != BL__J_OBJ) { bl__json_free(&j); return bl__merr(m, BL_ERR_FORMAT, "%s: safetensors header is not an object", path); }
+    {
+        bl__tensor *nt = (bl__tensor *)BL_REALLOC(m->tensors, (size_t)(m->n_tensors + j.nodes[root].n + 1) * sizeof *nt);
+        if (!nt) { bl__json_free(&j); return bl__merr(m, BL_ERR_NOMEM, "%s: out of memory", path); }
+        m->tensors = nt;
+    }
+    for (i = 0, k = root + 1; i < j.nodes[root].n; i++) {
+        int v = j.nodes[k].next, dt, sh, off, d;
+        const char *key = j.src + j.nodes[k].start;
+        size_t klen = j.nodes[k].end - j.nodes[k].start;
+        char canon[320];
+        double o0, o1;
+        bl__tensor *t;
+        int mapped, type = -1, esize = 0;
+        int64_t ne[4] = {1, 1, 1, 1};
+        uint64_t count = 1;
+        k = j.nodes[v].next;
+        if (klen == 12 && memcmp(key, "__metadata__", 12) == 0) continue;
+        dt = bl__json_get(&j, v, "dtype");
+        sh = bl__json_get(&j, v, "shape");
+        off = bl__json_get(&j, v, "data_offsets");
+        if (dt < 0 || sh < 0 || off < 0 || j.nodes[sh].type != BL__J_ARR || j.nodes[off].type != BL__J_ARR || j.nodes[off].n != 2 ||
+            !bl__json_num(&j, bl__json_at(&j, off, 0), &o0) || !bl__json_num(&j, bl__json_at(&j, off, 1), &o1)) {
+            r = bl__merr(m, BL_ERR_FORMAT, "%s: tensor '%.*s' lacks dtype, shape or data_offsets", path, (int)klen, key);
+            goto fail;
+        }
+        if (j.nodes[sh].n > 4) { r = bl__merr(m, BL_ERR_UNSUPPORTED, "%s: tensor '%.*s' has %d dimensions", path, (int)klen, key, j.nodes[sh].n); goto fail; }
+        for (d = 0; d < j.nodes[sh].n; d++) {
+            double x;
+            if (!bl__json_num(&j, bl__json_at(&j, sh, d), &x) || x < 0 || x > 1e12 || x != floor(x)) {
+                r = bl__merr(m, BL_ERR_FORMAT, "%s: tensor '%.*s' has a bad shape", path, (int)klen, key);
+                goto fail;
+            }
+            ne[j.nodes[sh].n - 1 - d] = (int64_t)x; /* safetensors is outermost first */
+            count *= (uint64_t)x;
+            if (count > ((uint64_t)1 << 40)) { r = bl__merr(m, BL_ERR_FORMAT, "%s: tensor '%.*s' is impossibly large", path, (int)klen, key); goto fail; }
+        }
+        if (bl__json_is(&j, dt, "F32")) { type = BL_TYPE_F32; esize = 4; }
+        else if (bl__json_is(&j, dt, "F16")) { type = BL_TYPE_F16; esize = 2; }
+        else if (bl__json_is(&j, dt, "BF16")) { type = BL_TYPE_BF16; esize = 2; }
+        if (o0 < 0 || o1 < o0 || o1 > (double)(f->size - 8 - hlen) || o0 != floor(o0) || o1 != floor(o1)) {
+            r = bl__merr(m, BL_ERR_FORMAT, "%s: tensor '%.*s' data_offsets [%.0f, %.0f] run past the end of the data (%llu bytes): truncated file?",
+                         path, (int)klen, key, o0, o1, (unsigned long long)(f->size - 8 - hlen));
+            goto fail;
+        }
+        mapped = bl__st_canonical(key, klen, canon, sizeof canon);
+        if (!mapped) continue; /* vision tower, projector, rotary caches... */
+        if (type < 0) {
+            size_t dl = j.nodes[dt].end - j.nodes[dt].start;
+            r = bl__merr(m, BL_ERR_UNSUPPORTED, "%s: tensor '%.*s' has dtype %.*s (berlin.h reads F32, F16 and BF16 safetensors)", path,
+                         (int)klen, key, (int)(dl > 32 ? 32 : dl), j.src + j.nodes[dt].start);
+            goto fail;
+        }
+        if ((double)count * esize != o1 - o0) {
+            r = bl__merr(m, BL_ERR_FORMAT, "%s: tensor '%.*s' holds %.0f bytes but its shape needs %llu", path, (int)klen, key, o1 - o0,
+                         (unsigned long long)count * (unsigned long long)esize);
+            goto fail;
+        }
+        if (bl__find_tensor(m, canon)) { r = bl__merr(m, BL_ERR_FORMAT, "%s: tensor '%.*s' appears twice", path, (int)klen, key); goto fail; }
+        t = &m->tensors[m->n_tensors];
+        memset(t, 0, sizeof *t);
+        t->name = bl__strndup(canon, strlen(canon));
+        if (!t->name) { r = bl__merr(m, BL_ERR_NOMEM, "out of memory"); goto fail; }
+        m->n_tensors++;
+        t->type = type;
+        t->n_dims = j.nodes[sh].n ? j.nodes[sh].n : 1;
+        memcpy(t->ne, ne, sizeof ne);
+        t->data = f->data + 8 + hlen + (size_t)o0;
+        t->nbytes = (size_t)(o1 - o0);
+        t->file = f->path;
+    }
+    bl__json_free(&j);
+    return BL_OK;
+fail:
+    bl__json_free(&j);
+    return r;
+}
+
+/* Config values: Hugging Face config.json (possibly under text_config) or
+   Mistral params.json. Missing required fields are named in the error. */
+static int bl__cfg_num(const bl__json *j, int obj, const char *key, double *out) {
+    return bl__json_num(j, bl__json_get(j, obj, key), out);
+}
+
+static bl_result bl__cfg_read(bl_model *m, const char *path, int mistral) {
+    size_t len;
+    char *txt = bl__read_text(path, &len, 1 << 24);
+    bl__json j;
+    int o, rs;
+    double v;
+    bl__hparams *hp = &m->hp;
+    bl_result r = BL_OK;
+    const char *need[7];
+    double *dst[7];
+    int i;
+    if (!txt) return bl__merr(m, BL_ERR_IO, "%s: cannot read", path);
+    if (bl__json_parse(&j, txt, len) != 0) {
+        r = bl__merr(m, BL_ERR_CONFIG, "%s: not valid JSON: %s", path, j.err);
+        goto done;
+    }
+    o = 0;
+    if (bl__json_get(&j, o, "text_config") >= 0 && j.nodes[bl__json_get(&j, o, "text_config")].type == BL__J_OBJ)
+        o = bl__json_get(&j, o, "text_config");
+    {
+        double dim = 0, nl = 0, nh = 0, ff = 0, nv = 0, eps = 0, hd = 0, nkv = 0;
+        if (mistral) {
+            need[0] = "dim"; need[1] = "n_layers"; need[2] = "n_heads"; need[3] = "hidden_dim"; need[4] = "vocab_size"; need[5] = "norm_eps";
+        } else {
+            need[0] = "hidden_size"; need[1] = "num_hidden_layers"; need[2] = "num_attention_heads"; need[3] = "intermediate_size";
+            need[4] = "vocab_size"; need[5] = "rms_norm_eps";
+        }
+        dst[0] = &dim; dst[1] = &nl; dst[2] = &nh; dst[3] = &ff; dst[4] = &nv; dst[5] = &eps;
+        for (i = 0; i < 6; i++) {
+            if (!bl__cfg_num(&j, o, need[i], dst[i])) { r = bl__merr(m, BL_ERR_CONFIG, "%s: required field '%s' is missing or not a number", path, need[i]); goto done; }
+            if (*dst[i] <= 0 || *dst[i] > 1e9) { r = bl__merr(m, BL_ERR_CONFIG, "%s: field '%s' = %g is out of range", path, need[i], *dst[i]); goto done; }
+        }
+        nkv = nh;
+        bl__cfg_num(&j, o, mistral ? "n_kv_heads" : "num_key_value_heads", &nkv);
+        hd = 0;
+        if (!bl__cfg_num(&j, o, "head_dim", &hd) || hd <= 0) hd = dim / nh;
+        hp->dim = (int)dim; hp->n_layer = (int)nl; hp->n_head = (int)nh; hp->n_ff = (int)ff; hp->n_vocab = (int)nv;
+        hp->eps = eps; hp->head_dim = (int)hd; hp->n_head_kv = (int)nkv;
+    }
+    hp->theta = 10000.0;
+    if (bl__cfg_num(&j, o, "rope_theta", &v)) hp->theta = v;
+    hp->n_ctx_train = 0;
+    if (bl__cfg_num(&j, o, "max_position_embeddings", &v)) hp->n_ctx_train = (int)v;
+    hp->bos = hp->eos = -1;
+    if (bl__cfg_num(&j, o, "bos_token_id", &v) || bl__cfg_num(&j, 0, "bos_token_id", &v)) hp->bos = (int)v;
+    if (bl__cfg_num(&j, o, "eos_token_id", &v) || bl__cfg_num(&j, 0, "eos_token_id", &v)) hp->eos = (int)v;
+    rs = bl__json_get(&j, o, "rope_scaling");
+    if (rs >= 0 && j.nodes[rs].type == BL__J_OBJ) {
+        int ty = bl__json_get(&j, rs, "rope_type");
+        if (ty < 0) ty = bl__json_get(&j, rs, "type");
+        if (bl__json_is(&j, ty, "default")) hp->scaling = 0;
+        else if (bl__json_is(&j, ty, "linear") || bl__json_is(&j, ty, "llama3")) {
+            hp->scaling = bl__json_is(&j, ty, "linear") ? 1 : 2;
+            if (!bl__cfg_num(&j, rs, "factor", &hp->factor) || hp->factor <= 0) { r = bl__merr(m, BL_ERR_CONFIG, "%s: rope_scaling.factor is missing", path); goto done; }
+            if (hp->scaling == 2 &&
+                (!bl__cfg_num(&j, rs, "low_freq_factor", &hp->low_ff) || !bl__cfg_num(&j, rs, "high_freq_factor", &hp->high_ff) ||
+                 !bl__cfg_num(&j, rs, "original_max_position_embeddings", &hp->orig_ctx) || hp->high_ff <= hp->low_ff || hp->orig_ctx <= 0)) {
+                r = bl__merr(m, BL_ERR_CONFIG, "%s: rope_scaling llama3 needs low_freq_factor < high_freq_factor and original_max_position_embeddings", path);
+                goto done;
+            }
+        } else {
+            size_t n = ty >= 0 ? j.nodes[ty].end - j.nodes[ty].start : 7;
+            r = bl__merr(m, BL_ERR_UNSUPPORTED, "%s: rope_scaling type '%.*s' is not supported (default, linear, llama3 are)", path,
+                         (int)(n > 40 ? 40 : n), ty >= 0 ? j.src + j.nodes[ty].start : "missing");
+            goto done;
+        }
+    }
+    {
+        int mt = bl__json_get(&j, o, "model_type");
+        const char *arch = "llama";
+        if (mistral) arch = "mistral";
+        else if (bl__json_is(&j, mt, "qwen2")) arch = "qwen2";
+        else if (bl__json_is(&j, mt, "mistral")) arch = "mistral";
+        else if (mt >= 0 && !bl__json_is(&j, mt, "llama")) {
+            size_t n = j.nodes[mt].end - j.nodes[mt].start;
+            if (!(n == 7 && memcmp(j.src + j.nodes[mt].start, "mistral", 7) == 0)) {
+                r = bl__merr(m, BL_ERR_UNSUPPORTED, "%s: model_type '%.*s' is not a llama-family model berlin.h runs (llama, mistral, qwen2)", path,
+                             (int)(n > 40 ? 40 : n), j.src + j.nodes[mt].start);
+                goto done;
+            }
+        }
+        snprintf(m->arch, sizeof m->arch, "%s", arch);
+    }
+    hp->rope_neox = !mistral; /* HF stores q/k rows in rotate-half order */
+done:
+    bl__json_free(&j);
+    BL_FREE(txt);
+    return r;
+}
+
+/* A folder (or a .safetensors file with its config beside it). */
+static bl_result bl__load_safetensors(bl_model *m, const char *path, int is_dir) {
+    char dir[1024], p[1200];
+    bl_result r;
+    int mistral = 0;
+    if (is_dir) snprintf(dir, sizeof dir, "%s", path);
+    else {
+        const char *sl = strrchr(path, '/');
+        if (sl) snprintf(dir, sizeof dir, "%.*s", (int)(sl - path), path);
+        else snprintf(dir, sizeof dir, ".");
+    }
+    bl__join(p, sizeof p, dir, "config.json");
+    if (!bl__exists(p)) {
+        bl__join(p, sizeof p, dir, "params.json");
+        if (!bl__exists(p)) return bl__merr(m, BL_ERR_CONFIG, "%s: no config.json or params.json beside the weights", dir);
+        mistral = 1;
+    }
+    r = bl__cfg_read(m, p, mistral);
+    if (r != BL_OK) return r;
+    if (!is_dir) return bl__st_read(m, path);
+    bl__join(p, sizeof p, dir, mistral ? "consolidated.safetensors" : "model.safetensors");
+    if (bl__exists(p)) return bl__st_read(m, p);
+    bl__join(p, sizeof p, dir, "model.safetensors.index.json");
+    if (bl__exists(p)) {
+        size_t len;
+        char *txt = bl__read_text(p, &len, 1 << 26);
+        bl__json j;
+        int wm, i, k;
+        char *seen[BL__MAX_FILES];
+        int n_seen = 0;
+        if (!txt) return bl__merr(m, BL_ERR_IO, "%s: cannot read", p);
+        if (bl__json_parse(&j, txt, len) != 0) {
+            r = bl__merr(m, BL_ERR_FORMAT, "%s: not valid JSON: %s", p, j.err);
+            bl__json_free(&j); BL_FREE(txt);
+            return r;
+        }
+        wm = bl__json_get(&j, 0, "weight_map");
+        if (wm < 0 || j.nodes[wm].type != BL__J_OBJ) r = bl__merr(m, BL_ERR_FORMAT, "%s: no weight_map object", p);
+        for (i = 0, k = wm + 1; r == BL_OK && wm >= 0 && i < j.nodes[wm].n; i++) {
+            int v = j.nodes[k].next, s, dup = 0;
+            char *fn = bl__json_str(&j, v, NULL);
+            char sp[1200];
+            k = j.nodes[v].next;
+            if (!fn || strchr(fn, '/') || strstr(fn, "..")) { r = bl__merr(m, BL_ERR_FORMAT, "%s: bad shard file name", p); BL_FREE(fn); break; }
+            for (s = 0; s < n_seen; s++) if (!strcmp(seen[s], fn)) dup = 1;
+            if (dup) { BL_FREE(fn); continue; }
+            if (n_seen == BL__MAX_FILES) { r = bl__merr(m, BL_ERR_UNSUPPORTED, "%s: more than %d shards", p, BL__MAX_FILES); BL_FREE(fn); break; }
+            seen[n_seen++] = fn;
+            bl__join(sp, sizeof sp, dir, fn);
+            r = bl__st_read(m, sp);
+        }
+        while (n_seen) BL_FREE(seen[--n_seen]);
+        bl__json_free(&j);
+        BL_FREE(txt);
+        return r;
+    }
+    return bl__merr(m, BL_ERR_IO, "%s: no %s or model.safetensors.index.json", dir, mistral ? "consolidated.safetensors" : "model.safetensors");
+}
+
+/* GGUF: hyper-parameters from {arch}.* keys. */
+static bl_result bl__load_gguf(bl_model *m, const char *path, bl__gguf *g) {
+    bl__file *f;
+    bl_result r = bl__model_open_file(m, path, &f);
+    const char *s;
+    size_t n;
+    char key[128];
+    double v;
+    bl__hparams *hp = &m->hp;
+    if (r != BL_OK) return r;
+    r = bl__gguf_read(g, f, &m->tensors, &m->n_tensors, m->err);
+    if (r != BL_OK) return r;
+    if (!bl__gguf_str(g, "general.architecture", &s, &n)) return bl__merr(m, BL_ERR_CONFIG, "%s: required key 'general.architecture' is missing", path);
+    if (n >= sizeof m->arch) n = sizeof m->arch - 1;
+    memcpy(m->arch, s, n);
+    m->arch[n] = 0;
+    if (!strcmp(m->arch, "llama") || !strcmp(m->arch, "mistral") || !strcmp(m->arch, "mistral3")) hp->rope_neox = 0;
+    else if (!strcmp(m->arch, "qwen2")) hp->rope_neox = 1;
+    else return bl__merr(m, BL_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (llama, mistral, mistral3, qwen2 are)", path, m->arch);
+#define BL__GKEY(name, dst, required)                                                                        \
+    snprintf(key, sizeof key, "%s." name, m->arch);                                                           \
+    if (bl__gguf_num(g, key, &v)) dst = v;                                                                    \
+    else if (required) return bl__merr(m, BL_ERR_CONFIG, "%s: required key '%s' is missing", path, key);
+    v = 0;
+    {
+        double dim = 0, nl = 0, nh = 0, nkv = 0, ff = 0, eps = 1e-5, theta = 10000, ctx = 0, kl = 0, sf = 0;
+        BL__GKEY("embedding_length", dim, 1)
+        BL__GKEY("block_count", nl, 1)
+        BL__GKEY("attention.head_count", nh, 1)
+        BL__GKEY("feed_forward_length", ff, 1)
+        nkv = nh;
+        BL__GKEY("attention.head_count_kv", nkv, 0)
+        BL__GKEY("attention.layer_norm_rms_epsilon", eps, 1)
+        BL__GKEY("rope.freq_base", theta, 0)
+        BL__GKEY("context_length", ctx, 0)
+        BL__GKEY("attention.key_length", kl, 0)
+        BL__GKEY("rope.scaling.factor", sf, 0)
+        if (dim <= 0 || nl <= 0 || nh <= 0 || ff <= 0 || nkv <= 0 || dim > 1e6 || nl > 1e4 || nh > 1e4 || ff > 1e7)
+            return bl__merr(m, BL_ERR_CONFIG, "%s: hyper-parameters out of range", path);
+        hp->dim = (int)dim; hp->n_layer = (int)nl; hp->n_head = (int)nh; hp->n_head_kv = (int)nkv; hp->n_ff = (int)ff;
+        hp->eps = eps; hp->theta = theta; hp->n_ctx_train = (int)ctx;
+        hp->head_dim = kl > 0 ? (int)kl : (int)(dim / nh);
+        snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch);
+        if (bl__gguf_str(g, key, &s, &n) && !(n == 4 && !memcmp(s, "none", 4))) {
+            if (n == 6 && !memcmp(s, "linear", 6) && sf > 0) { hp->scaling = 1; hp->factor = sf; }
+            else return bl__merr(m, BL_ERR_UNSUPPORTED, "%s: rope scaling '%.*s' is not supported", path, (int)(n > 32 ? 32 : n), s);
+        }
+    }
+#undef BL__GKEY
+    {
+        bl__tensor *e = bl__find_tensor(m, "token_embd.weight");
+        hp->n_vocab = e ? (int)e->ne[1] : 0;
+    }
+    hp->bos = hp->eos = -1;
+    if (bl__gguf_num(g, "tokenizer.ggml.bos_token_id", &v)) hp->bos = (int)v;
+    if (bl__gguf_num(g, "tokenizer.ggml.eos_token_id", &v)) hp->eos = (int)v;
+    return BL_OK;
+}
+
+/* >>l2c  LLAMA2.C CHECKPOINTS ------------------------------------------------
+   The legacy (v0) export: seven int32 (dim, hidden_dim, n_layers, n_heads,
+   n_kv_heads, vocab_size, seq_len; a negative vocab_size means a separate
+   classifier) and F32 arrays in a fixed order. The file carries no magic,
+   so it is recognised only when its size is exactly what the header implies. */
+
+static int bl__l2c_layout(const uint8_t *d, size_t size, int32_t h[7], int *shared) {
+    uint64_t dim, hid, nl, nh, nkv, voc, seq, hs, kvd, n;
+    if (size < 28) return 0;
+    memcpy(h, d, 28);
+    if (h[0] <= 0 || h[1] <= 0 || h[2] <= 0 || h[3] <= 0 || h[4] <= 0 || h[5] == 0 || h[6] <= 0) return 0;
+    if (h[0] > (1 << 16) || h[1] > (1 << 18) || h[2] > 1024 || h[3] > 1024 || h[4] > h[3] || h[0] % h[3] || h[3] % h[4]) return 0;
+    if (h[5] > (1 << 22) || h[5] < -(1 << 22) || h[6] > (1 << 22)) return 0;
+    dim = (uint64_t)h[0]; hid = (uint64_t)h[1]; nl = (uint64_t)h[2]; nh = (uint64_t)h[3]; nkv = (uint64_t)h[4];
+    voc = (uint64_t)(h[5] < 0 ? -h[5] : h[5]); seq = (uint64_t)h[6];
+    hs = dim / nh;
+    kvd = hs * nkv;
+    *shared = h[5] > 0;
+    n = voc * dim + nl * (2 * dim + 2 * dim * dim + 2 * dim * kvd + 3 * dim * hid) + dim + seq * hs;
+    if (!*shared) n += voc * dim;
+    return size == 28 + n * 4;
+}
+
+static bl_result bl__load_l2c(bl_model *m, const char *path) {
+    bl__file *f;
+    int32_t h[7];
+    int shared, l;
+    bl_result r = bl__model_open_file(m, path, &f);
+    const uint8_t *p;
+    int64_t dim, hid, nl, voc, kvd, hs;
+    bl__hparams *hp = &m->hp;
+    if (r != BL_OK) return r;
+    if (!bl__l2c_layout(f->data, f->size, h, &shared))
+        return bl__merr(m, BL_ERR_FORMAT, "%s: not a llama2.c checkpoint (header and file size disagree: truncated?)", path);
+    dim = h[0]; hid = h[1]; nl = h[2]; voc = h[5] < 0 ? -h[5] : h[5];
+    hs = dim / h[3];
+    kvd = hs * h[4];
+    hp->dim = (int)dim; hp->n_ff = (int)hid; hp->n_layer = (int)nl; hp->n_head = h[3]; hp->n_head_kv = h[4]; hp->n_vocab = (int)voc;
+    hp->n_ctx_train = h[6]; hp->head_dim = (int)hs; hp->eps = 1e-5; hp->theta = 10000.0; hp->rope_neox = 0;
+    hp->bos = 1; hp->eos = 2;
+    snprintf(m->arch, sizeof m->arch, "llama");
+    m->tensors = (bl__tensor *)bl__calloc((size_t)(nl * 9 + 3) * sizeof *m->tensors);
+    if (!m->tensors) return bl__merr(m, BL_ERR_NOMEM, "out of memory");
+    p = f->data + 28;
+#define BL__L2C_T(nm, n0, n1)                                                               \
+    do {                                                                                    \
+        bl__tensor *t_ = &m->tensors[m->n_tensors++];                                       \
+        char nb_[64];                                                                       \
+        snprintf(nb_, sizeof nb_, "%s", nm);                                                \
+        t_->name = bl__strndup(nb_, strlen(nb_));                                           \
+        if (!t_->name) return bl__merr(m, BL_ERR_NOMEM, "out of memory");                   \
+        t_->type = BL_TYPE_F32; t_->n_dims = (n1) > 1 ? 2 : 1;                              \
+        t_->ne[0] = (n0); t_->ne[1] = (n1); t_->ne[2] = t_->ne[3] = 1;                      \
+        t_->data = p; t_->nbytes = (size_t)((n0) * (n1)) * 4; t_->file = f->path;           \
+        p += t_->nbytes;                                                                    \
+    } while (0)
+    {
+        char nm[64];
+        const uint8_t *layer_base;
+        BL__L2C_T("token_embd.weight", dim, voc);
+        /* The file groups each kind of weight across all layers. */
+        layer_base = p;
+        {
+            static const char *const kinds[9] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_down", "ffn_up"};
+            int64_t n0[9], n1[9];
+            int k;
+            n0[0] = dim; n1[0] = 1;
+            n0[1] = dim; n1[1] = dim;
+            n0[2] = dim; n1[2] = kvd;
+            n0[3] = dim; n1[3] = kvd;
+            n0[4] = dim; n1[4] = dim;
+            n0[5] = dim; n1[5] = 1;
+            n0[6] = dim; n1[6] = hid;
+            n0[7] = hid; n1[7] = dim;
+            n0[8] = dim; n1[8] = hid;
+            p = layer_base;
+            for (k = 0; k < 9; k++)
+                for (l = 0; l < nl; l++) {
+                    snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, kinds[k]);
+                    BL__L2C_T(nm, n0[k], n1[k]);
+                }
+        }
+        BL__L2C_T("output_norm.weight", dim, 1);
+        p += (size_t)h[6] * (size_t)hs * 4; /* freq_cis_real, freq_cis_imag: recomputed instead */
+        if (!shared) BL__L2C_T("output.weight", dim, voc);
+    }
+#undef BL__L2C_T
+    return BL_OK;
+}
+
+static void bl__dequant_row(int type, const uint8_t *src, float *dst, int64_t n);
+static bl_result bl__tok_from_gguf(bl_tokenizer **out, const bl__gguf *g, const char *path);
+static bl_result bl__tok_from_l2c(bl_tokenizer **out, const char *path, int n_vocab);
+
+/* Look up a matrix and check its shape against the configuration. */
+static bl_result bl__model_weight(bl_model *m, bl__weight *w, const char *name, int64_t rows, int64_t cols, int optional) {
+    bl__tensor *t = bl__find_tensor(m, name);
+    memset(w, 0, sizeof *w);
+    if (!t) {
+        if (optional) return BL_OK;
+        return bl__merr(m, BL_ERR_FORMAT, "tensor '%s' is missing from the model", name);
+    }
+    if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != 1 || t->ne[3] != 1)
+        return bl__merr(m, BL_ERR_FORMAT, "%s: tensor '%s' has shape [%lld, %lld] but the configuration implies [%lld, %lld]", t->file, name,
+                        (long long)t->ne[1], (long long)t->ne[0], (long long)rows, (long long)cols);
+    w->data = t->data;
+    w->type = t->type;
+    w->rows = rows;
+    w->cols = cols;
+    w->row_bytes = bl__row_bytes(t->type, cols);
+    if (!w->row_bytes) return bl__merr(m, BL_ERR_FORMAT, "%s: tensor '%s' rows are not whole blocks", t->file, name);
+    return BL_OK;
+}
+
+/* Look up a vector (norm weight or bias), converted to F32 into *dst. */
+static bl_result bl__model_vec(bl_model *m, float **dst, float **pool, const char *name, int64_t n, int optional) {
+    bl__tensor *t = bl__find_tensor(m, name);
+    *dst = NULL;
+    if (!t) {
+        if (optional) return BL_OK;
+        return bl__merr(m, BL_ERR_FORMAT, "tensor '%s' is missing from the model", name);
+    }
+    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return bl__merr(m, BL_ERR_FORMAT, "%s: tensor '%s' has %lld elements but the configuration implies %lld", t->file, name,
+                        (long long)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]), (long long)n);
+    bl__dequant_row(t->type, t->data, *pool, n);
+    *dst = *pool;
+    *pool += n;
+    return BL_OK;
+}
+
+static bl_result bl__model_build(bl_model *m) {
+    bl__hparams *hp = &m->hp;
+    bl_model_info *in = &m->info;
+    int64_t qd, kvd, dim, i;
+    int l;
+    bl_result r;
+    size_t nvec;
+    float *pool;
+    char nm[96];
+    if (hp->dim <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_head_kv <= 0 || hp->head_dim <= 0 || hp->n_ff <= 0)
+        return bl__merr(m, BL_ERR_CONFIG, "model hyper-parameters are missing or not positive");
+    if (hp->n_head % hp->n_head_kv)
+        return bl__merr(m, BL_ERR_CONFIG, "n_head %d is not a multiple of n_head_kv %d", hp->n_head, hp->n_head_kv);
+    if (hp->head_dim % 2) return bl__merr(m, BL_ERR_CONFIG, "head_dim %d is odd: RoPE needs pairs", hp->head_dim);
+    if (hp->dim > (1 << 16) || hp->n_ff > (1 << 18) || hp->head_dim > 1024 || hp->n_head > 1024 || hp->n_layer > 1024)
+        return bl__merr(m, BL_ERR_CONFIG, "model hyper-parameters are implausibly large");
+    if (!bl__find_tensor(m, "token_embd.weight")) return bl__merr(m, BL_ERR_FORMAT, "tensor 'token_embd.weight' (the token embedding) is missing");
+    if (hp->n_vocab <= 0) hp->n_vocab = (int)bl__find_tensor(m, "token_embd.weight")->ne[1];
+    if (hp->eps <= 0 || hp->eps > 1) return bl__merr(m, BL_ERR_CONFIG, "RMSNorm epsilon %g is out of range", hp->eps);
+    if (hp->theta <= 0) return bl__merr(m, BL_ERR_CONFIG, "rope theta %g is out of range", hp->theta);
+    dim = hp->dim;
+    qd = (int64_t)hp->n_head * hp->head_dim;
+    kvd = (int64_t)hp->n_head_kv * hp->head_dim;
+    r = bl__model_weight(m, &m->tok_embd, "token_embd.weight", hp->n_vocab, dim, 0);
+    if (r != BL_OK) return r;
+    r = bl__model_weight(m, &m->output, "output.weight", hp->n_vocab, dim, 1);
+    if (r != BL_OK) return r;
+    in->tied_output = m->output.data == NULL;
+    if (in->tied_output) m->output = m->tok_embd;
+    m->layers = (bl__layer *)bl__calloc((size_t)hp->n_layer * sizeof *m->layers);
+    nvec = (size_t)dim * (size_t)(2 * hp->n_layer + 1) + (size_t)(qd + 2 * kvd) * (size_t)hp->n_layer + (size_t)hp->head_dim;
+    m->vecs = (float *)bl__alloc(nvec * sizeof(float));
+    if (!m->layers || !m->vecs) return bl__merr(m, BL_ERR_NOMEM, "out of memory");
+    pool = m->vecs;
+    r = bl__model_vec(m, &m->output_norm, &pool, "output_norm.weight", dim, 0);
+    if (r != BL_OK) return r;
+    in->weight_type = -1;
+    for (l = 0; l < hp->n_layer; l++) {
+        bl__layer *L = &m->layers[l];
+#define BL__W(field, nmx, rows, cols)                                   \
+        snprintf(nm, sizeof nm, "blk.%d." nmx, l);                      \
+        if ((r = bl__model_weight(m, &L->field, nm, rows, cols, 0)) != BL_OK) return r;
+#define BL__V(field, nmx, n, opt)                                       \
+        snprintf(nm, sizeof nm, "blk.%d." nmx, l);                      \
+        if ((r = bl__model_vec(m, &L->field, &pool, nm, n, opt)) != BL_OK) return r;
+        BL__V(attn_norm, "attn_norm.weight", dim, 0)
+        BL__V(ffn_norm, "ffn_norm.weight", dim, 0)
+        BL__V(bq, "attn_q.bias", qd, 1)
+        BL__V(bk, "attn_k.bias", kvd, 1)
+        BL__V(bv, "attn_v.bias", kvd, 1)
+        BL__W(wq, "attn_q.weight", qd, dim)
+        BL__W(wk, "attn_k.weight", kvd, dim)
+        BL__W(wv, "attn_v.weight", kvd, dim)
+        BL__W(wo, "attn_output.weight", dim, qd)
+        BL__W(w_gate, "ffn_gate.weight", hp->n_ff, dim)
+        BL__W(w_up, "ffn_up.weight", hp->n_ff, dim)
+        BL__W(w_down, "ffn_down.weight", dim, hp->n_ff)
+#undef BL__W
+#undef BL__V
+        if (L->bq || L->bk || L->bv) in->has_qkv_bias = 1;
+        if (in->weight_type < 0) in->weight_type = L->wq.type;
+    }
+    /* RoPE: the angle step of each pair, scaling folded in. */
+    m->rope_freq = pool;
+    {
+        bl__tensor *rf = bl__find_tensor(m, "rope_freqs.weight");
+        float *div = NULL;
+        if (rf) {
+            if (rf->ne[0] != hp->head_dim / 2 || rf->ne[1] != 1)
+                return bl__merr(m, BL_ERR_FORMAT, "%s: tensor 'rope_freqs.weight' has %lld elements, head_dim/2 = %d", rf->file,
+                                (long long)rf->ne[0], hp->head_dim / 2);
+            div = (float *)bl__alloc((size_t)hp->head_dim / 2 * sizeof(float));
+            if (!div) return bl__merr(m, BL_ERR_NOMEM, "out of memory");
+            bl__dequant_row(rf->type, rf->data, div, hp->head_dim / 2);
+        }
+        for (i = 0; i < hp->head_dim / 2; i++) {
+            double f = pow(hp->theta, -2.0 * (double)i / hp->head_dim);
+            if (div) f /= div[i];
+            else if (hp->scaling == 1) f /= hp->factor;
+            else if (hp->scaling == 2) {
+                double wl = 2.0 * 3.14159265358979323846 / f;
+                double lo_wl = hp->orig_ctx / hp->low_ff, hi_wl = hp->orig_ctx / hp->high_ff;
+                if (wl > lo_wl) f /= hp->factor;
+                else if (wl >= hi_wl) {
+                    double sm = (hp->orig_ctx / wl - hp->low_ff) / (hp->high_ff - hp->low_ff);
+                    f = (1 - sm) * f / hp->factor + sm * f;
+                }
+            }
+            m->rope_freq[i] = (float)f;
+        }
+        BL_FREE(div);
+    }
+    in->arch = m->arch;
+    in->n_vocab = hp->n_vocab;
+    in->dim = hp->dim;
+    in->n_layer = hp->n_layer;
+    in->n_head = hp->n_head;
+    in->n_head_kv = hp->n_head_kv;
+    in->head_dim = hp->head_dim;
+    in->n_ff = hp->n_ff;
+    in->n_ctx_train = hp->n_ctx_train;
+    in->norm_eps = (float)hp->eps;
+    in->rope_theta = (float)hp->theta;
+    in->rope_neox = hp->rope_neox;
+    {
+        size_t wb = 0;
+        int64_t np = 0;
+        for (i = 0; i < m->n_tensors; i++) {
+            bl__tensor *t = &m->tensors[i];
+            np += t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+            if (strcmp(t->name, "token_embd.weight") || in->tied_output) wb += t->nbytes;
+        }
+        in->n_params = np;
+        in->weight_bytes = wb;
+    }
+    return BL_OK;
+}
+
+bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *desc) {
+    bl_model *m = (bl_model *)bl__calloc(sizeof *m);
+    bl_result r;
+    bl__gguf g;
+    uint8_t head[16];
+    size_t nh = 0;
+    memset(&g, 0, sizeof g);
+    *out = m;
+    if (!m) return BL_ERR_NOMEM;
+    if (!path) return bl__merr(m, BL_ERR_ARG, "no model path given");
+    m->no_mmap = desc ? desc->no_mmap : 0;
+    if (bl__is_dir(path)) {
+        r = bl__load_safetensors(m, path, 1);
+        m->info.format = strcmp(m->arch, "mistral") == 0 && m->hp.rope_neox == 0 ? "mistral" : "safetensors";
+    } else {
+        FILE *fp = fopen(path, "rb");
+        if (!fp) return bl__merr(m, BL_ERR_IO, "%s: cannot open", path);
+        nh = fread(head, 1, sizeof head, fp);
+        fclose(fp);
+        if (nh >= 4 && memcmp(head, "GGUF", 4) == 0) {
+            r = bl__load_gguf(m, path, &g);
+            m->info.format = "gguf";
+        } else if (nh >= 9 && head[8] == '{') {
+            r = bl__load_safetensors(m, path, 0);
+            m->info.format = m->hp.rope_neox ? "safetensors" : "mistral";
+        } else if (nh >= 8 && memcmp(head, "24ka", 4) == 0) {
+            r = bl__merr(m, BL_ERR_UNSUPPORTED, "%s: llama2.c version-%d export (only the legacy v0 export is read; re-export with --version 0)", path,
+                         (int)head[4]);
+        } else {
+            r = bl__load_l2c(m, path);
+            m->info.format = "llama2c";
+            if (r == BL_ERR_FORMAT && nh < 28) r = bl__merr(m, BL_ERR_FORMAT, "%s: not a model file berlin.h recognises (GGUF, safetensors, llama2.c)", path);
+            else if (r == BL_ERR_FORMAT)
+                r = bl__merr(m, BL_ERR_FORMAT, "%s: not a model file berlin.h recognises (no GGUF magic, no safetensors header, and not a llama2.c "
+                             "checkpoint whose size matches its header: truncated?)", path);
+        }
+    }
+    if (r == BL_OK) r = bl__model_build(m);
+    if (r == BL_OK) {
+        const char *tp = desc ? desc->tokenizer_path : NULL;
+        if (tp) {
+            bl_result tr = bl_tokenizer_load(&m->tok, tp, m->hp.n_vocab);
+            if (tr != BL_OK) {
+                r = bl__merr(m, tr, "%s", bl_tokenizer_last_error(m->tok));
+                bl_tokenizer_destroy(m->tok);
+                m->tok = NULL;
+            }
+        } else if (g.kv) {
+            const char *s;
+            size_t n;
+            if (bl__gguf_str(&g, "tokenizer.ggml.model", &s, &n) && n == 5 && !memcmp(s, "llama", 5)) {
+                bl_result tr = bl__tok_from_gguf(&m->tok, &g, path);
+                if (tr != BL_OK) {
+                    r = bl__merr(m, tr, "%s", bl_tokenizer_last_error(m->tok));
+                    bl_tokenizer_destroy(m->tok);
+                    m->tok = NULL;
+                }
+            }
+        }
+        if (r == BL_OK && m->tok && bl_tokenizer_n_vocab(m->tok) > m->hp.n_vocab)
+            r = bl__merr(m, BL_ERR_TOKENIZER, "tokenizer has %d tokens but the model only %d", bl_tokenizer_n_vocab(m->tok), m->hp.n_vocab);
+    }
+    bl__gguf_free(&g);
+    if (r == BL_OK) m->err[0] = 0;
+    return r;
+}
+
+void bl_model_destroy(bl_model *m) {
+    int i;
+    if (!m) return;
+    for (i = 0; i < m->n_files; i++) bl__file_close(&m->files[i]);
+    for (i = 0; i < m->n_tensors; i++) BL_FREE(m->tensors[i].name);
+    BL_FREE(m->tensors);
+    BL_FREE(m->layers);
+    BL_FREE(m->vecs);
+    bl_tokenizer_destroy(m->tok);
+    BL_FREE(m);
+}
+
+const char *bl_model_last_error(const bl_model *m) { return m ? m->err : "out of memory"; }
+const bl_model_info *bl_model_get_info(const bl_model *m) { return &m->info; }
+const bl_tokenizer *bl_model_tokenizer(const bl_model *m) { return m->tok; }
+
+/* >>tok  TOKENIZER -----------------------------------------------------------
+   SentencePiece-style BPE as llama.cpp and llama2.c run it: a dummy-prefix
+   space, spaces as U+2581, start from UTF-8 characters and repeatedly merge
+   the adjacent pair whose concatenation is the highest-scoring vocabulary
+   entry (leftmost on ties), then fall back to <0xNN> byte tokens for what is
+   left unknown. Pieces live in one blob; a hash maps text to id. */
+
+enum { BL__TT_NORMAL = 1, BL__TT_UNKNOWN = 2, BL__TT_CONTROL = 3, BL__TT_USER = 4, BL__TT_UNUSED = 5, BL__TT_BYTE = 6 };
+
+struct bl_tokenizer {
+    char err[BL__ERRLEN];
+    int n_vocab;
+    char *blob;           /* every piece, NUL-terminated */
+    uint32_t *off;        /* (n_vocab + 1) piece offsets into blob */
+    float *scores;        /* (n_vocab) */
+    uint8_t *types;       /* (n_vocab) BL__TT_* */
+    int32_t *hash;        /* (hash_cap) token ids, -1 empty */
+    uint32_t hash_cap;
+    int32_t bos, eos, unk, eot;
+    int add_bos, add_space_prefix;
+    int32_t byte_tok[256];
+    int32_t *specials;    /* ids matched in text, longest first */
+    int n_specials;
+};
+
+static bl_result bl__terr(bl_tokenizer *t, bl_result code, const char *fmt, ...) BL__PRINTF(3, 4);
+static bl_result bl__terr(bl_tokenizer *t, bl_result code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->err, BL__ERRLEN, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static uint32_t bl__hash_bytes(const char *s, size_t n) {
+    uint32_t h = 2166136261u;
+    size_t i;
+    for (i = 0; i < n; i++) { h ^= (uint8_t)s[i]; h *= 16777619u; }
+    return h;
+}
+
+static const char *bl__tok_text(const bl_tokenizer *t, int32_t id, size_t *len) {
+    *len = t->off[id + 1] - t->off[id] - 1;
+    return t->blob + t->off[id];
+}
+
+static int32_t bl__tok_find(const bl_tokenizer *t, const char *s, size_t n) {
+    uint32_t h = bl__hash_bytes(s, n) & (t->hash_cap - 1);
+    for (;;) {
+        int32_t id = t->hash[h];
+        size_t len;
+        const char *p;
+        if (id < 0) return -1;
+        p = bl__tok_text(t, id, &len);
+        if (len == n && memcmp(p, s, n) == 0) return id;
+        h = (h + 1) & (t->hash_cap - 1);
+    }
+}
+
+/* Allocate the arrays for n pieces of blob_bytes total (NULs included). */
+static bl_result bl__tok_alloc(bl_tokenizer *t, int n, size_t blob_bytes) {
+    t->n_vocab = n;
+    t->blob = (char *)bl__alloc(blob_bytes);
+    t->off = (uint32_t *)bl__alloc(((size_t)n + 1) * sizeof *t->off);
+    t->scores = (float *)bl__calloc((size_t)n * sizeof *t->scores);
+    t->types = (uint8_t *)bl__calloc((size_t)n);
+    t->hash_cap = 16;
+    while (t->hash_cap < (uint32_t)n * 2) t->hash_cap *= 2;
+    t->hash = (int32_t *)bl__alloc((size_t)t->hash_cap * sizeof *t->hash);
+    if (!t->blob || !t->off || !t->scores || !t->types || !t->hash) return bl__terr(t, BL_ERR_NOMEM, "out of memory for %d tokens", n);
+    memset(t->hash, 0xff, (size_t)t->hash_cap * sizeof *t->hash);
+    t->bos = t->eos = t->unk = t->eot = -1;
+    t->add_bos = 1;
+    t->add_space_prefix = 1;
+    return BL_OK;
+}
+
+static int bl__spec_cmp_len(const bl_tokenizer *t, int32_t a, int32_t b) {
+    return (int)(t->off[b + 1] - t->off[b]) - (int)(t->off[a + 1] - t->off[a]);
+}
+
+/* After pieces, scores and types are filled: hash, byte table, specials. */
+static bl_result bl__tok_finish(bl_tokenizer *t) {
+    int32_t i;
+    int n_sp = 0;
+    for (i = 0; i < 256; i++) t->byte_tok[i] = -1;
+    for (i = 0; i < t->n_vocab; i++) {
+        size_t len;
+        const char *p = bl__tok_text(t, i, &len);
+        uint32_t h = bl__hash_bytes(p, len) & (t->hash_cap - 1);
+        for (;;) {
+            int32_t o = t->hash[h];
+            size_t ol;
+            const char *op;
+            if (o < 0) { t->hash[h] = i; break; }
+            op = bl__tok_text(t, o, &ol);
+            if (ol == len && memcmp(op, p, len) == 0) { t->hash[h] = i; break; } /* last duplicate wins */
+            h = (h + 1) & (t->hash_cap - 1);
+        }
+        if (t->types[i] == BL__TT_BYTE && len == 6 && p[0] == '<' && p[1] == '0' && p[2] == 'x' && p[5] == '>') {
+            unsigned v;
+            if (sscanf(p + 3, "%2x", &v) == 1) t->byte_tok[v & 255] = i;
+        }
+        if ((t->types[i] == BL__TT_CONTROL || t->types[i] == BL__TT_USER || t->types[i] == BL__TT_UNKNOWN) && len > 0) n_sp++;
+    }
+    t->specials = (int32_t *)bl__alloc((size_t)(n_sp + 1) * sizeof *t->specials);
+    if (!t->specials) return bl__terr(t, BL_ERR_NOMEM, "out of memory");
+    for (i = 0; i < t->n_vocab; i++) {
+        size_t len;
+        bl__tok_text(t, i, &len);
+        if ((t->types[i] == BL__TT_CONTROL || t->types[i] == BL__TT_USER || t->types[i] == BL__TT_UNKNOWN) && len > 0) {
+            int k = t->n_specials++;
+            while (k > 0 && bl__spec_cmp_len(t, t->specials[k - 1], i) > 0) { t->specials[k] = t->specials[k - 1]; k--; }
+            t->specials[k] = i;
+        }
+    }
+    if (t->unk < 0) t->unk = bl__tok_find(t, "<unk>", 5);
+    return BL_OK;
+}
+
+static bl_result bl__tok_from_gguf(bl_tokenizer **out, const bl__gguf *g, const char *path) {
+    bl_tokenizer *t = (bl_tokenizer *)bl__calloc(sizeof *t);
+    const bl__gkv *tk = bl__gguf_find(g, "tokenizer.ggml.tokens");
+    const bl__gkv *sc = bl__gguf_find(g, "tokenizer.ggml.scores");
+    const bl__gkv *ty = bl__gguf_find(g, "tokenizer.ggml.token_type");
+    const uint8_t *p;
+    size_t blob = 0;
+    uint64_t i;
+    double v;
+    bl_result r;
+    *out = t;
+    if (!t) return BL_ERR_NOMEM;
+    if (!tk || tk->type != BL__G_ARR || tk->arr_type != BL__G_STR || tk->n == 0 || tk->n > (1u << 24))
+        return bl__terr(t, BL_ERR_TOKENIZER, "%s: tokenizer.ggml.tokens is missing or not a string array", path);
+    if (sc && (sc->type != BL__G_ARR || sc->arr_type != BL__G_F32 || sc->n != tk->n))
+        return bl__terr(t, BL_ERR_TOKENIZER, "%s: tokenizer.ggml.scores does not match the tokens", path);
+    if (ty && (ty->type != BL__G_ARR || ty->arr_type != BL__G_I32 || ty->n != tk->n))
+        return bl__terr(t, BL_ERR_TOKENIZER, "%s: tokenizer.ggml.token_type does not match the tokens", path);
+    for (i = 0, p = tk->val; i < tk->n; i++) { /* lengths were bounds-checked by the reader */
+        uint64_t n;
+        memcpy(&n, p, 8);
+        blob += (size_t)n + 1;
+        p += 8 + n;
+    }
+    if ((r = bl__tok_alloc(t, (int)tk->n, blob)) != BL_OK) return r;
+    blob = 0;
+    for (i = 0, p = tk->val; i < tk->n; i++) {
+        uint64_t n;
+        memcpy(&n, p, 8);
+        t->off[i] = (uint32_t)blob;
+        memcpy(t->blob + blob, p + 8, (size_t)n);
+        t->blob[blob + n] = 0;
+        blob += (size_t)n + 1;
+        p += 8 + n;
+        if (sc) memcpy(&t->scores[i], sc->val + 4 * i, 4);
+        if (ty) { int32_t x; memcpy(&x, ty->val + 4 * i, 4); t->types[i] = (uint8_t)(x >= 1 && x <= 6 ? x : BL__TT_NORMAL); }
+        else t->types[i] = BL__TT_NORMAL;
+    }
+    t->off[tk->n] = (uint32_t)blob;
+    if (bl__gguf_num(g, "tokenizer.ggml.bos_token_id", &v) && v >= 0 && v < (double)tk->n) t->bos = (int32_t)v;
+    if (bl__gguf_num(g, "tokenizer.ggml.eos_token_id", &v) && v >= 0 && v < (double)tk->n) t->eos = (int32_t)v;
+    if (bl__gguf_num(g, "tokenizer.ggml.unknown_token_id", &v) && v >= 0 && v < (double)tk->n) t->unk = (int32_t)v;
+    if (bl__gguf_num(g, "tokenizer.ggml.eot_token_id", &v) && v >= 0 && v < (double)tk->n) t->eot = (int32_t)v;
+    if (bl__gguf_num(g, "tokenizer.ggml.add_bos_token", &v)) t->add_bos = v != 0;
+    if (bl__gguf_num(g, "tokenizer.ggml.add_space_prefix", &v)) t->add_space_prefix = v != 0;
+    return bl__tok_finish(t);
+}
+
+/* llama2.c tokenizer.bin: int32 max_token_length, then per token a float
+   score, an int32 length and the bytes; spaces are stored as spaces. */
+static bl_result bl__tok_from_l2c(bl_tokenizer **out, const char *path, int n_vocab) {
+    bl_tokenizer *t = (bl_tokenizer *)bl__calloc(sizeof *t);
+    bl__file f;
+    bl_result r;
+    size_t pos = 4, blob = 0;
+    int i;
+    char err[BL__ERRLEN];
+    *out = t;
+    if (!t) return BL_ERR_NOMEM;
+    if (n_vocab <= 0) return bl__terr(t, BL_ERR_ARG, "%s: a llama2.c tokenizer needs the vocabulary size of its model", path);
+    r = bl__file_open(&f, path, 1, err);
+    if (r != BL_OK) { bl__file_close(&f); return bl__terr(t, r, "%s", err); }
+    for (i = 0; i < n_vocab; i++) {
+        int32_t len;
+        if (pos + 8 > f.size) break;
+        memcpy(&len, f.data + pos + 4, 4);
+        if (len < 0 || (size_t)len > f.size - pos - 8) break;
+        blob += (size_t)len * 3 + 1; /* room for spaces written as U+2581 */
+        pos += 8 + (size_t)len;
+    }
+    if (f.size < 4 || i < n_vocab) {
+        bl__file_close(&f);
+        return bl__terr(t, BL_ERR_TOKENIZER, "%s: not a llama2.c tokenizer for %d tokens (truncated at token %d)", path, n_vocab, i);
+    }
+    if ((r = bl__tok_alloc(t, n_vocab, blob)) != BL_OK) { bl__file_close(&f); return r; }
+    for (pos = 4, blob = 0, i = 0; i < n_vocab; i++) {
+        int32_t len;
+        const char *p;
+        memcpy(&t->scores[i], f.data + pos, 4);
+        memcpy(&len, f.data + pos + 4, 4);
+        p = (const char *)f.data + pos + 8;
+        t->off[i] = (uint32_t)blob;
+        {   /* llama2.c stores the word marker as a plain space */
+            int32_t k;
+            for (k = 0; k < len; k++) {
+                if (p[k] == ' ') { memcpy(t->blob + blob, "\xE2\x96\x81", 3); blob += 3; }
+                else t->blob[blob++] = p[k];
+            }
+        }
+        t->blob[blob++] = 0;
+        pos += 8 + (size_t)len;
+        if (len == 6 && p[0] == '<' && p[1] == '0' && p[2] == 'x' && p[5] == '>') t->types[i] = BL__TT_BYTE;
+        else if (i == 0) t->types[i] = BL__TT_UNKNOWN;
+        else if (i == 1 || i == 2) t->types[i] = BL__TT_CONTROL;
+        else t->types[i] = BL__TT_NORMAL;
+    }
+    t->off[n_vocab] = (uint32_t)blob;
+    t->unk = 0;
+    t->bos = 1;
+    t->eos = 2;
+    bl__file_close(&f);
+    return bl__tok_finish(t);
+}
+
+bl_result bl_tokenizer_load(bl_tokenizer **out, const char *path, int n_vocab) {
+    bl__file f;
+    char err[BL__ERRLEN];
+    bl_result r;
+    *out = NULL;
+    r = bl__file_open(&f, path, 0, err);
+    if (r != BL_OK) {
+        bl__file_close(&f);
+        *out = (bl_tokenizer *)bl__calloc(sizeof **out);
+        if (!*out) return BL_ERR_NOMEM;
+        return bl__terr(*out, r, "%s", err);
+    }
+    if (f.size >= 4 && memcmp(f.data, "GGUF", 4) == 0) {
+        bl__gguf g;
+        int nt = 0;
+        bl__tensor *ts = NULL;
+        r = bl__gguf_read(&g, &f, &ts, &nt, err);
+        while (nt) BL_FREE(ts[--nt].name);
+        BL_FREE(ts);
+        if (r == BL_OK) {
+            const char *s = "(missing)";
+            size_t n = 9;
+            if (bl__gguf_str(&g, "tokenizer.ggml.model", &s, &n) && n == 5 && !memcmp(s, "llama", 5)) r = bl__tok_from_gguf(out, &g, path);
+            else {
+                *out = (bl_tokenizer *)bl__calloc(sizeof **out);
+                r = *out ? bl__terr(*out, BL_ERR_UNSUPPORTED, "%s: tokenizer.ggml.model '%.*s' is not supported yet (llama is)", path,
+                                    (int)(n > 32 ? 32 : n), s) : BL_ERR_NOMEM;
+            }
+        } else {
+            *out = (bl_tokenizer *)bl__calloc(sizeof **out);
+            if (*out) bl__terr(*out, r, "%s", err);
+        }
+        bl__gguf_free(&g);
+        bl__file_close(&f);
+        return *out ? r : BL_ERR_NOMEM;
+    }
+    bl__file_close(&f);
+    return bl__tok_from_l2c(out, path, n_vocab);
+}
+
+void bl_tokenizer_destroy(bl_tokenizer *t) {
+    if (!t) return;
+    BL_FREE(t->blob);
+    BL_FREE(t->off);
+    BL_FREE(t->scores);
+    BL_FREE(t->types);
+    BL_FREE(t->hash);
+    BL_FREE(t->specials);
+    BL_FREE(t);
+}
+
+const char *bl_tokenizer_last_error(const bl_tokenizer *t) { return t ? t->err : "out of memory"; }
+int bl_tokenizer_n_vocab(const bl_tokenizer *t) { return t->n_vocab; }
+int32_t bl_tokenizer_bos(const bl_tokenizer *t) { return t->bos; }
+int32_t bl_tokenizer_eos(const bl_tokenizer *t) { return t->eos; }
+int bl_tokenizer_is_eog(const bl_tokenizer *t, int32_t tok) { return tok >= 0 && (tok == t->eos || tok == t->eot); }
+
+const char *bl_token_piece(const bl_tokenizer *t, int32_t tok, int *len) {
+    size_t n;
+    const char *p;
+    if (tok < 0 || tok >= t->n_vocab) { if (len) *len = 0; return NULL; }
+    p = bl__tok_text(t, tok, &n);
+    if (len) *len = (int)n;
+    return p;
+}
+
+static int bl__utf8_len(uint8_t c) {
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) return 2;
+    if ((c & 0xF0) == 0xE0) return 3;
+    if ((c & 0xF8) == 0xF0) return 4;
+    return 1;
+}
+
+typedef struct bl__sym { int prev, next; size_t start, n; } bl__sym;
+typedef struct bl__bigram { float score; int left; size_t size; } bl__bigram;
+
+/* Max-heap on (score, then lower left index). */
+static int bl__bigram_less(const bl__bigram *a, const bl__bigram *b) {
+    return a->score < b->score || (a->score == b->score && a->left > b->left);
+}
+
+static void bl__heap_push(bl__bigram *h, int *n, bl__bigram b) {
+    int i = (*n)++;
+    while (i > 0) {
+        int p = (i - 1) / 2;
+        if (!bl__bigram_less(&h[p], &b)) break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = b;
+}
+
+static bl__bigram bl__heap_pop(bl__bigram *h, int *n) {
+    bl__bigram top = h[0], last = h[--(*n)];
+    int i = 0;
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && bl__bigram_less(&h[c], &h[c + 1])) c++;
+        if (!bl__bigram_less(&last, &h[c])) break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (*n) h[i] = last;
+    return top;
+}
+
+static void bl__spm_try_pair(const bl_tokenizer *t, const char *text, const bl__sym *sy, int left, int right, bl__bigram *heap, int *nh) {
+    int32_t id;
+    bl__bigram b;
+    if (left < 0 || right < 0) return;
+    id = bl__tok_find(t, text + sy[left].start, sy[left].n + sy[right].n);
+    if (id < 0) return;
+    b.score = t->scores[id];
+    b.left = left;
+    b.size = sy[left].n + sy[right].n;
+    bl__heap_push(heap, nh, b);
+}
+
+/* Encode one stretch of plain text (already escaped). Returns ids written
+   (counting beyond max) or -1 on allocation failure. */
+static int bl__spm_encode(const bl_tokenizer *t, const char *text, size_t n, int32_t *out, int max, int count) {
+    bl__sym *sy;
+    bl__bigram *heap;
+    int ns = 0, nh = 0, i;
+    size_t p = 0;
+    if (n == 0) return count;
+    sy = (bl__sym *)bl__alloc(n * sizeof *sy);
+    heap = (bl__bigram *)bl__alloc((3 * n + 1) * sizeof *heap);
+    if (!sy || !heap) { BL_FREE(sy); BL_FREE(heap); return -1; }
+    while (p < n) {
+        size_t l = (size_t)bl__utf8_len((uint8_t)text[p]);
+        if (l > n - p) l = n - p;
+        sy[ns].start = p;
+        sy[ns].n = l;
+        sy[ns].prev = ns - 1;
+        sy[ns].next = p + l < n ? ns + 1 : -1;
+        ns++;
+        p += l;
+    }
+    for (i = 1; i < ns; i++) bl__spm_try_pair(t, text, sy, i - 1, i, heap, &nh);
+    while (nh) {
+        bl__bigram b = bl__heap_pop(heap, &nh);
+        int l = b.left, r = sy[l].next;
+        if (r < 0 || sy[l].n == 0 || sy[l].n + sy[r].n != b.size) continue; /* stale */
+        sy[l].n += sy[r].n;
+        sy[r].n = 0;
+        sy[l].next = sy[r].next;
+        if (sy[r].next >= 0) sy[sy[r].next].prev = l;
+        bl__spm_try_pair(t, text, sy, sy[l].prev, l, heap, &nh);
+        bl__spm_try_pair(t, text, sy, l, sy[l].next, heap, &nh);
+    }
+    for (i = 0; i >= 0 && i < ns; i = sy[i].next) {
+        int32_t id = bl__tok_find(t, text + sy[i].start, sy[i].n);
+        if (id >= 0) {
+            if (count < max) out[count] = id;
+            count++;
+            continue;
+        }
+        {
+            size_t k;
+            for (k = 0; k < sy[i].n; k++) {
+                int32_t bt = t->byte_tok[(uint8_t)text[sy[i].start + k]];
+                if (bt < 0) bt = t->unk;
+                if (bt < 0) continue;
+                if (count < max) out[count] = bt;
+                count++;
+            }
+        }
+    }
+    BL_FREE(sy);
+    BL_FREE(heap);
+    return count;
+}
+
+/* Find the leftmost (then longest) special token in s[0..n). */
+static int32_t bl__find_special(const bl_tokenizer *t, const char *s, size_t n, int parse_special, size_t *at) {
+    size_t best = n;
+    int32_t best_id = -1;
+    int k;
+    for (k = 0; k < t->n_specials; k++) {
+        int32_t id = t->specials[k];
+        size_t len;
+        const char *p = bl__tok_text(t, id, &len);
+        size_t i;
+        if (!parse_special && t->types[id] != BL__TT_USER) continue;
+        if (len > n) continue;
+        for (i = 0; i + len <= n && i < best; i++)
+            if (s[i] == p[0] && memcmp(s + i, p, len) == 0) {
+                best = i;
+                best_id = id; /* specials are sorted longest first: first hit at i is the longest */
+                break;
+            }
+    }
+    *at = best;
+    return best_id;
+}
+
+int bl_tokenize(const bl_tokenizer *t, const char *text, int len, int32_t *out, int max, int flags) {
+    size_t n, pos = 0;
+    int count = 0, prev_special = 1;
+    char *buf;
+    if (!t || !text) return BL_ERR_ARG;
+    n = len < 0 ? strlen(text) : (size_t)len;
+    if (n > (size_t)INT_MAX / 4) return BL_ERR_ARG;
+    if (!out) max = 0;
+    if ((flags & BL_TOK_ADD_BOS) && t->add_bos && t->bos >= 0) {
+        if (count < max) out[count] = t->bos;
+        count++;
+    }
+    buf = (char *)bl__alloc(n * 3 + 4);
+    if (!buf) return BL_ERR_NOMEM;
+    while (pos < n) {
+        size_t at, seg, i, bn = 0;
+        int32_t sp = bl__find_special(t, text + pos, n - pos, (flags & BL_TOK_PARSE_SPECIAL) != 0, &at);
+        seg = at;
+        if (seg > 0) {
+            if (t->add_space_prefix && prev_special) { memcpy(buf, "\xE2\x96\x81", 3); bn = 3; }
+            for (i = 0; i < seg; i++) {
+                if (text[pos + i] == ' ') { memcpy(buf + bn, "\xE2\x96\x81", 3); bn += 3; }
+                else buf[bn++] = text[pos + i];
+            }
+            count = bl__spm_encode(t, buf, bn, out, max, count);
+            if (count < 0) { BL_FREE(buf); return BL_ERR_NOMEM; }
+            prev_special = 0;
+        }
+        pos += seg;
+        if (sp >= 0) {
+            size_t sl;
+            bl__tok_text(t, sp, &sl);
+            if (count < max) out[count] = sp;
+            count++;
+            pos += sl;
+            prev_special = 1;
+        }
+    }
+    BL_FREE(buf);
+    return count;
+}
+
+int bl_token_to_text(const bl_tokenizer *t, int32_t prev, int32_t tok, char *buf, int cap) {
+    size_t n, i;
+    const char *p;
+    int o = 0;
+    if (!t || !buf || cap <= 0) return BL_ERR_ARG;
+    buf[0] = 0;
+    if (tok < 0 || tok >= t->n_vocab) return BL_ERR_ARG;
+    p = bl__tok_text(t, tok, &n);
+    if (t->types[tok] == BL__TT_CONTROL || t->types[tok] == BL__TT_UNKNOWN || t->types[tok] == BL__TT_UNUSED) return 0;
+    if (t->types[tok] == BL__TT_BYTE) {
+        unsigned v = 0;
+        if (n == 6 && sscanf(p + 3, "%2x", &v) == 1 && cap > 1) { buf[0] = (char)v; buf[1] = 0; return 1; }
+    }
+    for (i = 0; i < n && o < cap - 1; i++) {
+        if (i + 2 < n && (uint8_t)p[i] == 0xE2 && (uint8_t)p[i + 1] == 0x96 && (uint8_t)p[i + 2] == 0x81) {
+            if (!(o == 0 && i == 0 && (prev < 0 || prev == t->bos))) buf[o++] = ' ';
+            i += 2;
+            continue;
+        }
+        buf[o++] = p[i];
+    }
+    buf[o] = 0;
+    return o;
+}
+
+/* >>kern  KERNELS ------------------------------------------------------------
+   The reference kernels: weights are converted to float exactly (F16, BF16,
+   and GGUF quant blocks dequantized) and multiplied with float activations,
+   so every weight type gives the exact-math result of its stored weights.
+   Block layouts follow GGUF; their sizes are checked below. */
+
+typedef struct bl__block_q4_0 { uint16_t d; uint8_t qs[16]; } bl__block_q4_0;          /* 32 weights */
+typedef struct bl__block_q8_0 { uint16_t d; int8_t qs[32]; } bl__block_q8_0;           /* 32 weights */
+typedef struct bl__block_q4_k { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } bl__block_q4_k; /* 256 */
+typedef struct bl__block_q6_k { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } bl__block_q6_k; /* 256 */
+BL__STATIC_ASSERT(sizeof(bl__block_q4_0) == 18, q4_0_size);
+BL__STATIC_ASSERT(sizeof(bl__block_q8_0) == 34, q8_0_size);
+BL__STATIC_ASSERT(sizeof(bl__block_q4_k) == 144, q4_k_size);
+BL__STATIC_ASSERT(sizeof(bl__block_q6_k) == 210, q6_k_size);
+
+static float bl__f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
+    float f;
+    if (exp == 0) {
+        if (man == 0) bits = sign;
+        else { /* subnormal: renormalize */
+            int e = -1;
+            do { man <<= 1; e++; } while (!(man & 1024));
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 1023) << 13);
+        }
+    } else if (exp == 31) bits = sign | 0x7f800000u | (man << 13);
+    else bits = sign | ((exp + 112) << 23) | (man << 13);
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static float bl__bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static void bl__k4_scale_min(int j, const uint8_t *q, int *sc, int *mn) {
+    if (j < 4) { *sc = q[j] & 63; *mn = q[j + 4] & 63; }
+    else { *sc = (q[j + 4] & 15) | ((q[j - 4] >> 6) << 4); *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4); }
+}
+
+/* Convert n elements (a whole number of blocks) of any readable type to float. */
+static void bl__dequant_row(int type, const uint8_t *src, float *dst, int64_t n) {
+    int64_t i, b;
+    int j;
+    switch (type) {
+    case BL_TYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
+    case BL_TYPE_F16:
+        for (i = 0; i < n; i++) { uint16_t h; memcpy(&h, src + 2 * i, 2); dst[i] = bl__f16_to_f32(h); }
+        break;
+    case BL_TYPE_BF16:
+        for (i = 0; i < n; i++) { uint16_t h; memcpy(&h, src + 2 * i, 2); dst[i] = bl__bf16_to_f32(h); }
+        break;
+    case BL_TYPE_Q4_0:
+        for (b = 0; b < n / 32; b++) {
+            const bl__block_q4_0 *q = (const bl__block_q4_0 *)(const void *)(src + b * 18);
+            float d = bl__f16_to_f32(q->d);
+            for (j = 0; j < 16; j++) {
+                dst[b * 32 + j] = d * (float)((q->qs[j] & 15) - 8);
+                dst[b * 32 + j + 16] = d * (float)((q->qs[j] >> 4) - 8);
+            }
+        }
+        break;
+    case BL_TYPE_Q8_0:
+        for (b = 0; b < n / 32; b++) {
+            const bl__block_q8_0 *q = (const bl__block_q8_0 *)(const void *)(src + b * 34);
+            float d = bl__f16_to_f32(q->d);
+            for (j = 0; j < 32; j++) dst[b * 32 + j] = d * (float)q->qs[j];
+        }
+        break;
+    case BL_TYPE_Q4_K:
+        for (b = 0; b < n / 256; b++) {
+            const bl__block_q4_k *q = (const bl__block_q4_k *)(const void *)(src + b * 144);
+            float d = bl__f16_to_f32(q->d), dmin = bl__f16_to_f32(q->dmin);
+            float *y = dst + b * 256;
+            int c, l;
+            for (c = 0; c < 4; c++) {
+                int sc1, m1, sc2, m2;
+                const uint8_t *qs = q->qs + 32 * c;
+                bl__k4_scale_min(2 * c, q->scales, &sc1, &m1);
+                bl__k4_scale_min(2 * c + 1, q->scales, &sc2, &m2);
+                for (l = 0; l < 32; l++) {
+                    y[64 * c + l] = d * (float)sc1 * (float)(qs[l] & 15) - dmin * (float)m1;
+                    y[64 * c + 32 + l] = d * (float)sc2 * (float)(qs[l] >> 4) - dmin * (float)m2;
+                }
+            }
+        }
+        break;
+    case BL_TYPE_Q6_K:
+        for (b = 0; b < n / 256; b++) {
+            const bl__block_q6_k *q = (const bl__block_q6_k *)(const void *)(src + b * 210);
+            float d = bl__f16_to_f32(q->d);
+            float *y = dst + b * 256;
+            int h, l;
+            for (h = 0; h < 2; h++) {
+                const uint8_t *ql = q->ql + 64 * h, *qh = q->qh + 32 * h;
+                const int8_t *sc = q->scales + 8 * h;
+                for (l = 0; l < 32; l++) {
+                    int is = l / 16;
+                    int q1 = (int)((ql[l] & 15) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                    int q2 = (int)((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                    int q3 = (int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                    int q4 = (int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                    y[128 * h + l] = d * (float)sc[is] * (float)q1;
+                    y[128 * h + l + 32] = d * (float)sc[is + 2] * (float)q2;
+                    y[128 * h + l + 64] = d * (float)sc[is + 4] * (float)q3;
+                    y[128 * h + l + 96] = d * (float)sc[is + 6] * (float)q4;
+                }
+            }
+        }
+        break;
+    default: BL_ASSERT(0 && "unreadable type"); break;
+    }
+}
+
+static float bl__dot_f32(const float *a, const float *b, int64_t n) {
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i;
+    int k;
+    for (i = 0; i + 8 <= n; i += 8)
+        for (k = 0; k < 8; k++) s[k] += a[i + k] * b[i + k];
+    for (; i < n; i++) s[0] += a[i] * b[i];
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
+/* y[b][r] = sum_c W[r][c] * x[b][c] for b < nb, with row scratch rowbuf
+   (one W->cols float buffer per thread). */
+static void bl__matmul(const bl__weight *W, const float *x, int nb, float *y, int64_t ldy, float *rowbuf, int n_threads) {
+    int64_t r;
+    (void)n_threads;
+    BL__OMP(omp parallel for num_threads(n_threads) schedule(static))
+    for (r = 0; r < W->rows; r++) {
+        const float *row;
+        int b;
+        if (W->type == BL_TYPE_F32) row = (const float *)(const void *)(W->data + (size_t)r * W->row_bytes);
+        else {
+            float *buf = rowbuf + (size_t)BL__THREAD_ID() * (size_t)W->cols;
+            bl__dequant_row(W->type, W->data + (size_t)r * W->row_bytes, buf, W->cols);
+            row = buf;
+        }
+        for (b = 0; b < nb; b++) y[(size_t)b * (size_t)ldy + (size_t)r] = bl__dot_f32(row, x + (size_t)b * (size_t)W->cols, W->cols);
+    }
+}
+
+static void bl__rmsnorm(float *o, const float *x, const float *w, int64_t n, float eps) {
+    double ss = 0;
+    int64_t i;
+    float sc;
+    for (i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    sc = (float)(1.0 / sqrt(ss / (double)n + eps));
+    for (i = 0; i < n; i++) o[i] = x[i] * sc * w[i];
+}
+
+/* Rotate the pairs of one head: (j, j+half) for rotate-half weights,
+   (2j, 2j+1) for interleaved ones. */
+static void bl__rope(float *v, const float *cs, const float *sn, int head_dim, int neox) {
+    int half = head_dim / 2, j;
+    int stride = neox ? 1 : 2, gap = neox ? half : 1;
+    for (j = 0; j < half; j++) {
+        float *a = v + j * stride, *b = a + gap;
+        float x0 = *a, x1 = *b;
+        *a = x0 * cs[j] - x1 * sn[j];
+        *b = x0 * sn[j] + x1 * cs[j];
+    }
+}
+
+static void bl__softmax(float *x, int n) {
+    float mx = x[0], sum = 0;
+    int i;
+    for (i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
+    for (i = 0; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
+    for (i = 0; i < n; i++) x[i] /= sum;
+}
+
+/* >>ctx  CONTEXT AND FORWARD PASS ------------------------------------------
+   One arena per context, sized at creation for n_batch tokens, holds every
+   activation; the KV cache (F32) sits beside it. Prompts are processed a
+   batch at a time so each weight row is read once per batch. */
+
+struct bl_ctx {
+    char err[BL__ERRLEN];
+    const bl_model *m;
+    int n_ctx, n_batch, n_threads;
+    int pos;              /* tokens in the cache */
+    int32_t *tokens;      /* (n_ctx) */
+    uint64_t rng;
+    uint64_t seed;
+    float *k_cache;       /* (n_layer, n_ctx, n_head_kv*head_dim) */
+    float *v_cache;       /* (n_layer, n_ctx, n_head_kv*head_dim) */
+    float *arena;
+    float *x, *xn;        /* (n_batch, dim) */
+    float *q, *att;       /* (n_batch, n_head*head_dim) */
+    float *k, *v;         /* (n_batch, n_head_kv*head_dim) */
+    float *g, *u;         /* (n_batch, n_ff) */
+    float *rope_cs;       /* (n_batch, head_dim): cos then sin per token */
+    float *scores;        /* (n_threads, n_ctx) */
+    float *rowbuf;        /* (n_threads, max cols) */
+    float *logits;        /* (logits_cap, n_vocab) */
+    int logits_cap, logits_rows;
+    int logits_first;     /* the position of row 0 relative to the last decode call */
+    void *samp_scratch;   /* (n_vocab) candidates */
+};
+
+static int bl__default_threads(void) {
+#if defined(_OPENMP) && !defined(BL_NO_THREADS)
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+bl_result bl_ctx_create(bl_ctx **out, const bl_model *m, const bl_ctx_desc *desc) {
+    bl_ctx *c = (bl_ctx *)bl__calloc(sizeof *c);
+    const bl__hparams *hp;
+    size_t kvd, qd, dim, ff, nb, total, maxc;
+    *out = c;
+    if (!c) return BL_ERR_NOMEM;
+    if (!m || !m->layers) return bl__fmt(c->err, BL_ERR_ARG, "no loaded model");
+    hp = &m->hp;
+    c->m = m;
+    c->n_ctx = desc && desc->n_ctx > 0 ? desc->n_ctx : (hp->n_ctx_train > 0 && hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
+    c->n_batch = desc && desc->n_batch > 0 ? desc->n_batch : 64;
+    c->n_threads = desc && desc->n_threads > 0 ? desc->n_threads : bl__default_threads();
+    c->seed = desc && desc->seed ? desc->seed : 0x5eed;
+    if (c->n_ctx > (1 << 22) || c->n_batch > 8192 || c->n_threads > 1024) return bl__fmt(c->err, BL_ERR_ARG, "context sizes out of range");
+    if (c->n_batch > c->n_ctx) c->n_batch = c->n_ctx;
+    kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
+    qd = (size_t)hp->n_head * (size_t)hp->head_dim;
+    dim = (size_t)hp->dim;
+    ff = (size_t)hp->n_ff;
+    nb = (size_t)c->n_batch;
+    maxc = dim > ff ? dim : ff;
+    if (qd > maxc) maxc = qd;
+    c->k_cache = (float *)bl__alloc((size_t)hp->n_layer * (size_t)c->n_ctx * kvd * sizeof(float));
+    c->v_cache = (float *)bl__alloc((size_t)hp->n_layer * (size_t)c->n_ctx * kvd * sizeof(float));
+    total = nb * (2 * dim + 2 * qd + 2 * kvd + 2 * ff + (size_t)hp->head_dim) + (size_t)c->n_threads * ((size_t)c->n_ctx + maxc);
+    c->arena = (float *)bl__alloc(total * sizeof(float));
+    c->tokens = (int32_t *)bl__alloc((size_t)c->n_ctx * sizeof(int32_t));
+    c->samp_scratch = bl__alloc((size_t)hp->n_vocab * 8);
+    c->logits_cap = 1;
+    c->logits = (float *)bl__alloc((size_t)hp->n_vocab * sizeof(float));
+    if (!c->k_cache || !c->v_cache || !c->arena || !c->tokens || !c->samp_scratch || !c->logits)
+        return bl__fmt(c->err, BL_ERR_NOMEM, "out of memory for a context of %d tokens", c->n_ctx);
+    {
+        float *p = c->arena;
+        c->x = p; p += nb * dim;
+        c->xn = p; p += nb * dim;
+        c->q = p; p += nb * qd;
+        c->att = p; p += nb * qd;
+        c->k = p; p += nb * kvd;
+        c->v = p; p += nb * kvd;
+        c->g = p; p += nb * ff;
+        c->u = p; p += nb * ff;
+        c->rope_cs = p; p += nb * (size_t)hp->head_dim;
+        c->scores = p; p += (size_t)c->n_threads * (size_t)c->n_ctx;
+        c->rowbuf = p;
+    }
+    c->rng = c->seed;
+    return BL_OK;
+}
+
+void bl_ctx_destroy(bl_ctx *c) {
+    if (!c) return;
+    BL_FREE(c->k_cache);
+    BL_FREE(c->v_cache);
+    BL_FREE(c->arena);
+    BL_FREE(c->tokens);
+    BL_FREE(c->samp_scratch);
+    BL_FREE(c->logits);
+    BL_FREE(c);
+}
+
+const char *bl_ctx_last_error(const bl_ctx *c) { return c ? c->err : "out of memory"; }
+int bl_ctx_pos(const bl_ctx *c) { return c->pos; }
+int bl_ctx_n_ctx(const bl_ctx *c) { return c->n_ctx; }
+const int32_t *bl_ctx_tokens(const bl_ctx *c) { return c->tokens; }
+void bl_ctx_set_seed(bl_ctx *c, uint64_t seed) { c->seed = seed ? seed : 0x5eed; c->rng = c->seed; }
+void bl_ctx_set_threads(bl_ctx *c, int n) {
+    /* the scratch holds one row buffer per thread allocated at creation */
+    int cap = c->n_threads;
+    c->n_threads = n > 0 && n <= cap ? n : cap;
+}
+
+/* >>kv  KV CACHE ---------------------------------------------------------- */
+bl_result bl_kv_truncate(bl_ctx *c, int pos) {
+    if (pos < 0 || pos > c->pos) return bl__fmt(c->err, BL_ERR_ARG, "cannot truncate to %d: the cache holds %d tokens", pos, c->pos);
+    c->pos = pos;
+    c->logits_rows = 0;
+    return BL_OK;
+}
+
+void bl_ctx_reset(bl_ctx *c) {
+    c->pos = 0;
+    c->logits_rows = 0;
+    c->rng = c->seed;
+}
+
+/* One forward step over nb tokens at positions c->pos.. ; writes logits of
+   the last `n_out` tokens of the batch to out (rows of n_vocab). */
+static void bl__forward(bl_ctx *c, const int32_t *toks, int nb, float *out, int n_out) {
+    const bl_model *m = c->m;
+    const bl__hparams *hp = &m->hp;
+    const int dim = hp->dim, hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv;
+    const int qd = nh * hd, kvd = nkv * hd, ff = hp->n_ff, group = nh / nkv;
+    const int nt = c->n_threads, n_ctx = c->n_ctx, pos0 = c->pos;
+    const float scale = 1.0f / sqrtf((float)hd);
+    int b, l;
+    for (b = 0; b < nb; b++) {
+        int j;
+        bl__dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)toks[b] * m->tok_embd.row_bytes, c->x + (size_t)b * dim, dim);
+        for (j = 0; j < hd / 2; j++) {
+            double a = (double)(pos0 + b) * (double)m->rope_freq[j];
+            c->rope_cs[(size_t)b * hd + j] = (float)cos(a);
+            c->rope_cs[(size_t)b * hd + hd / 2 + j] = (float)sin(a);
+        }
+    }
+    for (l = 0; l < hp->n_layer; l++) {
+        const bl__layer *L = &m->layers[l];
+        float *kc = c->k_cache + (size_t)l * (size_t)n_ctx * kvd, *vc = c->v_cache + (size_t)l * (size_t)n_ctx * kvd;
+        int i;
+        for (b = 0; b < nb; b++) bl__rmsnorm(c->xn + (size_t)b * dim, c->x + (size_t)b * dim, L->attn_norm, dim, (float)hp->eps);
+        bl__matmul(&L->wq, c->xn, nb, c->q, qd, c->rowbuf, nt);
+        bl__matmul(&L->wk, c->xn, nb, c->k, kvd, c->rowbuf, nt);
+        bl__matmul(&L->wv, c->xn, nb, c->v, kvd, c->rowbuf, nt);
+        for (b = 0; b < nb; b++) {
+            float *q = c->q + (size_t)b * qd, *k = c->k + (size_t)b * kvd, *v = c->v + (size_t)b * kvd;
+            const float *cs = c->rope_cs + (size_t)b * hd, *sn = cs + hd / 2;
+            int h;
+            if (L->bq) for (i = 0; i < qd; i++) q[i] += L->bq[i];
+            if (L->bk) for (i = 0; i < kvd; i++) k[i] += L->bk[i];
+            if (L->bv) for (i = 0; i < kvd; i++) v[i] += L->bv[i];
+            for (h = 0; h < nh; h++) bl__rope(q + h * hd, cs, sn, hd, hp->rope_neox);
+            for (h = 0; h < nkv; h++) bl__rope(k + h * hd, cs, sn, hd, hp->rope_neox);
+            memcpy(kc + (size_t)(pos0 + b) * kvd, k, (size_t)kvd * sizeof(float));
+            memcpy(vc + (size_t)(pos0 + b) * kvd, v, (size_t)kvd * sizeof(float));
+        }
+        {
+            int bh;
+            BL__OMP(omp parallel for num_threads(nt) schedule(dynamic, 1))
+            for (bh = 0; bh < nb * nh; bh++) {
+                int bb = bh / nh, h = bh % nh, kh = h / group, n_att = pos0 + bb + 1, t, d;
+                const float *q = c->q + (size_t)bb * qd + (size_t)h * hd;
+                float *s = c->scores + (size_t)BL__THREAD_ID() * (size_t)n_ctx;
+                float *o = c->att + (size_t)bb * qd + (size_t)h * hd;
+                for (t = 0; t < n_att; t++) s[t] = bl__dot_f32(q, kc + (size_t)t * kvd + (size_t)kh * hd, hd) * scale;
+                bl__softmax(s, n_att);
+                for (d = 0; d < hd; d++) o[d] = 0;
+                for (t = 0; t < n_att; t++) {
+                    const float *vv = vc + (size_t)t * kvd + (size_t)kh * hd;
+                    float w = s[t];
+                    for (d = 0; d < hd; d++) o[d] += w * vv[d];
+                }
+            }
+        }
+        bl__matmul(&L->wo, c->att, nb, c->xn, dim, c->rowbuf, nt);
+        for (i = 0; i < nb * dim; i++) c->x[i] += c->xn[i];
+        for (b = 0; b < nb; b++) bl__rmsnorm(c->xn + (size_t)b * dim, c->x + (size_t)b * dim, L->ffn_norm, dim, (float)hp->eps);
+        bl__matmul(&L->w_gate, c->xn, nb, c->g, ff, c->rowbuf, nt);
+        bl__matmul(&L->w_up, c->xn, nb, c->u, ff, c->rowbuf, nt);
+        for (i = 0; i < nb * ff; i++) {
+            float gv = c->g[i];
+            c->g[i] = gv / (1.0f + expf(-gv)) * c->u[i];
+        }
+        bl__matmul(&L->w_down, c->g, nb, c->xn, dim, c->rowbuf, nt);
+        for (i = 0; i < nb * dim; i++) c->x[i] += c->xn[i];
+    }
+    c->pos += nb;
+    if (n_out > 0) {
+        int first = nb - n_out;
+        for (b = first; b < nb; b++) bl__rmsnorm(c->xn + (size_t)(b - first) * dim, c->x + (size_t)b * dim, m->output_norm, dim, (float)hp->eps);
+        bl__matmul(&m->output, c->xn, n_out, out, hp->n_vocab, c->rowbuf, nt);
+    }
+}
+
+bl_result bl_ctx_decode(bl_ctx *c, const int32_t *tokens, int n, int logits_mode) {
+    int done = 0, i;
+    const int nv = c->m->hp.n_vocab;
+    if (n <= 0 || !tokens) return bl__fmt(c->err, BL_ERR_ARG, "no tokens to decode");
+    if (n > c->n_ctx - c->pos) return bl__fmt(c->err, BL_ERR_CTX_FULL, "%d tokens do not fit: %d of %d positions are used", n, c->pos, c->n_ctx);
+    for (i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= nv) return bl__fmt(c->err, BL_ERR_ARG, "token %d (id %d) is outside the vocabulary of %d", i, tokens[i], nv);
+    if (logits_mode == BL_LOGITS_ALL && n > c->logits_cap) {
+        float *nl = (float *)BL_REALLOC(c->logits, (size_t)n * (size_t)nv * sizeof(float));
+        if (!nl) return bl__fmt(c->err, BL_ERR_NOMEM, "out of memory for %d rows of logits", n);
+        c->logits = nl;
+        c->logits_cap = n;
+    }
+    while (done < n) {
+        int nb = n - done < c->n_batch ? n - done : c->n_batch;
+        int n_out = 0;
+        float *out = c->logits;
+        if (logits_mode == BL_LOGITS_ALL) { n_out = nb; out = c->logits + (size_t)done * nv; }
+        else if (logits_mode == BL_LOGITS_LAST && done + nb == n) n_out = 1;
+        memcpy(c->tokens + c->pos, tokens + done, (size_t)nb * sizeof(int32_t));
+        bl__forward(c, tokens + done, nb, out, n_out);
+        done += nb;
+    }
+    c->logits_rows = logits_mode == BL_LOGITS_ALL ? n : logits_mode == BL_LOGITS_LAST ? 1 : 0;
+    return BL_OK;
+}
+
+float *bl_ctx_logits(bl_ctx *c, int i) {
+    if (i < 0) i += c->logits_rows;
+    if (i < 0 || i >= c->logits_rows) return NULL;
+    return c->logits + (size_t)i * (size_t)c->m->hp.n_vocab;
+}
+
+/* >>samp  SAMPLING -----------------------------------------------------------
+   Penalty, temperature, then top-k, top-p and min-p on the sorted candidates,
+   then one draw from the context's own xorshift RNG. */
+
+typedef struct bl__cand { float p; int32_t id; } bl__cand;
+
+static int bl__cand_cmp(const void *a, const void *b) {
+    float x = ((const bl__cand *)a)->p, y = ((const bl__cand *)b)->p;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static double bl__rand(uint64_t *s) {
+    uint64_t x = *s;
+    x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+    *s = x;
+    return (double)((x * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
+}
+
+int32_t bl_sample_logits(float *logits, int nv, const bl_sampler_desc *d, const int32_t *hist, int nhist, uint64_t *rng, void *scratch) {
+    bl__cand *cd = (bl__cand *)scratch;
+    int i, n, best = 0;
+    float mx;
+    double sum, r, acc;
+    if (d && d->repeat_penalty > 0 && d->repeat_penalty != 1.0f) {
+        int look = d->repeat_last_n > 0 ? d->repeat_last_n : 64, k;
+        for (k = nhist - look < 0 ? 0 : nhist - look; k < nhist; k++) {
+            int32_t t = hist[k];
+            int dup = 0, j;
+            if (t < 0 || t >= nv) continue;
+            for (j = nhist - look < 0 ? 0 : nhist - look; j < k; j++) if (hist[j] == t) dup = 1;
+            if (dup) continue;
+            logits[t] = logits[t] > 0 ? logits[t] / d->repeat_penalty : logits[t] * d->repeat_penalty;
+        }
+    }
+    for (i = 1; i < nv; i++) if (logits[i] > logits[best]) best = i;
+    if (!d || d->temperature <= 0) return best;
+    mx = logits[best];
+    for (i = 0, sum = 0; i < nv; i++) {
+        cd[i].id = i;
+        cd[i].p = expf((logits[i] - mx) / d->temperature);
+        sum += cd[i].p;
+    }
+    n = nv;
+    qsort(cd, (size_t)n, sizeof *cd, bl__cand_cmp);
+    if (d->top_k > 0 && d->top_k < n) n = d->top_k;
+    if (d->min_p > 0) {
+        float cut = cd[0].p * d->min_p;
+        int k = 1;
+        while (k < n && cd[k].p >= cut) k++;
+        n = k;
+    }
+    for (i = 0, sum = 0; i < n; i++) sum += cd[i].p;
+    if (d->top_p > 0 && d->top_p < 1) {
+        double target = d->top_p * sum, a = 0;
+        int k;
+        for (k = 0; k < n; k++) { a += cd[k].p; if (a >= target) { k++; break; } }
+        n = k < n ? k : n;
+        for (i = 0, sum = 0; i < n; i++) sum += cd[i].p;
+    }
+    r = bl__rand(rng) * sum;
+    for (i = 0, acc = 0; i < n; i++) {
+        acc += cd[i].p;
+        if (r < acc) return cd[i].id;
+    }
+    return cd[n - 1].id;
+}
+
+int32_t bl_ctx_sample(bl_ctx *c, const bl_sampler_desc *d) {
+    float *lg = bl_ctx_logits(c, -1);
+    if (!lg) return -1;
+    return bl_sample_logits(lg, c->m->hp.n_vocab, d, c->tokens, c->pos, &c->rng, c->samp_scratch);
+}
+
+#endif /* BERLIN_IMPLEMENTATION */
+
+/*
+   HISTORY
+       0.1.0  loaders (GGUF, safetensors, llama2.c), llama forward pass,
+              SentencePiece tokenizer, sampler.
+
+   LICENSE
+   MIT License. Copyright (c) 2026 the berlin.h authors.
+   Permission is hereby granted, free of charge, to any person obtaining a copy
+   of this software and associated documentation files (the "Software"), to deal
+   in the Software without restriction, including without limitation the rights
+   to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+   copies of the Software, and to permit persons to whom the Software is
+   furnished to do so, subject to the following conditions: The above copyright
+   notice and this permission notice shall be included in all copies or
+   substantial portions of the Software. THE SOFTWARE IS PROVIDED "AS IS",
+   WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING BUT NOT LIMITED TO
+   THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND
+   NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE
+   FOR ANY CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT,
+   TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION WITH THE SOFTWARE OR
+   THE USE OR OTHER DEALINGS IN THE SOFTWARE.
+*/
