@@ -1146,7 +1146,7 @@ static int bl__st_canonical(const char *name, size_t n, char *out, size_t cap) {
 }
 
 static bl_result bl__st_read(bl_model *m, const char *path) {
-    bl__file *f;
+    bl__file *f = NULL;
     uint64_t hlen;
     bl__json j;
     int root, i, k;
@@ -1351,7 +1351,9 @@ static bl_result bl__load_safetensors(bl_model *m, const char *path, int is_dir)
     bl__join(p, sizeof p, dir, "config.json");
     if (!bl__exists(p)) {
         bl__join(p, sizeof p, dir, "params.json");
-        if (!bl__exists(p)) return bl__merr(m, BL_ERR_CONFIG, "%s: no config.json or params.json beside the weights", dir);
+        if (!bl__exists(p))
+            return bl__merr(m, BL_ERR_CONFIG, "%s: no config.json or params.json beside the weights%s", dir,
+                            is_dir ? " (and no single .gguf file in the folder)" : "");
         mistral = 1;
     }
     r = bl__cfg_read(m, p, mistral);
@@ -1398,7 +1400,7 @@ static bl_result bl__load_safetensors(bl_model *m, const char *path, int is_dir)
 
 /* GGUF: hyper-parameters from {arch}.* keys. */
 static bl_result bl__load_gguf(bl_model *m, const char *path, bl__gguf *g) {
-    bl__file *f;
+    bl__file *f = NULL;
     bl_result r = bl__model_open_file(m, path, &f);
     const char *s;
     size_t n;
@@ -1499,7 +1501,7 @@ static int bl__l2c_layout(const uint8_t *d, size_t size, int32_t h[7], int *shar
 static bl_result bl__load_l2c(bl_model *m, const char *path) {
     static const char *const kinds[9] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_down", "ffn_up"};
     static const int v1_order[9] = {0, 5, 1, 2, 3, 4, 6, 7, 8}; /* v1 writes both norms first */
-    bl__file *f;
+    bl__file *f = NULL;
     int32_t h[7];
     int shared, v1, l, k;
     bl_result r = bl__model_open_file(m, path, &f);
@@ -1713,18 +1715,47 @@ static bl_result bl__model_build(bl_model *m) {
     return BL_OK;
 }
 
+/* A folder without config.json/params.json that holds exactly one .gguf. */
+static int bl__dir_single_gguf(const char *dir, char *out, size_t cap) {
+#ifdef BL__POSIX
+    DIR *d;
+    struct dirent *e;
+    int n = 0;
+    char p[1200];
+    bl__join(p, sizeof p, dir, "config.json");
+    if (bl__exists(p)) return 0;
+    bl__join(p, sizeof p, dir, "params.json");
+    if (bl__exists(p) || !(d = opendir(dir))) return 0;
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        if (l > 5 && strcmp(e->d_name + l - 5, ".gguf") == 0) {
+            if (n++ == 0) bl__join(out, cap, dir, e->d_name);
+        }
+    }
+    closedir(d);
+    return n == 1;
+#else
+    (void)dir; (void)out; (void)cap;
+    return 0;
+#endif
+}
+
 bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *desc) {
     bl_model *m = (bl_model *)bl__calloc(sizeof *m);
     bl_result r;
     bl__gguf g;
     uint8_t head[16];
     size_t nh = 0;
+    char gpath[1200];
     memset(&g, 0, sizeof g);
     *out = m;
     if (!m) return BL_ERR_NOMEM;
     if (!path) return bl__merr(m, BL_ERR_ARG, "no model path given");
     m->no_mmap = desc ? desc->no_mmap : 0;
-    if (bl__is_dir(path)) {
+    if (bl__is_dir(path) && bl__dir_single_gguf(path, gpath, sizeof gpath)) {
+        r = bl__load_gguf(m, gpath, &g);
+        m->info.format = "gguf";
+    } else if (bl__is_dir(path)) {
         r = bl__load_safetensors(m, path, 1);
         m->info.format = strcmp(m->arch, "mistral") == 0 && m->hp.rope_neox == 0 ? "mistral" : "safetensors";
     } else {
