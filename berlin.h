@@ -939,7 +939,7 @@ static bl_result bl__gguf_read(bl__gguf *g, const bl__file *f, bl__tensor **tens
     {
         double a;
         if (bl__gguf_num(g, "general.alignment", &a)) {
-            if (a < 1 || a > 65536 || ((size_t)a & ((size_t)a - 1)))
+            if (!(a >= 1 && a <= 65536) || a != floor(a) || ((size_t)a & ((size_t)a - 1)))
                 return bl__fmt(err, BL_ERR_FORMAT, "%s: general.alignment %g is not a power of two", path, a);
             g->alignment = (size_t)a;
         }
