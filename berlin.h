@@ -1282,17 +1282,18 @@ static bl_result bl__cfg_read(bl_model *m, const char *path, int mistral) {
         nkv = nh;
         bl__cfg_num(&j, o, mistral ? "n_kv_heads" : "num_key_value_heads", &nkv);
         hd = 0;
-        if (!bl__cfg_num(&j, o, "head_dim", &hd) || hd <= 0) hd = dim / nh;
+        if (!bl__cfg_num(&j, o, "head_dim", &hd) || !(hd > 0 && hd <= 1e4)) hd = dim / nh;
+        if (!(nkv >= 1 && nkv <= 1e6)) { r = bl__merr(m, BL_ERR_CONFIG, "%s: the number of key/value heads is out of range", path); goto done; }
         hp->dim = (int)dim; hp->n_layer = (int)nl; hp->n_head = (int)nh; hp->n_ff = (int)ff; hp->n_vocab = (int)nv;
         hp->eps = eps; hp->head_dim = (int)hd; hp->n_head_kv = (int)nkv;
     }
     hp->theta = 10000.0;
     if (bl__cfg_num(&j, o, "rope_theta", &v)) hp->theta = v;
     hp->n_ctx_train = 0;
-    if (bl__cfg_num(&j, o, "max_position_embeddings", &v)) hp->n_ctx_train = (int)v;
+    if (bl__cfg_num(&j, o, "max_position_embeddings", &v) && v > 0 && v < (1 << 30)) hp->n_ctx_train = (int)v;
     hp->bos = hp->eos = -1;
-    if (bl__cfg_num(&j, o, "bos_token_id", &v) || bl__cfg_num(&j, 0, "bos_token_id", &v)) hp->bos = (int)v;
-    if (bl__cfg_num(&j, o, "eos_token_id", &v) || bl__cfg_num(&j, 0, "eos_token_id", &v)) hp->eos = (int)v;
+    if ((bl__cfg_num(&j, o, "bos_token_id", &v) || bl__cfg_num(&j, 0, "bos_token_id", &v)) && v >= 0 && v < (1 << 30)) hp->bos = (int)v;
+    if ((bl__cfg_num(&j, o, "eos_token_id", &v) || bl__cfg_num(&j, 0, "eos_token_id", &v)) && v >= 0 && v < (1 << 30)) hp->eos = (int)v;
     rs = bl__json_get(&j, o, "rope_scaling");
     if (rs >= 0 && j.nodes[rs].type == BL__J_OBJ) {
         int ty = bl__json_get(&j, rs, "rope_type");
@@ -1435,7 +1436,9 @@ static bl_result bl__load_gguf(bl_model *m, const char *path, bl__gguf *g) {
         BL__GKEY("context_length", ctx, 0)
         BL__GKEY("attention.key_length", kl, 0)
         BL__GKEY("rope.scaling.factor", sf, 0)
-        if (dim <= 0 || nl <= 0 || nh <= 0 || ff <= 0 || nkv <= 0 || dim > 1e6 || nl > 1e4 || nh > 1e4 || ff > 1e7)
+        if (!(dim >= 1 && dim <= 1e6) || !(nl >= 1 && nl <= 1e4) || !(nh >= 1 && nh <= 1e4) || !(ff >= 1 && ff <= 1e7) ||
+            !(nkv >= 1 && nkv <= 1e4) || !(ctx >= 0 && ctx <= 1e9) || !(kl >= 0 && kl <= 1e4) || !(eps > 0 && eps <= 1) ||
+            !(theta > 0 && theta < 1e30) || !(sf >= 0 && sf < 1e9))
             return bl__merr(m, BL_ERR_CONFIG, "%s: hyper-parameters out of range", path);
         hp->dim = (int)dim; hp->n_layer = (int)nl; hp->n_head = (int)nh; hp->n_head_kv = (int)nkv; hp->n_ff = (int)ff;
         hp->eps = eps; hp->theta = theta; hp->n_ctx_train = (int)ctx;
@@ -1452,8 +1455,8 @@ static bl_result bl__load_gguf(bl_model *m, const char *path, bl__gguf *g) {
         hp->n_vocab = e ? (int)e->ne[1] : 0;
     }
     hp->bos = hp->eos = -1;
-    if (bl__gguf_num(g, "tokenizer.ggml.bos_token_id", &v)) hp->bos = (int)v;
-    if (bl__gguf_num(g, "tokenizer.ggml.eos_token_id", &v)) hp->eos = (int)v;
+    if (bl__gguf_num(g, "tokenizer.ggml.bos_token_id", &v) && v >= 0 && v < (1 << 30)) hp->bos = (int)v;
+    if (bl__gguf_num(g, "tokenizer.ggml.eos_token_id", &v) && v >= 0 && v < (1 << 30)) hp->eos = (int)v;
     return BL_OK;
 }
 
@@ -1615,8 +1618,8 @@ static bl_result bl__model_build(bl_model *m) {
         return bl__merr(m, BL_ERR_CONFIG, "model hyper-parameters are implausibly large");
     if (!bl__find_tensor(m, "token_embd.weight")) return bl__merr(m, BL_ERR_FORMAT, "tensor 'token_embd.weight' (the token embedding) is missing");
     if (hp->n_vocab <= 0) hp->n_vocab = (int)bl__find_tensor(m, "token_embd.weight")->ne[1];
-    if (hp->eps <= 0 || hp->eps > 1) return bl__merr(m, BL_ERR_CONFIG, "RMSNorm epsilon %g is out of range", hp->eps);
-    if (hp->theta <= 0) return bl__merr(m, BL_ERR_CONFIG, "rope theta %g is out of range", hp->theta);
+    if (!(hp->eps > 0 && hp->eps <= 1)) return bl__merr(m, BL_ERR_CONFIG, "RMSNorm epsilon %g is out of range", hp->eps);
+    if (!(hp->theta > 0 && hp->theta < 1e30)) return bl__merr(m, BL_ERR_CONFIG, "rope theta %g is out of range", hp->theta);
     dim = hp->dim;
     qd = (int64_t)hp->n_head * hp->head_dim;
     kvd = (int64_t)hp->n_head_kv * hp->head_dim;
