@@ -102,17 +102,19 @@ static void check_stream(const bl_tokenizer *t, const char *text, const char *wa
 }
 
 static void test_vectors(void) {
-    char *man = tu_read(tu_shared("tokenizers/MANIFEST.tsv"), NULL), *line, *save = NULL;
+    char *man = tu_read(tu_shared("tokenizers/MANIFEST.tsv"), NULL), *line, *next;
     int row = 0;
     CHECK(man != NULL, "cannot read %s", tu_shared("tokenizers/MANIFEST.tsv"));
     if (!man) return;
-    for (line = strtok_r(man, "\n", &save); line; line = strtok_r(NULL, "\n", &save), row++) {
+    for (line = man; line && *line; line = next, row++) {
         char tokp[512], vec[512], kind[16], tk[600];
         int add_special, parse_special, *ids = NULL, *nids = NULL, i, pass = 0, rt_ok = 0, rt_n = 0, shown = 0;
         size_t at = 0;
         vecs v;
         const bl_tokenizer *t;
         int32_t got[4096];
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
         if (row == 0) continue;
         if (sscanf(line, "%511s\t%511s\t%15s\t%d\t%d", tokp, vec, kind, &add_special, &parse_special) != 5) continue;
         snprintf(tk, sizeof tk, "tokenizers/%s", tokp);
