@@ -2340,6 +2340,25 @@ static const uint32_t bl__uni_cat[] = {
     0x323b01d,0xe00011a,0xe00021d,0xe00201a,0xe00801d,0xe010005,0xe01f01d,0xf00001c,0xffffe1d,0x1000001c,
     0x10fffe1d,
 };
+#define BL__UNI_ASCII_N 128
+static const uint32_t bl__uni_ascii[] = {
+    0x2000000,0x2000000,0x2000000,0x2000000,0x2000000,0x2000000,0x2000000,0x2000000,
+    0x2000000,0x42000000,0x42000000,0x42000000,0x42000000,0x42000000,0x2000000,0x2000000,
+    0x2000000,0x2000000,0x2000000,0x2000000,0x2000000,0x2000000,0x2000000,0x2000000,
+    0x2000000,0x2000000,0x2000000,0x2000000,0x2000000,0x2000000,0x2000000,0x2000000,
+    0x40400000,0x20000,0x20000,0x20000,0x80000,0x20000,0x20000,0x20000,
+    0x2000,0x4000,0x20000,0x40000,0x20000,0x1000,0x20000,0x20000,
+    0x100,0x100,0x100,0x100,0x100,0x100,0x100,0x100,
+    0x100,0x100,0x20000,0x20000,0x40000,0x40000,0x40000,0x20000,
+    0x20000,0x1,0x1,0x1,0x1,0x1,0x1,0x1,
+    0x1,0x1,0x1,0x1,0x1,0x1,0x1,0x1,
+    0x1,0x1,0x1,0x1,0x1,0x1,0x1,0x1,
+    0x1,0x1,0x1,0x2000,0x20000,0x4000,0x100000,0x800,
+    0x100000,0x2,0x2,0x2,0x2,0x2,0x2,0x2,
+    0x2,0x2,0x2,0x2,0x2,0x2,0x2,0x2,
+    0x2,0x2,0x2,0x2,0x2,0x2,0x2,0x2,
+    0x2,0x2,0x2,0x2000,0x40000,0x4000,0x40000,0x2000000,
+};
 #define BL__UNI_CCC_N 581
 static const uint32_t bl__uni_ccc[] = {
     0x0,0x300e6,0x315e8,0x316dc,0x31ae8,0x31bd8,0x31cdc,0x321ca,0x323dc,0x327ca,
@@ -3175,11 +3194,7 @@ static uint32_t bl__uni_range(const uint32_t *t, int n, uint32_t cp) {
 /* Category bit (1 << BL__GC_*) plus BL__UF_WS of a code point. */
 static uint32_t bl__uni_flags(uint32_t cp) {
     uint32_t v;
-    if (cp < 128) {
-        if (cp >= 'a' && cp <= 'z') return 1u << BL__GC_LL;
-        if (cp >= 'A' && cp <= 'Z') return 1u << BL__GC_LU;
-        if (cp >= '0' && cp <= '9') return 1u << BL__GC_ND;
-    }
+    if (cp < 128) return bl__uni_ascii[cp];
     if (cp > 0x10FFFF) return 1u << BL__GC_CN;
     v = bl__uni_range(bl__uni_cat, BL__UNI_CAT_N, cp);
     return (1u << (v & 31)) | ((v & 32) ? BL__UF_WS : 0);
@@ -3803,7 +3818,16 @@ static long bl__re_run(const bl__re *re, bl__rescratch *sc, int pc, const uint8_
         case BL__RE_ANY:
             if (pos < n && s[pos] != '\n') { bl__utf8_dec(s + pos, n - pos, &l); pos += l; pc++; } else ok = 0;
             break;
-        case BL__RE_SPLIT:
+        case BL__RE_SPLIT: {
+            const bl__reins *x = &re->code[pc + in->x];
+            if (x->op == BL__RE_CHAR || x->op == BL__RE_CLASS) { /* the preferred branch fails at once: take the other without a push */
+                int fails = pos >= n;
+                if (!fails) {
+                    cp = bl__utf8_dec(s + pos, n - pos, &l);
+                    fails = x->op == BL__RE_CHAR ? cp != (uint32_t)x->x : !bl__re_class_has(re, x->x, cp);
+                }
+                if (fails) { pc += in->y; break; }
+            }
             if (sp == sc->cap) {
                 int nc = sc->cap ? sc->cap * 2 : 256;
                 bl__restk *ns = (bl__restk *)BL_REALLOC(sc->stk, (size_t)nc * sizeof *ns);
@@ -3816,6 +3840,7 @@ static long bl__re_run(const bl__re *re, bl__rescratch *sc, int pc, const uint8_
             sp++;
             pc += in->x;
             break;
+        }
         case BL__RE_JMP: pc += in->x; break;
         case BL__RE_MATCH: return (long)pos;
         case BL__RE_LOOK: {
@@ -3907,6 +3932,7 @@ struct bl_tokenizer {
     int32_t sp_first[257];   /* specials[sp_first[b] .. sp_first[b+1]) start with byte b */
     int kind;             /* BL__TK_* */
     int byte_level, ignore_merges, byte_fallback, fuse_unk, dec, dec_strip;
+    int ws_split;         /* no token has U+2581 after another character: words merge alone */
     uint64_t *mkey;       /* (mcap) merge pairs (left << 32 | right), ~0 empty */
     int32_t *mrank, *mres;   /* (mcap) rank and merged id */
     uint32_t mcap;
@@ -4068,6 +4094,13 @@ static bl_result bl__tok_finish(bl_tokenizer *t) {
             t->bl_byte_id[i] = bl__tok_find(t, u, n);
         }
     if (t->unk < 0 && t->kind == BL__TK_SPM) t->unk = bl__tok_find(t, "<unk>", 5);
+    t->ws_split = 1;
+    for (i = 0; i < t->n_vocab && t->ws_split; i++) {
+        size_t len, k;
+        const char *p = bl__tok_text(t, i, &len);
+        for (k = 3; k + 3 <= len; k++)
+            if (!memcmp(p + k, "\xE2\x96\x81", 3) && memcmp(p + k - 3, "\xE2\x96\x81", 3)) { t->ws_split = 0; break; }
+    }
     bl__tok_eog(t);
     return BL_OK;
 }
@@ -4975,7 +5008,11 @@ static int bl__merge_piece(const bl_tokenizer *t, bl__tsc *sc, const char *text,
         sy[ns].n = l;
         sy[ns].id = -1;
         if (t->kind == BL__TK_BPE) {
-            sy[ns].id = bl__tok_find(t, text + p, l);
+            if (t->byte_level) { /* one byte-level character: its byte's token */
+                size_t dl;
+                uint32_t cp = bl__utf8_dec((const uint8_t *)text + p, n - p, &dl);
+                sy[ns].id = cp < 324 && t->u2b[cp] >= 0 ? t->bl_byte_id[t->u2b[cp]] : bl__tok_find(t, text + p, l);
+            } else sy[ns].id = bl__tok_find(t, text + p, l);
             if (sy[ns].id < 0) { /* unknown character: byte fallback, or unk, or dropped */
                 size_t k;
                 int ok = t->byte_fallback;
@@ -5030,11 +5067,25 @@ static int bl__merge_piece(const bl_tokenizer *t, bl__tsc *sc, const char *text,
     return count;
 }
 
+/* Merge a U+2581-marked text word by word when no token can span a word
+   start (t->ws_split): no pair across the boundary joins into a token, so
+   the result is the same as merging the whole text, in far less memory. */
+static int bl__merge_words(const bl_tokenizer *t, bl__tsc *sc, const char *text, size_t n, int32_t *out, int max, int count) {
+    size_t start = 0, i;
+    if (!t->ws_split) return bl__merge_piece(t, sc, text, n, out, max, count);
+    for (i = 3; i + 3 <= n && count >= 0; i++)
+        if ((uint8_t)text[i] == 0xE2 && !memcmp(text + i, "\xE2\x96\x81", 3) && memcmp(text + i - 3, "\xE2\x96\x81", 3)) {
+            count = bl__merge_piece(t, sc, text + start, i - start, out, max, count);
+            start = i;
+        }
+    return count < 0 ? count : bl__merge_piece(t, sc, text + start, n - start, out, max, count);
+}
+
 /* Encode one piece of a BPE pre-tokenization. Byte-level vocabularies see
    the piece through the byte-to-unicode table. */
 static int bl__bpe_piece(const bl_tokenizer *t, bl__tsc *sc, const char *s, size_t n, int32_t *out, int max, int count) {
     size_t i, o = 0;
-    if (!t->byte_level) return bl__merge_piece(t, sc, s, n, out, max, count);
+    if (!t->byte_level) return bl__merge_words(t, sc, s, n, out, max, count);
     if (!bl__grow_bytes((void **)&sc->w, &sc->w_cap, 2 * n + 1)) return -1;
     for (i = 0; i < n; i++) o += bl__utf8_enc(sc->w + o, t->b2u[(uint8_t)s[i]]);
     return bl__merge_piece(t, sc, sc->w, o, out, max, count);
@@ -5206,7 +5257,7 @@ static int bl__encode_stretch(const bl_tokenizer *t, bl__tsc *sc, const char *s,
             if (s[i] == ' ') { memcpy(sc->pool[0] + bn, "\xE2\x96\x81", 3); bn += 3; }
             else sc->pool[0][bn++] = s[i];
         }
-        return bl__merge_piece(t, sc, sc->pool[0], bn, out, max, count);
+        return bl__merge_words(t, sc, sc->pool[0], bn, out, max, count);
     }
     {
         long nn = bl__normalize(t, sc, s, n);

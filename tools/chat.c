@@ -28,7 +28,7 @@
 typedef struct chat_opts {
     const char *model, *prompt, *prompt_ids, *tokenizer;
     const char *file, *inp, *detok_ids, *template_name, *system;
-    int tokenize_mode, no_bos, parse_special;
+    int tokenize_mode, no_bos, parse_special, timing;
     int n_gen, n_threads, n_ctx, no_mmap, print_ids, have_seed;
     uint64_t seed;
     bl_sampler_desc samp;
@@ -79,6 +79,7 @@ static void usage(FILE *f) {
             "  --no-bos            do not add BOS\n"
             "  --parse-special     match special-token text such as <|im_start|> in the input\n"
             "  --detokenize JSON   print the text of a JSON array of ids\n"
+            "  --timing            report tokenizer load time and MB/s on stderr\n"
             "  --no-mmap           read the weights into memory\n"
             "  -h, --help          this help\n"
             "In the chat loop, '/reset' forgets the conversation.\n");
@@ -137,6 +138,7 @@ static int parse_args(int argc, char **argv, chat_opts *o) {
         else if (!strcmp(a, "--tokenize")) { o->tokenize_mode = 1; takes = 0; }
         else if (!strcmp(a, "--no-bos")) { o->no_bos = 1; takes = 0; }
         else if (!strcmp(a, "--parse-special")) { o->parse_special = 1; takes = 0; }
+        else if (!strcmp(a, "--timing")) { o->timing = 1; takes = 0; }
         else if (!v && (!strcmp(a, "-m") || !strcmp(a, "-p") || !strcmp(a, "--prompt-ids") || !strcmp(a, "-n") ||
                         !strcmp(a, "--temp") || !strcmp(a, "--top-k") || !strcmp(a, "--top-p") || !strcmp(a, "--min-p") ||
                         !strcmp(a, "--repeat-penalty") || !strcmp(a, "--repeat-last-n") || !strcmp(a, "--seed") ||
@@ -513,12 +515,23 @@ static char *read_file(const char *path, size_t *len) {
 }
 
 /* Encode len bytes and print the ids: as a JSON array, or as a .out line. */
-static int print_encoded(const bl_tokenizer *t, const char *text, size_t len, int flags, int out_format) {
+static int print_encoded(const bl_tokenizer *t, const char *text, size_t len, int flags, int out_format, int timing) {
     int32_t stack[1024], *ids = stack;
     int n, i;
+    double t0 = now_sec();
     if (len > (size_t)1 << 30) { fprintf(stderr, "berlin-chat: text too large\n"); return 1; }
-    n = bl_tokenize(t, text, (int)len, ids, 1024, flags);
-    if (n > 1024) {
+    if (timing) { /* room for every id up front, so that the time is one pass */
+        ids = (int32_t *)malloc((len + 16) * sizeof *ids);
+        if (!ids) { fprintf(stderr, "berlin-chat: out of memory\n"); return 1; }
+        t0 = now_sec();
+        n = bl_tokenize(t, text, (int)len, ids, (int)len + 16, flags);
+    } else n = bl_tokenize(t, text, (int)len, ids, 1024, flags);
+    if (timing && n >= 0) {
+        double dt = now_sec() - t0;
+        fprintf(stderr, "tokenized %zu bytes into %d tokens in %.3f s: %.2f MB/s, %.2f bytes/token\n", len, n, dt,
+                dt > 0 ? (double)len / dt / 1e6 : 0.0, n > 0 ? (double)len / n : 0.0);
+    }
+    if (n > 1024 && ids == stack) {
         ids = (int32_t *)malloc((size_t)n * sizeof *ids);
         if (!ids) { fprintf(stderr, "berlin-chat: out of memory\n"); return 1; }
         n = bl_tokenize(t, text, (int)len, ids, n, flags);
@@ -540,11 +553,13 @@ static int tokenizer_mode(const chat_opts *o) {
     bl_tokenizer *t = NULL;
     const char *path = o->tokenizer ? o->tokenizer : o->model;
     int rc = 0, flags = (o->no_bos ? 0 : BL_TOK_ADD_BOS) | (o->parse_special ? BL_TOK_PARSE_SPECIAL : 0);
+    double t0 = now_sec();
     if (bl_tokenizer_load(&t, path, 0) != BL_OK) {
         fprintf(stderr, "berlin-chat: cannot load a tokenizer from '%s': %s\n", path, bl_tokenizer_last_error(t));
         bl_tokenizer_destroy(t);
         return 1;
     }
+    if (o->timing) fprintf(stderr, "loaded %d tokens from %s in %.3f s\n", bl_tokenizer_n_vocab(t), path, now_sec() - t0);
     if (o->detok_ids) {
         chat_state s;
         int n, i, len;
@@ -581,7 +596,7 @@ static int tokenizer_mode(const chat_opts *o) {
             for (k = pos; k + sizeof sep - 1 <= len; k++)
                 if (buf[k] == '\n' && !memcmp(buf + k, sep, sizeof sep - 1)) { nx = buf + k; break; }
             end = nx ? (size_t)(nx - buf) : len;
-            rc = print_encoded(t, buf + pos, end - pos, flags & ~BL_TOK_ADD_BOS, 1);
+            rc = print_encoded(t, buf + pos, end - pos, flags & ~BL_TOK_ADD_BOS, 1, 0);
             pos = nx ? end + sizeof sep - 1 : len;
         }
         free(buf);
@@ -589,10 +604,10 @@ static int tokenizer_mode(const chat_opts *o) {
         size_t len;
         char *buf = read_file(o->file, &len);
         if (!buf) { fprintf(stderr, "berlin-chat: cannot read '%s'\n", o->file); rc = 1; }
-        else rc = print_encoded(t, buf, len, flags, 0);
+        else rc = print_encoded(t, buf, len, flags, 0, o->timing);
         free(buf);
     } else {
-        rc = print_encoded(t, o->prompt, strlen(o->prompt), flags, 0);
+        rc = print_encoded(t, o->prompt, strlen(o->prompt), flags, 0, o->timing);
     }
     bl_tokenizer_destroy(t);
     return rc;
