@@ -4159,19 +4159,19 @@ static bl_result bl__tok_merge_text(bl_tokenizer *t, const char *a, size_t na, c
 }
 
 /* The pre-tokenizers GGUF `gpt2` vocabularies name in tokenizer.ggml.pre,
-   written as the `pre_tokenizer` of their families' tokenizer.json files. */
-#define BL__GPT2_RE "'s|'t|'re|'ve|'m|'ll|'d| ?\\\\p{L}+| ?\\\\p{N}+| ?[^\\\\s\\\\p{L}\\\\p{N}]+|\\\\s+(?!\\\\S)|\\\\s+"
+   written as the `pre_tokenizer` (and `normalizer`) of their families'
+   tokenizer.json files: names, pre_tokenizer, normalizer or NULL. */
 #define BL__BYTELEVEL_RE(r) "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":" r "}"
 #define BL__SPLIT(re) "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"" re "\"},\"behavior\":\"Isolated\",\"invert\":false}"
 #define BL__SEQ(a) "{\"type\":\"Sequence\",\"pretokenizers\":[" a "]}"
 static const char *const bl__gguf_pre[] = {
-    "default gpt-2 gpt2 mpt olmo jais", BL__BYTELEVEL_RE("true"),
+    "default gpt-2 gpt2 mpt olmo jais", BL__BYTELEVEL_RE("true"), NULL,
     "llama-bpe llama3 dbrx smaug-bpe",
     BL__SEQ(BL__SPLIT("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|"
-                      "\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+") "," BL__BYTELEVEL_RE("false")),
+                      "\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+") "," BL__BYTELEVEL_RE("false")), NULL,
     "qwen2 deepseek-r1-qwen megrez",
     BL__SEQ(BL__SPLIT("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|"
-                      "\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+") "," BL__BYTELEVEL_RE("false")),
+                      "\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+") "," BL__BYTELEVEL_RE("false")), "{\"type\":\"NFC\"}",
     "deepseek-llm",
     BL__SEQ(BL__SPLIT("[\\r\\n]") ","
             BL__SPLIT(
@@ -4180,14 +4180,14 @@ static const char *const bl__gguf_pre[] = {
                       "\\\\s?[!-/:-~\\uff01-\\uff0f\\uff1a-\\uff5e\\u2018-\\u201f\\u3000-\\u3002]+") ","
             BL__SPLIT("\\\\s+$") ","
             BL__SPLIT("[\\u4e00-\\u9fa5\\u0800-\\u4e00\\uac00-\\ud7ff]+") ","
-            "{\"type\":\"Digits\",\"individual_digits\":true}," BL__BYTELEVEL_RE("false")),
+            "{\"type\":\"Digits\",\"individual_digits\":true}," BL__BYTELEVEL_RE("false")), NULL,
     "deepseek-coder",
     BL__SEQ(BL__SPLIT("[\\r\\n]") "," BL__SPLIT("\\\\s?\\\\p{L}+") "," BL__SPLIT("\\\\s?\\\\p{P}+") ","
             BL__SPLIT("[\\u4e00-\\u9fa5\\u0800-\\u4e00\\uac00-\\ud7ff]+") "," "{\"type\":\"Digits\",\"individual_digits\":true},"
-            BL__BYTELEVEL_RE("false")),
+            BL__BYTELEVEL_RE("false")), NULL,
     "starcoder refact smollm command-r codeshell exaone minerva",
-    BL__SEQ("{\"type\":\"Digits\",\"individual_digits\":true}," BL__BYTELEVEL_RE("true")),
-    NULL, NULL
+    BL__SEQ("{\"type\":\"Digits\",\"individual_digits\":true}," BL__BYTELEVEL_RE("true")), NULL,
+    NULL, NULL, NULL
 };
 
 static int bl__word_in(const char *list, const char *w, size_t n) {
@@ -4373,11 +4373,11 @@ static bl_result bl__tok_set_decoder(bl_tokenizer *t, const bl__json *j, int nod
     return r;
 }
 
-static bl_result bl__tok_pre_from_text(bl_tokenizer *t, const char *js, const char *what) {
+static bl_result bl__tok_pre_from_text(bl_tokenizer *t, const char *js, int is_norm, const char *what) {
     bl__json j;
     bl_result r;
     if (bl__json_parse(&j, js, strlen(js)) != 0) return bl__terr(t, BL_ERR_TOKENIZER, "%s: internal pre-tokenizer table: %s", what, j.err);
-    r = bl__tok_add_pre(t, &j, 0, 0);
+    r = is_norm ? bl__tok_add_norm(t, &j, 0, 0) : bl__tok_add_pre(t, &j, 0, 0);
     bl__json_free(&j);
     return r;
 }
@@ -4445,14 +4445,15 @@ static bl_result bl__tok_from_gguf(bl_tokenizer **out, const bl__gguf *g, const 
         int k;
         char *buf;
         bl__gguf_str(g, "tokenizer.ggml.pre", &pre, &npre);
-        for (k = 0; bl__gguf_pre[k]; k += 2)
+        for (k = 0; bl__gguf_pre[k]; k += 3)
             if (bl__word_in(bl__gguf_pre[k], pre, npre)) break;
         if (!bl__gguf_pre[k])
             return bl__terr(t, BL_ERR_UNSUPPORTED, "%s: tokenizer.ggml.pre '%.*s' is not a pre-tokenizer berlin.h knows (it knows: gpt-2, llama-bpe, "
                             "qwen2, deepseek-llm, deepseek-coder, starcoder/smollm and their aliases); a tokenizer.json for the model would work",
                             path, (int)(npre > 40 ? 40 : npre), pre);
-        if ((r = bl__tok_pre_from_text(t, bl__gguf_pre[k + 1], path)) != BL_OK) return r;
-        t->ignore_merges = bl__word_in(bl__gguf_pre[2], pre, npre); /* the Llama-3 family's tokenizer.json sets ignore_merges */
+        if ((r = bl__tok_pre_from_text(t, bl__gguf_pre[k + 1], 0, path)) != BL_OK) return r;
+        if (bl__gguf_pre[k + 2] && (r = bl__tok_pre_from_text(t, bl__gguf_pre[k + 2], 1, path)) != BL_OK) return r;
+        t->ignore_merges = bl__word_in(bl__gguf_pre[3], pre, npre); /* the Llama-3 family's tokenizer.json sets ignore_merges */
         t->dec = BL__DEC_BYTELEVEL;
         t->byte_level = 1;
         if ((r = bl__tok_finish(t)) != BL_OK) return r;

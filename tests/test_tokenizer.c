@@ -47,11 +47,15 @@ static int read_vecs(const char *base, vecs *v, int **ids, int **nids) {
     return 0;
 }
 
+/* Tokenizers are loaded once and shared by the tests. */
+static char tok_names[16][512];
+static bl_tokenizer *tok_cache[16];
+static int n_tok_cache;
+
 static const bl_tokenizer *get_tok(const char *rel) {
-    static char names[16][512];
-    static bl_tokenizer *toks[16];
-    static int n;
-    int i;
+    char (*names)[512] = tok_names;
+    bl_tokenizer **toks = tok_cache;
+    int i, n = n_tok_cache;
     for (i = 0; i < n; i++) if (!strcmp(names[i], rel)) return toks[i];
     if (n == 16) return NULL;
     {
@@ -61,13 +65,13 @@ static const bl_tokenizer *get_tok(const char *rel) {
         printf("loaded %-45s %6d tokens in %.2fs\n", rel, r == BL_OK ? bl_tokenizer_n_vocab(toks[n]) : 0, (double)(clock() - c0) / CLOCKS_PER_SEC);
         if (r != BL_OK) { bl_tokenizer_destroy(toks[n]); toks[n] = NULL; }
         snprintf(names[n], sizeof names[n], "%s", rel);
-        return toks[n++];
+        n_tok_cache++;
+        return toks[n];
     }
 }
 
 static void free_toks(void) {
-    /* the cache above is freed at exit by the OS in the plain build; the
-       sanitizer build checks leaks, so free explicitly */
+    while (n_tok_cache) bl_tokenizer_destroy(tok_cache[--n_tok_cache]);
 }
 
 static int valid_utf8(const char *s, int n) {
@@ -100,6 +104,8 @@ static void check_stream(const bl_tokenizer *t, const char *text, const char *wa
     acc[tot] = 0;
     CHECK(ok && !strcmp(acc, want), "stream %s: %d tokens, got '%s' want '%s' (chunks valid: %d)", what, n, acc, want, ok);
 }
+
+static void expect_fail(const char *path, const char *what, const char *needle);
 
 static void test_vectors(void) {
     char *man = tu_read(tu_shared("tokenizers/MANIFEST.tsv"), NULL), *line, *next;
@@ -327,6 +333,85 @@ static void test_malformed(void) {
     }
 }
 
+/* A metadata-only GGUF holding a vocabulary: how llama.cpp's converter
+   stores a tokenizer.json (special added tokens as CONTROL, other added
+   tokens as USER_DEFINED, merges as "left right"). */
+static void put_str(FILE *f, const char *s, size_t n) { uint64_t l = n; fwrite(&l, 8, 1, f); fwrite(s, 1, n, f); }
+static void put_key(FILE *f, const char *k, uint32_t type) { put_str(f, k, strlen(k)); fwrite(&type, 4, 1, f); }
+static void put_arr(FILE *f, const char *k, uint32_t et, uint64_t n) { uint32_t t = 9; put_key(f, k, t); fwrite(&et, 4, 1, f); fwrite(&n, 8, 1, f); }
+
+static int write_gguf(const bl_tokenizer *t, const char *path, const char *pre, int bad_merge) {
+    FILE *f = fopen(path, "wb");
+    uint32_t v32 = 3, i;
+    uint64_t v64 = 0, nkv = 5;
+    int r, *pair_l, *pair_r;
+    if (!f) return -1;
+    fwrite("GGUF", 1, 4, f);
+    fwrite(&v32, 4, 1, f);
+    fwrite(&v64, 8, 1, f);
+    fwrite(&nkv, 8, 1, f);
+    put_key(f, "tokenizer.ggml.model", 8); put_str(f, "gpt2", 4);
+    put_key(f, "tokenizer.ggml.pre", 8); put_str(f, pre, strlen(pre));
+    put_arr(f, "tokenizer.ggml.tokens", 8, (uint64_t)t->n_vocab);
+    for (i = 0; i < (uint32_t)t->n_vocab; i++) { size_t n; const char *s = bl__tok_text(t, (int32_t)i, &n); put_str(f, s, n); }
+    put_arr(f, "tokenizer.ggml.token_type", 5, (uint64_t)t->n_vocab);
+    for (i = 0; i < (uint32_t)t->n_vocab; i++) { int32_t ty = t->types[i]; fwrite(&ty, 4, 1, f); }
+    pair_l = (int *)malloc((size_t)t->n_merges * sizeof(int));
+    pair_r = (int *)malloc((size_t)t->n_merges * sizeof(int));
+    for (i = 0; i < t->mcap; i++)
+        if (t->mkey[i] != ~(uint64_t)0) { pair_l[t->mrank[i]] = (int)(t->mkey[i] >> 32); pair_r[t->mrank[i]] = (int)(uint32_t)t->mkey[i]; }
+    put_arr(f, "tokenizer.ggml.merges", 8, (uint64_t)t->n_merges);
+    for (r = 0; r < t->n_merges; r++) {
+        char buf[1024];
+        size_t na, nb;
+        const char *a = bl__tok_text(t, pair_l[r], &na), *b = bl__tok_text(t, pair_r[r], &nb);
+        if (bad_merge && r == 5) { a = "nosuchtoken"; na = 11; }
+        snprintf(buf, sizeof buf, "%.*s %.*s", (int)na, a, (int)nb, b);
+        put_str(f, buf, strlen(buf));
+    }
+    free(pair_l);
+    free(pair_r);
+    fclose(f);
+    return 0;
+}
+
+/* The same vocabulary from a GGUF and from tokenizer.json gives the same ids. */
+static void test_cross_source(void) {
+    static const char *const cases[][3] = {
+        {"tokenizers/json/llama3/tokenizer.json", "llama-bpe", "tokenizers/json/llama3/dev"},
+        {"tokenizers/json/llama3/tokenizer.json", "llama-bpe", "tokenizers/json/llama3/llamacpp-llama-bpe"},
+        {"tokenizers/json/qwen3/tokenizer.json", "qwen2", "tokenizers/json/qwen3/dev"},
+        {"tokenizers/json/qwen3/tokenizer.json", "qwen2", "tokenizers/json/qwen3/llamacpp-qwen2"},
+    };
+    int c;
+    for (c = 0; c < 4; c++) {
+        const bl_tokenizer *j = get_tok(cases[c][0]);
+        bl_tokenizer *g = NULL;
+        vecs v;
+        int *ids = NULL, *nids = NULL, i, pass = 0;
+        size_t at = 0;
+        if (!j || write_gguf(j, "build/tmp_tok.gguf", cases[c][1], 0) != 0) { CHECK(0, "cannot write a GGUF for %s", cases[c][0]); continue; }
+        CHECK(bl_tokenizer_load(&g, "build/tmp_tok.gguf", 0) == BL_OK, "GGUF from %s: %s", cases[c][0], bl_tokenizer_last_error(g));
+        if (g && g->n_vocab && read_vecs(tu_shared(cases[c][2]), &v, &ids, &nids) == 0) {
+            for (i = 0; i < v.n; i++) {
+                int32_t got[4096];
+                int n = bl_tokenize(g, v.texts[i], (int)v.lens[i], got, 4096, 0);
+                pass += n == nids[i] && !memcmp(got, ids + at, (size_t)n * sizeof(int32_t));
+                at += (size_t)nids[i];
+            }
+            CHECK(pass == v.n, "GGUF (pre %s) built from %s on %s: %d/%d", cases[c][1], cases[c][0], cases[c][2], pass, v.n);
+            printf("GGUF pre=%-10s from %-40s %s: %d/%d\n", cases[c][1], cases[c][0], cases[c][2], pass, v.n);
+            free(v.buf); free(v.texts); free(v.lens); free(ids); free(nids);
+        }
+        bl_tokenizer_destroy(g);
+    }
+    {   /* malformed GGUF vocabularies */
+        const bl_tokenizer *j = get_tok("tokenizers/json/qwen3/tokenizer.json");
+        if (j && write_gguf(j, "build/tmp_tok.gguf", "qwen2", 1) == 0) expect_fail("build/tmp_tok.gguf", "GGUF merge naming an unknown token", "nosuchtoken");
+        if (j && write_gguf(j, "build/tmp_tok.gguf", "no-such-pre", 0) == 0) expect_fail("build/tmp_tok.gguf", "unknown tokenizer.ggml.pre", "no-such-pre");
+    }
+}
+
 static void test_stories(void) {
     bl_model *m = NULL;
     int32_t ids[16];
@@ -361,6 +446,7 @@ int main(void) {
     test_roundtrip_and_stream();
     test_chat();
     test_malformed();
+    test_cross_source();
     test_stories();
     free_toks();
     printf("tokenizer tests took %.1fs\n", (double)(clock() - c0) / CLOCKS_PER_SEC);
