@@ -3678,6 +3678,23 @@ static int bl__re_alt(bl__re *re, int depth) {
     return alt;
 }
 
+/* Can node k match the empty string? */
+static int bl__re_nullable(const bl__re *re, int k) {
+    const bl__renode *n = &re->nodes[k];
+    int c;
+    switch (n->kind) {
+    case BL__RN_CAT:
+        for (c = n->child; c >= 0; c = re->nodes[c].sibling) if (!bl__re_nullable(re, c)) return 0;
+        return 1;
+    case BL__RN_ALT:
+        for (c = n->child; c >= 0; c = re->nodes[c].sibling) if (bl__re_nullable(re, c)) return 1;
+        return 0;
+    case BL__RN_REP: return n->min == 0 || bl__re_nullable(re, n->child);
+    case BL__RN_LOOK: case BL__RN_ASSERT: return 1;
+    default: return 0;
+    }
+}
+
 static int bl__re_emit(bl__re *re, int op, int x, int y) {
     if (re->n_code > 200000) return bl__re_fail(re, "pattern too large");
     if (!BL__GROW(re->code, re->n_code, re->cap_code, bl__reins)) return bl__re_fail(re, "out of memory");
@@ -3718,7 +3735,9 @@ static int bl__re_gen(bl__re *re, int k) {
         int mn = n->min, mx = n->max, greedy = n->greedy, child = n->child;
         for (i = 0; i < mn; i++) if (bl__re_gen(re, child) < 0) return -1;
         if (mx < 0) { /* L: split body, out; body; jmp L */
-            int split = bl__re_emit(re, BL__RE_SPLIT, 0, 0);
+            int split;
+            if (bl__re_nullable(re, child)) return bl__re_fail(re, "unbounded repetition of a sub-pattern that can match empty (such as (a*)*) is not supported");
+            split = bl__re_emit(re, BL__RE_SPLIT, 0, 0);
             if (split < 0 || bl__re_gen(re, child) < 0) return -1;
             at = bl__re_emit(re, BL__RE_JMP, 0, 0);
             if (at < 0) return -1;

@@ -106,6 +106,7 @@ static void check_stream(const bl_tokenizer *t, const char *text, const char *wa
 }
 
 static void expect_fail(const char *path, const char *what, const char *needle);
+static void write_file(const char *path, const char *s);
 
 static void test_vectors(void) {
     char *man = tu_read(tu_shared("tokenizers/MANIFEST.tsv"), NULL), *line, *next;
@@ -412,6 +413,87 @@ static void test_cross_source(void) {
     }
 }
 
+/* Random bytes, random patterns, every truncation of a tokenizer.json:
+   errors or results, never a crash (the sanitizer build checks memory). */
+static uint32_t rng_state = 12345;
+static uint32_t rnd(void) { rng_state ^= rng_state << 13; rng_state ^= rng_state >> 17; rng_state ^= rng_state << 5; return rng_state; }
+
+static void test_fuzz(void) {
+    static const char *const names[] = {"tokenizers/json/llama3/tokenizer.json", "tokenizers/json/qwen3/tokenizer.json",
+                                        "tokenizers/json/mistral7b/tokenizer.json", "tokenizers/gguf/ggml-vocab-llama-spm.gguf",
+                                        "tokenizers/gguf/ggml-vocab-deepseek-llm.gguf", "tokenizers/gguf/ggml-vocab-gpt-2.gguf"};
+    static const char mini[] =
+        "{\"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"NFC\"}, {\"type\": \"Replace\", \"pattern\": {\"Regex\": \"a+\"}, \"content\": \"b\"}]},"
+        " \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\s+|\\\\p{L}{1,3}\"}, \"behavior\": \"Isolated\"},"
+        " {\"type\": \"Metaspace\", \"replacement\": \"_\", \"prepend_scheme\": \"always\", \"split\": true}, {\"type\": \"Digits\"}]},"
+        " \"decoder\": {\"type\": \"Metaspace\"}, \"added_tokens\": [{\"id\": 3, \"content\": \"<x>\", \"special\": true}],"
+        " \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2, \"_\": 4, \"_a\": 6, \"\\u00e9\": 5}, \"merges\": [\"a b\", [\"_\", \"a\"]], \"unk_token\": \"<x>\"}}";
+    static const char alphabet[] = "ab()[]^-|?*+{},.\\sSpPLN:!=i0123$";
+    size_t k;
+    int i, j, ok = 1, lossless = 1;
+    bl_tokenizer *t = NULL;
+    for (k = 0; k < sizeof mini - 1; k++) { /* every truncation */
+        FILE *f = fopen("build/tmp_tok.json", "wb");
+        if (!f) break;
+        fwrite(mini, 1, k, f);
+        fclose(f);
+        t = NULL;
+        if (bl_tokenizer_load(&t, "build/tmp_tok.json", 0) == BL_OK) ok = 0;
+        bl_tokenizer_destroy(t);
+    }
+    CHECK(ok, "a truncated tokenizer.json loaded");
+    write_file("build/tmp_tok.json", mini);
+    t = NULL;
+    CHECK(bl_tokenizer_load(&t, "build/tmp_tok.json", 0) == BL_OK, "mini tokenizer.json: %s", bl_tokenizer_last_error(t));
+    if (t && t->n_vocab) {
+        int32_t ids[64];
+        int n = bl_tokenize(t, "aab 12 \xC3\xA9<x>", -1, ids, 64, BL_TOK_PARSE_SPECIAL);
+        CHECK(n > 0, "mini tokenizer encodes (%d)", n);
+    }
+    bl_tokenizer_destroy(t);
+    for (i = 0; i < 6; i++) { /* random bytes */
+        const bl_tokenizer *tk = get_tok(names[i]);
+        if (!tk) continue;
+        for (j = 0; j < 40; j++) {
+            char txt[200], back[4096];
+            int32_t ids[400];
+            int len = (int)(rnd() % 200), n, m;
+            for (k = 0; k < (size_t)len; k++) {
+                uint32_t r = rnd() % 10;
+                txt[k] = (char)(r < 4 ? (uint32_t)(uint8_t)"ab \n\t1<|>"[rnd() % 9] : r < 6 ? 0x80 + rnd() % 64 : r < 7 ? 0xC0 + rnd() % 64 : rnd() % 256);
+            }
+            n = bl_tokenize(tk, txt, len, ids, 400, (int)(rnd() % 4));
+            if (n < 0 || n > 400) { ok = 0; continue; }
+            m = bl_detokenize(tk, ids, n, back, sizeof back);
+            if (m < 0) ok = 0;
+            if (tk->byte_level && tk->n_norm == 0 && (m != len || memcmp(back, txt, (size_t)len))) {
+                int s;
+                for (s = 0; s < n && tk->types[ids[s]] == BL__TT_NORMAL; s++) {}
+                if (s == n) lossless = 0; /* only plain tokens: must be exact */
+            }
+        }
+    }
+    CHECK(ok, "random bytes: every call returned a result");
+    CHECK(lossless, "byte-level vocabularies round-trip arbitrary bytes");
+    for (i = 0; i < 3000; i++) { /* random patterns: compile or refuse, then match */
+        char pat[24], err[160];
+        int len = 1 + (int)(rnd() % 20);
+        bl__re *re;
+        for (j = 0; j < len; j++) pat[j] = alphabet[rnd() % (sizeof alphabet - 1)];
+        re = bl__re_compile(pat, (size_t)len, err, sizeof err);
+        if (re) {
+            bl__rescratch sc;
+            size_t ms, me, from = 0;
+            const char *txt = "aab ba! 12 \xC3\xA9 \n";
+            memset(&sc, 0, sizeof sc);
+            while (from < strlen(txt) && bl__re_find(re, &sc, (const uint8_t *)txt, strlen(txt), from, &ms, &me)) from = me > ms ? me : ms + 1;
+            BL_FREE(sc.stk);
+            bl__re_free(re);
+        } else if (!err[0]) ok = 0;
+    }
+    CHECK(ok, "random patterns compile or give a reason");
+}
+
 static void test_stories(void) {
     bl_model *m = NULL;
     int32_t ids[16];
@@ -447,6 +529,7 @@ int main(void) {
     test_chat();
     test_malformed();
     test_cross_source();
+    test_fuzz();
     test_stories();
     free_toks();
     printf("tokenizer tests took %.1fs\n", (double)(clock() - c0) / CLOCKS_PER_SEC);
