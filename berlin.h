@@ -67,8 +67,11 @@
                 tokenizer. Loaded once; may be shared by any number of threads.
        context  bl_ctx: one sequence's KV cache, scratch memory, logits and
                 sampler RNG. Belongs to one thread at a time.
-       tokenizer bl_tokenizer: text <-> token ids, read from the model's own files
-                (GGUF metadata, llama2.c tokenizer.bin).
+       tokenizer bl_tokenizer: text <-> token ids exactly as the model's reference
+                tokenizer: SentencePiece-style and byte-level BPE read from GGUF
+                metadata, Hugging Face tokenizer.json (+ tokenizer_config.json)
+                or llama2.c tokenizer.bin; a streaming decoder (bl_detok) and
+                built-in chat formats (bl_chat_format) sit on top.
        adapter, speculation: planned (fluid learning, draft models).
 
    LICENSE: MIT, see the end of the file.
@@ -137,7 +140,7 @@ typedef struct bl_tokenizer bl_tokenizer;
 typedef struct bl_ctx bl_ctx;
 
 typedef struct bl_model_desc {
-    const char *tokenizer_path; /* NULL: the model's own tokenizer [NULL] */
+    const char *tokenizer_path; /* GGUF, tokenizer.json, folder or tokenizer.bin; NULL: the model's own [NULL] */
     int no_mmap;                /* 1: read weights into memory [0: mmap] */
 } bl_model_desc;
 
@@ -165,7 +168,9 @@ typedef struct bl_model_info {
 /* Open a model from a file (GGUF, safetensors, llama2.c .bin) or a folder
    (Hugging Face config.json + safetensors, or Mistral params.json +
    consolidated.safetensors). The format is detected from the contents.
-   *out is always set, also on failure, so that bl_model_last_error can say
+   The tokenizer comes with it: a GGUF's tokenizer.ggml.* (llama or gpt2), a
+   folder's tokenizer.json + tokenizer_config.json, or desc->tokenizer_path
+   (anything bl_tokenizer_load reads). *out is always set, also on failure, so that bl_model_last_error can say
    why; release it with bl_model_destroy. desc may be NULL.
    Thread safety: any thread; the loaded model is read-only and may be shared. */
 BL_API bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *desc);
@@ -6121,6 +6126,10 @@ int32_t bl_ctx_sample(bl_ctx *c, const bl_sampler_desc *d) {
    HISTORY
        0.1.0  loaders (GGUF, safetensors, llama2.c), llama forward pass,
               SentencePiece tokenizer, sampler.
+              Tokenizers: byte-level BPE (GGUF gpt2 with named pre-tokenizers,
+              tokenizer.json with normalizers, split regexes, added tokens,
+              decoders), generated Unicode tables and NFC, a small regex
+              engine, streaming detokenizer, chat templates.
 
    LICENSE
    MIT License. Copyright (c) 2026 the berlin.h authors.
