@@ -3920,6 +3920,7 @@ static int bl__re_find(const bl__re *re, bl__rescratch *sc, const uint8_t *s, si
 
 enum { BL__TT_NORMAL = 1, BL__TT_UNKNOWN = 2, BL__TT_CONTROL = 3, BL__TT_USER = 4, BL__TT_UNUSED = 5, BL__TT_BYTE = 6 };
 enum { BL__TK_SPM, BL__TK_BPE };
+enum { BL__TA_LSTRIP = 1, BL__TA_RSTRIP = 2 };
 enum { BL__NM_NFC, BL__NM_PREPEND, BL__NM_REPLACE };
 enum { BL__PT_SPLIT, BL__PT_BYTELEVEL, BL__PT_METASPACE, BL__PT_DIGITS };
 enum { BL__SB_ISOLATED, BL__SB_REMOVED, BL__SB_MPREV, BL__SB_MNEXT, BL__SB_CONTIG };
@@ -3945,6 +3946,7 @@ struct bl_tokenizer {
     uint32_t *off;        /* (n_vocab + 1) piece offsets into blob */
     float *scores;        /* (n_vocab) */
     uint8_t *types;       /* (n_vocab) BL__TT_* */
+    uint8_t *attr;        /* (n_vocab) BL__TA_*: how an added token eats whitespace, or NULL */
     int32_t *hash;        /* (hash_cap) token ids, -1 empty */
     uint32_t hash_cap;
     int32_t bos, eos, unk, eot;
@@ -4711,8 +4713,14 @@ static bl_result bl__tok_from_json(bl_tokenizer **out, const char *path, const c
             int c = bl__json_get(&j, k, "content");
             bl__json_num(&j, bl__json_get(&j, k, "id"), &id);
             if (j.nodes[c].type != BL__J_STR) { r = bl__terr(t, BL_ERR_TOKENIZER, "%s: added token %d content is not a string", path, i); goto done; }
-            if (bl__jbool(&j, k, "lstrip", 0) || bl__jbool(&j, k, "rstrip", 0) || bl__jbool(&j, k, "single_word", 0)) {
-                r = bl__terr(t, BL_ERR_UNSUPPORTED, "%s: added token %d uses lstrip/rstrip/single_word, which are not supported", path, (int)id);
+            if (bl__jbool(&j, k, "single_word", 0)) {
+                r = bl__terr(t, BL_ERR_UNSUPPORTED, "%s: added token %d uses single_word, which is not supported", path, (int)id);
+                goto done;
+            }
+            if (bl__jbool(&j, k, "normalized", 0) && bl__json_get(&j, 0, "normalizer") >= 0 &&
+                j.nodes[bl__json_get(&j, 0, "normalizer")].type != BL__J_NULL && !bl__jbool(&j, k, "special", 0)) {
+                r = bl__terr(t, BL_ERR_UNSUPPORTED, "%s: added token %d is matched after normalization (normalized: true), which is not supported",
+                             path, (int)id);
                 goto done;
             }
             node_of[(int)id] = c; /* an added token overrides a vocab entry with its id */
@@ -4738,8 +4746,11 @@ static bl_result bl__tok_from_json(bl_tokenizer **out, const char *path, const c
     if (added >= 0 && j.nodes[added].type == BL__J_ARR)
         for (i = 0, k = added + 1; i < j.nodes[added].n; i++, k = j.nodes[k].next) {
             double id;
+            int a = (bl__jbool(&j, k, "lstrip", 0) ? BL__TA_LSTRIP : 0) | (bl__jbool(&j, k, "rstrip", 0) ? BL__TA_RSTRIP : 0);
             bl__json_num(&j, bl__json_get(&j, k, "id"), &id);
             t->types[(int)id] = (uint8_t)(bl__jbool(&j, k, "special", 0) ? BL__TT_CONTROL : BL__TT_USER);
+            if (a && !t->attr && !(t->attr = (uint8_t *)bl__calloc((size_t)n_vocab))) { r = bl__terr(t, BL_ERR_NOMEM, "out of memory"); goto done; }
+            if (a) t->attr[(int)id] = (uint8_t)a;
         }
     if ((r = bl__tok_add_norm(t, &j, bl__json_get(&j, 0, "normalizer"), 0)) != BL_OK) goto done;
     if ((r = bl__tok_add_pre(t, &j, bl__json_get(&j, 0, "pre_tokenizer"), 0)) != BL_OK) goto done;
@@ -4869,6 +4880,7 @@ void bl_tokenizer_destroy(bl_tokenizer *t) {
     BL_FREE(t->off);
     BL_FREE(t->scores);
     BL_FREE(t->types);
+    BL_FREE(t->attr);
     BL_FREE(t->hash);
     BL_FREE(t->specials);
     BL_FREE(t->mkey);
@@ -5343,10 +5355,18 @@ int bl_tokenize(const bl_tokenizer *t, const char *text, int len, int32_t *out, 
     if ((flags & BL_TOK_ADD_BOS) && t->add_bos && t->bos >= 0) count = bl__emit(out, max, count, t->bos);
     memset(&sc, 0, sizeof sc);
     while (pos < n && count >= 0) {
-        size_t at;
+        size_t at, seg;
         int32_t sp = bl__find_special(t, text + pos, n - pos, (flags & BL_TOK_PARSE_SPECIAL) != 0, &at);
-        if (at > 0) {
-            count = bl__encode_stretch(t, &sc, text + pos, at, prev_special, pos == 0, out, max, count);
+        seg = at;
+        if (sp >= 0 && t->attr && (t->attr[sp] & BL__TA_LSTRIP)) /* the token takes the whitespace before it */
+            while (seg > 0) {
+                size_t b = seg - 1, l;
+                while (b > 0 && ((uint8_t)text[pos + b] & 0xC0) == 0x80) b--;
+                if (!(bl__uni_flags(bl__utf8_dec((const uint8_t *)text + pos + b, seg - b, &l)) & BL__UF_WS) || b + l != seg) break;
+                seg = b;
+            }
+        if (seg > 0) {
+            count = bl__encode_stretch(t, &sc, text + pos, seg, prev_special, pos == 0, out, max, count);
             prev_special = 0;
         }
         pos += at;
@@ -5354,6 +5374,12 @@ int bl_tokenize(const bl_tokenizer *t, const char *text, int len, int32_t *out, 
             count = bl__emit(out, max, count, sp);
             pos += t->off[sp + 1] - t->off[sp] - 1;
             prev_special = 1;
+            if (t->attr && (t->attr[sp] & BL__TA_RSTRIP)) /* ... and the whitespace after it */
+                while (pos < n) {
+                    size_t l;
+                    if (!(bl__uni_flags(bl__utf8_dec((const uint8_t *)text + pos, n - pos, &l)) & BL__UF_WS)) break;
+                    pos += l;
+                }
         }
     }
     BL_FREE(sc.pool[0]);

@@ -320,6 +320,20 @@ static void test_malformed(void) {
         CHECK(n == 2 && ids[0] == 2 && ids[1] == 0, "minimal encode: n=%d", n);
     }
     bl_tokenizer_destroy(t);
+    /* lstrip/rstrip added tokens take the whitespace around them */
+    write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \" \": 1}, \"merges\": []}, \"added_tokens\": ["
+                  "{\"id\": 2, \"content\": \"<L>\", \"lstrip\": true, \"special\": true}, {\"id\": 3, \"content\": \"<R>\", \"rstrip\": true, \"special\": true}]}");
+    t = NULL;
+    CHECK(bl_tokenizer_load(&t, p, 0) == BL_OK, "lstrip/rstrip tokenizer: %s", bl_tokenizer_last_error(t));
+    if (t && t->n_vocab) {
+        int32_t ids[16];
+        int n = bl_tokenize(t, "a  <L> a<R> \xE3\x80\x80 a", -1, ids, 16, BL_TOK_PARSE_SPECIAL);
+        CHECK(n == 6 && ids[0] == 0 && ids[1] == 2 && ids[2] == 1 && ids[3] == 0 && ids[4] == 3 && ids[5] == 0, "lstrip/rstrip: n=%d", n);
+    }
+    bl_tokenizer_destroy(t);
+    write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"added_tokens\": ["
+                  "{\"id\": 2, \"content\": \"<w>\", \"single_word\": true, \"special\": false}]}");
+    expect_fail(p, "single_word added token", "single_word");
     big = (char *)malloc(300000);
     if (big) { /* long runs must not blow the regex stack or take quadratic time */
         const bl_tokenizer *l3 = get_tok("tokenizers/json/llama3/tokenizer.json");
