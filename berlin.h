@@ -4924,8 +4924,14 @@ static int bl__utf8_len(uint8_t c) {
     return 1;
 }
 
-/* Scratch for one bl_tokenize call: grown as needed, freed at the end. */
+/* Scratch for one bl_tokenize call: grown as needed, freed at the end.
+   Long texts also get a small direct-mapped cache of short pieces' ids:
+   words repeat, and their merges are the bulk of the work. */
 typedef struct bl__span { size_t s, n; } bl__span;
+#define BL__WC_SLOTS 4096
+#define BL__WC_TEXT 24
+#define BL__WC_IDS 12
+typedef struct bl__wcache { uint8_t len, nids; char text[BL__WC_TEXT]; int32_t ids[BL__WC_IDS]; } bl__wcache;
 typedef struct bl__tsc {
     char *pool[2]; size_t pool_cap[2];
     bl__span *sp[2]; int sp_cap[2];
@@ -4933,6 +4939,7 @@ typedef struct bl__tsc {
     bl__rescratch re;
     void *sym; size_t sym_cap;
     void *heap; size_t heap_cap;
+    bl__wcache *wc;             /* (BL__WC_SLOTS) or NULL */
 } bl__tsc;
 
 static int bl__grow_bytes(void **p, size_t *cap, size_t need) {
@@ -5120,12 +5127,32 @@ static int bl__merge_words(const bl_tokenizer *t, bl__tsc *sc, const char *text,
 
 /* Encode one piece of a BPE pre-tokenization. Byte-level vocabularies see
    the piece through the byte-to-unicode table. */
-static int bl__bpe_piece(const bl_tokenizer *t, bl__tsc *sc, const char *s, size_t n, int32_t *out, int max, int count) {
+static int bl__bpe_piece_raw(const bl_tokenizer *t, bl__tsc *sc, const char *s, size_t n, int32_t *out, int max, int count) {
     size_t i, o = 0;
     if (!t->byte_level) return bl__merge_words(t, sc, s, n, out, max, count);
     if (!bl__grow_bytes((void **)&sc->w, &sc->w_cap, 2 * n + 1)) return -1;
     for (i = 0; i < n; i++) o += bl__utf8_enc(sc->w + o, t->b2u[(uint8_t)s[i]]);
     return bl__merge_piece(t, sc, sc->w, o, out, max, count);
+}
+
+/* The same through the word cache, when there is one. */
+static int bl__bpe_piece(const bl_tokenizer *t, bl__tsc *sc, const char *s, size_t n, int32_t *out, int max, int count) {
+    bl__wcache *e;
+    int i, before = count;
+    if (!sc->wc || n > BL__WC_TEXT) return bl__bpe_piece_raw(t, sc, s, n, out, max, count);
+    e = &sc->wc[bl__hash_bytes(s, n) & (BL__WC_SLOTS - 1)];
+    if (e->len == n && !memcmp(e->text, s, n)) {
+        for (i = 0; i < e->nids; i++) count = bl__emit(out, max, count, e->ids[i]);
+        return count;
+    }
+    count = bl__bpe_piece_raw(t, sc, s, n, out, max, count);
+    if (count > before && count - before <= BL__WC_IDS && count <= max) {
+        e->len = (uint8_t)n;
+        e->nids = (uint8_t)(count - before);
+        memcpy(e->text, s, n);
+        memcpy(e->ids, out + before, (size_t)(count - before) * sizeof *out);
+    }
+    return count;
 }
 
 /* Normalize one stretch of text into pool 0; returns its length or -1. */
@@ -5354,6 +5381,7 @@ int bl_tokenize(const bl_tokenizer *t, const char *text, int len, int32_t *out, 
     if (!out) max = 0;
     if ((flags & BL_TOK_ADD_BOS) && t->add_bos && t->bos >= 0) count = bl__emit(out, max, count, t->bos);
     memset(&sc, 0, sizeof sc);
+    if (t->kind == BL__TK_BPE && n >= 8192) sc.wc = (bl__wcache *)bl__calloc(BL__WC_SLOTS * sizeof *sc.wc); /* none: just slower */
     while (pos < n && count >= 0) {
         size_t at, seg;
         int32_t sp = bl__find_special(t, text + pos, n - pos, (flags & BL_TOK_PARSE_SPECIAL) != 0, &at);
@@ -5390,6 +5418,7 @@ int bl_tokenize(const bl_tokenizer *t, const char *text, int len, int32_t *out, 
     BL_FREE(sc.re.stk);
     BL_FREE(sc.sym);
     BL_FREE(sc.heap);
+    BL_FREE(sc.wc);
     return count < 0 ? BL_ERR_NOMEM : count;
 }
 

@@ -508,6 +508,46 @@ static void test_fuzz(void) {
     CHECK(ok, "random patterns compile or give a reason");
 }
 
+/* The word cache used on long texts changes nothing: every tokenizer, a
+   long mixed text, with and without it. */
+static void free_tsc(bl__tsc *sc) {
+    BL_FREE(sc->pool[0]); BL_FREE(sc->pool[1]); BL_FREE(sc->sp[0]); BL_FREE(sc->sp[1]);
+    BL_FREE(sc->w); BL_FREE(sc->re.stk); BL_FREE(sc->sym); BL_FREE(sc->heap); BL_FREE(sc->wc);
+}
+
+static void test_word_cache(void) {
+    static const char *const names[] = {"tokenizers/json/llama3/tokenizer.json", "tokenizers/json/qwen3/tokenizer.json",
+                                        "tokenizers/json/mistral7b/tokenizer.json", "tokenizers/gguf/ggml-vocab-deepseek-llm.gguf",
+                                        "tokenizers/gguf/ggml-vocab-gpt-2.gguf"};
+    char *text = tu_read(tu_shared("tokenizers/texts/dev.inp"), NULL), *big;
+    size_t n, k;
+    int i;
+    if (!text) { CHECK(0, "cannot read texts/dev.inp"); return; }
+    n = strlen(text);
+    big = (char *)malloc(n * 8 + 1);
+    for (k = 0; k < 8; k++) memcpy(big + k * n, text, n);
+    big[8 * n] = 0;
+    for (i = 0; i < 5; i++) {
+        const bl_tokenizer *t = get_tok(names[i]);
+        bl__tsc a, b;
+        int32_t *x = (int32_t *)malloc(8 * n * sizeof(int32_t)), *y = (int32_t *)malloc(8 * n * sizeof(int32_t));
+        int nx, ny;
+        if (!t || !x || !y) { free(x); free(y); continue; }
+        memset(&a, 0, sizeof a);
+        memset(&b, 0, sizeof b);
+        b.wc = (bl__wcache *)bl__calloc(BL__WC_SLOTS * sizeof *b.wc);
+        nx = bl__encode_stretch(t, &a, big, 8 * n, 1, 1, x, (int)(8 * n), 0);
+        ny = bl__encode_stretch(t, &b, big, 8 * n, 1, 1, y, (int)(8 * n), 0);
+        CHECK(nx > 0 && nx == ny && !memcmp(x, y, (size_t)nx * sizeof *x), "word cache changes %s: %d vs %d ids", names[i], nx, ny);
+        free_tsc(&a);
+        free_tsc(&b);
+        free(x);
+        free(y);
+    }
+    free(big);
+    free(text);
+}
+
 static void test_stories(void) {
     bl_model *m = NULL;
     int32_t ids[16];
@@ -544,6 +584,7 @@ int main(void) {
     test_malformed();
     test_cross_source();
     test_fuzz();
+    test_word_cache();
     test_stories();
     free_toks();
     printf("tokenizer tests took %.1fs\n", (double)(clock() - c0) / CLOCKS_PER_SEC);
