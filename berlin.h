@@ -790,15 +790,11 @@ static uint32_t bl__hex4(const char *s) {
     return v;
 }
 
-/* Unescape string node k into a new NUL-terminated buffer (length in *len). */
-static char *bl__json_str(const bl__json *j, int k, size_t *len) {
-    const char *s, *e;
-    char *out, *o;
-    if (k < 0 || j->nodes[k].type != BL__J_STR) return NULL;
-    s = j->src + j->nodes[k].start;
-    e = j->src + j->nodes[k].end;
-    out = o = (char *)bl__alloc((size_t)(e - s) + 1);
-    if (!out) return NULL;
+/* Unescape JSON string node k into dst (room for its escaped length). */
+static size_t bl__json_str_into(const bl__json *j, int k, char *dst) {
+    const char *s = j->src + j->nodes[k].start, *e = j->src + j->nodes[k].end;
+    char *o = dst;
+    if (!memchr(s, '\\', (size_t)(e - s))) { memcpy(dst, s, (size_t)(e - s)); return (size_t)(e - s); }
     while (s < e) {
         if (*s != '\\') { *o++ = *s++; continue; }
         s++;
@@ -822,8 +818,19 @@ static char *bl__json_str(const bl__json *j, int k, size_t *len) {
         default: *o++ = *s++; break;
         }
     }
-    *o = 0;
-    if (len) *len = (size_t)(o - out);
+    return (size_t)(o - dst);
+}
+
+/* Unescape string node k into a new NUL-terminated buffer (length in *len). */
+static char *bl__json_str(const bl__json *j, int k, size_t *len) {
+    char *out;
+    size_t n;
+    if (k < 0 || j->nodes[k].type != BL__J_STR) return NULL;
+    out = (char *)bl__alloc(j->nodes[k].end - j->nodes[k].start + 1);
+    if (!out) return NULL;
+    n = bl__json_str_into(j, k, out);
+    out[n] = 0;
+    if (len) *len = n;
     return out;
 }
 
@@ -4390,7 +4397,9 @@ static bl_result bl__tok_set_decoder(bl_tokenizer *t, const bl__json *j, int nod
         BL_FREE(a);
         BL_FREE(b);
     } else if (!strcmp(type, "Metaspace")) {
-        char *sch = bl__jstr(j, node, "prepend_scheme", NULL);
+        char *sch = bl__jstr(j, node, "prepend_scheme", NULL), *rp = bl__jstr(j, node, "replacement", NULL);
+        if (rp && strcmp(rp, "\xE2\x96\x81")) r = bl__terr(t, BL_ERR_UNSUPPORTED, "decoder Metaspace with a replacement other than U+2581 is not supported");
+        BL_FREE(rp);
         t->dec = BL__DEC_SPM;
         t->dec_strip = sch ? strcmp(sch, "never") != 0 : bl__jbool(j, node, "add_prefix_space", 1);
         BL_FREE(sch);
@@ -4557,37 +4566,6 @@ static bl_result bl__tok_from_l2c(bl_tokenizer **out, const char *path, int n_vo
     t->dec_strip = 1;
     bl__file_close(&f);
     return bl__tok_finish(t);
-}
-
-/* Unescape JSON string node k into dst (room for its escaped length). */
-static size_t bl__json_str_into(const bl__json *j, int k, char *dst) {
-    const char *s = j->src + j->nodes[k].start, *e = j->src + j->nodes[k].end;
-    char *o = dst;
-    if (!memchr(s, '\\', (size_t)(e - s))) { memcpy(dst, s, (size_t)(e - s)); return (size_t)(e - s); }
-    while (s < e) {
-        if (*s != '\\') { *o++ = *s++; continue; }
-        s++;
-        switch (*s) {
-        case 'b': *o++ = '\b'; s++; break;
-        case 'f': *o++ = '\f'; s++; break;
-        case 'n': *o++ = '\n'; s++; break;
-        case 'r': *o++ = '\r'; s++; break;
-        case 't': *o++ = '\t'; s++; break;
-        case 'u': {
-            uint32_t cp = bl__hex4(s + 1);
-            s += 5;
-            if (cp >= 0xD800 && cp < 0xDC00 && s + 6 <= e && s[0] == '\\' && s[1] == 'u') {
-                uint32_t lo = bl__hex4(s + 2);
-                if (lo >= 0xDC00 && lo < 0xE000) { cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00); s += 6; }
-            }
-            if (cp >= 0xD800 && cp < 0xE000) cp = 0xFFFD;
-            bl__utf8_put(&o, cp);
-            break;
-        }
-        default: *o++ = *s++; break;
-        }
-    }
-    return (size_t)(o - dst);
 }
 
 /* A token named in tokenizer_config.json: "text" or {"content": "text"}. */
