@@ -267,7 +267,7 @@ enum {
     BL_CHAT_CHATML,   /* "chatml": Qwen, SmolLM: <|im_start|>role\n...<|im_end|>\n */
     BL_CHAT_LLAMA3,   /* "llama3": <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
     BL_CHAT_LLAMA2,   /* "llama2": [INST] <<SYS>>...<</SYS>> ... [/INST] */
-    BL_CHAT_MISTRAL,  /* "mistral": [INST] ... [/INST] ...</s> */
+    BL_CHAT_MISTRAL,  /* "mistral": Mistral 7B Instruct v0.1/v0.2, [INST] ... [/INST]...</s> */
     BL_CHAT_GEMMA,    /* "gemma": <start_of_turn>user\n...<end_of_turn>\n */
     BL_CHAT_PHI3,     /* "phi3": <|user|>\n...<|end|>\n */
     BL_CHAT_COUNT_
@@ -5610,17 +5610,20 @@ int bl_chat_format(int tmpl, const bl_chat_msg *msgs, int n, int add_generation_
         }
         if (add_generation_prompt) bl__sb_puts(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
         break;
-    case BL_CHAT_LLAMA2: /* <s>[INST] <<SYS>>\nS\n<</SYS>>\n\nU [/INST] A </s><s>[INST] U2 [/INST] */
+    case BL_CHAT_LLAMA2: /* Meta's template: <s>[INST] <<SYS>>\nS\n<</SYS>>\n\nU [/INST] A </s><s>[INST] U2 [/INST] */
         for (i = first; i < n; i++) {
             if (!strcmp(msgs[i].role, "user")) {
                 if (i > first) bl__sb_puts(&b, "<s>");
                 bl__sb_puts(&b, "[INST] ");
-                if (sys && i == first) {
+                if (sys && i == first) { /* the template strips the joined text: the system part keeps its inner spaces */
+                    const char *c = msgs[i].content;
+                    size_t cl = strlen(c);
                     bl__sb_puts(&b, "<<SYS>>\n");
-                    bl__sb_trim(&b, sys);
+                    bl__sb_puts(&b, sys);
                     bl__sb_puts(&b, "\n<</SYS>>\n\n");
-                }
-                bl__sb_trim(&b, msgs[i].content);
+                    while (cl && strchr(" \t\r\n", c[cl - 1])) cl--;
+                    bl__sb_put(&b, c, cl);
+                } else bl__sb_trim(&b, msgs[i].content);
                 bl__sb_puts(&b, " [/INST]");
             } else if (!strcmp(msgs[i].role, "assistant")) {
                 bl__sb_puts(&b, " ");
@@ -5629,7 +5632,8 @@ int bl_chat_format(int tmpl, const bl_chat_msg *msgs, int n, int add_generation_
             } else return BL_ERR_ARG;
         }
         break;
-    case BL_CHAT_MISTRAL: /* [INST] S\n\nU [/INST] A</s>[INST] U2 [/INST] */
+    case BL_CHAT_MISTRAL: /* Mistral 7B Instruct v0.1/v0.2: [INST] U [/INST]A</s>[INST] U2 [/INST]; that
+                             template has no system role: it opens the first user turn */
         for (i = first; i < n; i++) {
             if (!strcmp(msgs[i].role, "user")) {
                 bl__sb_puts(&b, "[INST] ");
@@ -5637,13 +5641,12 @@ int bl_chat_format(int tmpl, const bl_chat_msg *msgs, int n, int add_generation_
                 bl__sb_puts(&b, msgs[i].content);
                 bl__sb_puts(&b, " [/INST]");
             } else if (!strcmp(msgs[i].role, "assistant")) {
-                bl__sb_puts(&b, " ");
                 bl__sb_puts(&b, msgs[i].content);
                 bl__sb_puts(&b, "</s>");
             } else return BL_ERR_ARG;
         }
         break;
-    case BL_CHAT_GEMMA: /* the system text opens the first user turn */
+    case BL_CHAT_GEMMA: /* Gemma 2/3: the system text opens the first user turn */
         for (i = first; i < n; i++) {
             int model = !strcmp(msgs[i].role, "assistant") || !strcmp(msgs[i].role, "model");
             if (!model && strcmp(msgs[i].role, "user")) return BL_ERR_ARG;
@@ -5654,7 +5657,7 @@ int bl_chat_format(int tmpl, const bl_chat_msg *msgs, int n, int add_generation_
         }
         if (add_generation_prompt) bl__sb_puts(&b, "<start_of_turn>model\n");
         break;
-    case BL_CHAT_PHI3:
+    case BL_CHAT_PHI3: /* Phi-3.5's template (with system turns), as llama.cpp formats Phi-3 */
         for (i = 0; i < n; i++) {
             bl__sb_puts(&b, "<|");
             bl__sb_puts(&b, msgs[i].role);

@@ -201,6 +201,9 @@ static void test_roundtrip_and_stream(void) {
     }
 }
 
+/* The expected strings are what the families' own Jinja templates render for
+   this conversation (checked with Jinja2 for the qwen3 and llama3 files in
+   ../shared; BOS, which the templates print first, is left to the tokenizer). */
 static void test_chat(void) {
     bl_chat_msg m[4];
     char buf[2048];
@@ -211,7 +214,7 @@ static void test_chat(void) {
                          "<|start_header_id|>assistant<|end_header_id|>\n\nHello.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nBye?<|eot_id|>"
                          "<|start_header_id|>assistant<|end_header_id|>\n\n"},
         {BL_CHAT_LLAMA2, "[INST] <<SYS>>\nYou are kind.\n<</SYS>>\n\nHi! [/INST] Hello. </s><s>[INST] Bye? [/INST]"},
-        {BL_CHAT_MISTRAL, "[INST] You are kind.\n\nHi! [/INST] Hello.</s>[INST] Bye? [/INST]"},
+        {BL_CHAT_MISTRAL, "[INST] You are kind.\n\nHi! [/INST]Hello.</s>[INST] Bye? [/INST]"},
         {BL_CHAT_GEMMA, "<start_of_turn>user\nYou are kind.\n\nHi!<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n"
                         "<start_of_turn>user\nBye?<end_of_turn>\n<start_of_turn>model\n"},
         {BL_CHAT_PHI3, "<|system|>\nYou are kind.<|end|>\n<|user|>\nHi!<|end|>\n<|assistant|>\nHello.<|end|>\n<|user|>\nBye?<|end|>\n<|assistant|>\n"},
