@@ -459,6 +459,27 @@ static void test_fuzz(void) {
         bl_tokenizer_destroy(t);
     }
     CHECK(ok, "a truncated tokenizer.json loaded");
+    for (i = 0; i < 400; i++) { /* random byte mutations: load or refuse with a message, then use */
+        char m[sizeof mini];
+        FILE *f = fopen("build/tmp_tok.json", "wb");
+        bl_result r;
+        memcpy(m, mini, sizeof mini);
+        for (j = 0; j < 1 + (int)(rnd() % 4); j++) m[rnd() % (sizeof mini - 1)] = "{}[]\":,0\\u9 a"[rnd() % 13];
+        if (!f) break;
+        fwrite(m, 1, sizeof mini - 1, f);
+        fclose(f);
+        t = NULL;
+        r = bl_tokenizer_load(&t, "build/tmp_tok.json", 0);
+        if (r != BL_OK && !bl_tokenizer_last_error(t)[0]) ok = 0;
+        if (r == BL_OK) {
+            int32_t ids[64];
+            char back[256];
+            int n = bl_tokenize(t, "aab 12 \xC3\xA9<x> _a", -1, ids, 64, BL_TOK_PARSE_SPECIAL);
+            if (n < 0 || bl_detokenize(t, ids, n < 64 ? n : 64, back, sizeof back) < 0) ok = 0;
+        }
+        bl_tokenizer_destroy(t);
+    }
+    CHECK(ok, "mutated tokenizer.json files load or give a reason");
     write_file("build/tmp_tok.json", mini);
     t = NULL;
     CHECK(bl_tokenizer_load(&t, "build/tmp_tok.json", 0) == BL_OK, "mini tokenizer.json: %s", bl_tokenizer_last_error(t));
