@@ -3347,7 +3347,9 @@ static int bl__nfc(const char *s, size_t n, char **out, size_t *on) {
    \p{L}, \s and [^\r\n\p{L}\p{N}] are one test each. What it does not
    support (backreferences, \b, possessive and atomic groups, named
    properties other than general categories...) is refused with the
-   construct named. (?i) folds ASCII letters only. */
+   construct named. (?i) folds ASCII letters (and U+017F, U+212A, which
+   fold to s and k). ^ and $ are line anchors, as in Oniguruma, which the
+   Hugging Face library uses. */
 
 enum { BL__RE_CHAR, BL__RE_CLASS, BL__RE_ANY, BL__RE_SPLIT, BL__RE_JMP, BL__RE_MATCH, BL__RE_LOOK,
        BL__RE_BOL, BL__RE_EOL, BL__RE_BOT, BL__RE_EOT };
@@ -3394,13 +3396,26 @@ static int bl__re_node(bl__re *re, int kind) {
     return re->n_nodes++;
 }
 
+static int bl__re_item_raw(bl__re *re, uint32_t cp) {
+    if (!BL__GROW(re->items, re->n_items, re->cap_items, bl__reitem)) return bl__re_fail(re, "out of memory");
+    re->items[re->n_items].lo = re->items[re->n_items].hi = cp;
+    re->items[re->n_items++].mask = 0;
+    return 0;
+}
+
 static int bl__re_item(bl__re *re, uint32_t lo, uint32_t hi, uint32_t mask) {
     if (!BL__GROW(re->items, re->n_items, re->cap_items, bl__reitem)) return bl__re_fail(re, "out of memory");
     re->items[re->n_items].lo = lo;
     re->items[re->n_items].hi = hi;
     re->items[re->n_items].mask = mask;
     re->n_items++;
-    if (re->icase) { /* ASCII case folding */
+    if (re->icase) { /* case folding of ASCII letters, with the two other letters that fold to them: U+017F long s, U+212A Kelvin */
+        if (lo <= 's' && hi >= 's' && bl__re_item_raw(re, 0x17F) < 0) return -1;
+        if (lo <= 'k' && hi >= 'k' && bl__re_item_raw(re, 0x212A) < 0) return -1;
+        if (lo <= 'S' && hi >= 'S' && bl__re_item_raw(re, 0x17F) < 0) return -1;
+        if (lo <= 'K' && hi >= 'K' && bl__re_item_raw(re, 0x212A) < 0) return -1;
+        if (lo <= 0x17F && hi >= 0x17F && (bl__re_item_raw(re, 's') < 0 || bl__re_item_raw(re, 'S') < 0)) return -1;
+        if (lo <= 0x212A && hi >= 0x212A && (bl__re_item_raw(re, 'k') < 0 || bl__re_item_raw(re, 'K') < 0)) return -1;
         uint32_t a = lo < 'A' ? 'A' : lo, b = hi > 'Z' ? 'Z' : hi;
         if (a <= b && !BL__GROW(re->items, re->n_items, re->cap_items, bl__reitem)) return -1;
         if (a <= b) { re->items[re->n_items].lo = a + 32; re->items[re->n_items].hi = b + 32; re->items[re->n_items++].mask = 0; }

@@ -513,6 +513,22 @@ static void test_fuzz(void) {
     }
     CHECK(ok, "random bytes: every call returned a result");
     CHECK(lossless, "byte-level vocabularies round-trip arbitrary bytes");
+    {   /* (?i:...) folds U+017F and U+212A to s and k, as the reference engines do (tools/check_regex.py) */
+        static const char pat[] = "(?i:'s|'k)|\\p{L}+";
+        char err[160];
+        bl__re *re = bl__re_compile(pat, sizeof pat - 1, err, sizeof err);
+        bl__rescratch sc;
+        size_t ms, me;
+        memset(&sc, 0, sizeof sc);
+        CHECK(re != NULL, "icase pattern: %s", err);
+        if (re) {
+            CHECK(bl__re_find(re, &sc, (const uint8_t *)"'\xC5\xBFx", 4, 0, &ms, &me) && ms == 0 && me == 3, "'long s matches 's");
+            CHECK(bl__re_find(re, &sc, (const uint8_t *)"'\xE2\x84\xAAx", 5, 0, &ms, &me) && ms == 0 && me == 4, "'Kelvin matches 'k");
+            CHECK(bl__re_find(re, &sc, (const uint8_t *)"'Sx", 3, 0, &ms, &me) && ms == 0 && me == 2, "'S matches 's");
+        }
+        BL_FREE(sc.stk);
+        bl__re_free(re);
+    }
     for (i = 0; i < 3000; i++) { /* random patterns: compile or refuse, then match */
         char pat[24], err[160];
         int len = 1 + (int)(rnd() % 20);
