@@ -4635,7 +4635,7 @@ static bl_result bl__tok_from_json(bl_tokenizer **out, const char *path, const c
     bl__json j;
     size_t len = 0, blob = 0;
     char *src, *type = NULL;
-    int model, vocab, merges, added, i, k, n_vocab = 0, *node_of = NULL;
+    int model, vocab, merges, added, i, k, n_vocab = 0, *node_of = NULL, normalized_id = -1;
     bl_result r = BL_OK;
     *out = t;
     if (!t) return BL_ERR_NOMEM;
@@ -4711,12 +4711,7 @@ static bl_result bl__tok_from_json(bl_tokenizer **out, const char *path, const c
                 r = bl__terr(t, BL_ERR_UNSUPPORTED, "%s: added token %d uses single_word, which is not supported", path, (int)id);
                 goto done;
             }
-            if (bl__jbool(&j, k, "normalized", 0) && bl__json_get(&j, 0, "normalizer") >= 0 &&
-                j.nodes[bl__json_get(&j, 0, "normalizer")].type != BL__J_NULL && !bl__jbool(&j, k, "special", 0)) {
-                r = bl__terr(t, BL_ERR_UNSUPPORTED, "%s: added token %d is matched after normalization (normalized: true), which is not supported",
-                             path, (int)id);
-                goto done;
-            }
+            if (bl__jbool(&j, k, "normalized", 0) && !bl__jbool(&j, k, "special", 0) && normalized_id < 0) normalized_id = (int)id;
             node_of[(int)id] = c; /* an added token overrides a vocab entry with its id */
         }
     for (i = 0; i < n_vocab; i++) blob += (node_of[i] >= 0 ? j.nodes[node_of[i]].end - j.nodes[node_of[i]].start : 0) + 1;
@@ -4747,6 +4742,11 @@ static bl_result bl__tok_from_json(bl_tokenizer **out, const char *path, const c
             if (a) t->attr[(int)id] = (uint8_t)a;
         }
     if ((r = bl__tok_add_norm(t, &j, bl__json_get(&j, 0, "normalizer"), 0)) != BL_OK) goto done;
+    if (t->n_norm > 0 && normalized_id >= 0) { /* it would be matched in the normalized text, not in the input */
+        r = bl__terr(t, BL_ERR_UNSUPPORTED, "%s: added token %d is matched after normalization (normalized: true) and the file has a normalizer, "
+                     "which is not supported", path, normalized_id);
+        goto done;
+    }
     if ((r = bl__tok_add_pre(t, &j, bl__json_get(&j, 0, "pre_tokenizer"), 0)) != BL_OK) goto done;
     t->dec = t->byte_level ? BL__DEC_BYTELEVEL : BL__DEC_SPM;
     if ((r = bl__tok_set_decoder(t, &j, bl__json_get(&j, 0, "decoder"), 0)) != BL_OK) goto done;

@@ -337,6 +337,14 @@ static void test_malformed(void) {
     write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"added_tokens\": ["
                   "{\"id\": 2, \"content\": \"<w>\", \"single_word\": true, \"special\": false}]}");
     expect_fail(p, "single_word added token", "single_word");
+    write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"NFC\"}, \"added_tokens\": ["
+                  "{\"id\": 2, \"content\": \"<w>\", \"normalized\": true, \"special\": false}]}");
+    expect_fail(p, "normalized added token under a normalizer", "normalized: true");
+    write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": []}, "
+                  "\"added_tokens\": [{\"id\": 2, \"content\": \"<w>\", \"normalized\": true, \"special\": false}]}");
+    t = NULL;
+    CHECK(bl_tokenizer_load(&t, p, 0) == BL_OK, "normalized added token without a normalizer loads: %s", bl_tokenizer_last_error(t));
+    bl_tokenizer_destroy(t);
     big = (char *)malloc(300000);
     if (big) { /* long runs must not blow the regex stack or take quadratic time */
         const bl_tokenizer *l3 = get_tok("tokenizers/json/llama3/tokenizer.json");
