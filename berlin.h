@@ -4398,10 +4398,11 @@ static bl_result bl__tok_set_decoder(bl_tokenizer *t, const bl__json *j, int nod
     } else if (!strcmp(type, "ByteLevel")) t->dec = BL__DEC_BYTELEVEL;
     else if (!strcmp(type, "ByteFallback") || !strcmp(type, "Fuse")) t->dec = BL__DEC_SPM;
     else if (!strcmp(type, "Strip")) {
-        double v = 0;
+        double v = 0, stop = 0;
         char *c = bl__jstr(j, node, "content", NULL);
         bl__json_num(j, bl__json_get(j, node, "start"), &v);
-        if (!c || strcmp(c, " ") || v > 1) r = bl__terr(t, BL_ERR_UNSUPPORTED, "decoder Strip other than one leading space is not supported");
+        bl__json_num(j, bl__json_get(j, node, "stop"), &stop);
+        if (!c || strcmp(c, " ") || v > 1 || stop != 0) r = bl__terr(t, BL_ERR_UNSUPPORTED, "decoder Strip other than one leading space is not supported");
         t->dec_strip = v == 1;
         BL_FREE(c);
     } else if (!strcmp(type, "Replace")) {
@@ -5202,7 +5203,7 @@ static long bl__normalize(const bl_tokenizer *t, bl__tsc *sc, const char *s, siz
 }
 
 /* Split every span of pool `cur` with one Split/Digits/ByteLevel step. */
-static int bl__split_step(const bl_tokenizer *t, bl__tsc *sc, const bl__pretok *pt, int cur, int nin, int *nout) {
+static int bl__split_step(bl__tsc *sc, const bl__pretok *pt, int cur, int nin, int *nout) {
     const uint8_t *pool = (const uint8_t *)sc->pool[cur];
     int k, o = 0, w = 1 - cur;
     for (k = 0; k < nin; k++) {
@@ -5263,14 +5264,13 @@ static int bl__split_step(const bl_tokenizer *t, bl__tsc *sc, const bl__pretok *
     }
     if (o) memcpy(sc->sp[cur], sc->sp[w], (size_t)o * sizeof(bl__span));
     *nout = o;
-    (void)t;
     return 0;
 }
 
 /* Rewrite every span into the other pool: ByteLevel's prefix space, or
    Metaspace's replacement of ' ' (and its prefix). Returns the new pool. */
 static int bl__rewrite_step(bl__tsc *sc, const bl__pretok *pt, int cur, int nin, int first_segment) {
-    int k, w = 1 - cur, o = 0;
+    int k, w = 1 - cur;
     size_t need = 0, at = 0;
     for (k = 0; k < nin; k++) need += sc->sp[cur][k].n * (pt->kind == BL__PT_METASPACE ? pt->nlit : 1) + 8;
     if (!bl__grow_bytes((void **)&sc->pool[w], &sc->pool_cap[w], need + 1)) return -1;
@@ -5291,7 +5291,6 @@ static int bl__rewrite_step(bl__tsc *sc, const bl__pretok *pt, int cur, int nin,
         }
         sc->sp[cur][k].s = start; /* spans now index the new pool */
         sc->sp[cur][k].n = at - start;
-        (void)o;
     }
     {   /* the span list moves with the pool */
         bl__span *tsp = sc->sp[w];
@@ -5334,11 +5333,11 @@ static int bl__encode_stretch(const bl_tokenizer *t, bl__tsc *sc, const char *s,
                     sp.behavior = BL__SB_MNEXT;
                     sp.lit = pt->lit;
                     sp.nlit = pt->nlit;
-                    if (bl__split_step(t, sc, &sp, cur, ns, &ns) < 0) return -1;
+                    if (bl__split_step(sc, &sp, cur, ns, &ns) < 0) return -1;
                     continue;
                 }
             }
-            if ((pt->kind == BL__PT_SPLIT || pt->kind == BL__PT_DIGITS || pt->re) && bl__split_step(t, sc, pt, cur, ns, &ns) < 0) return -1;
+            if ((pt->kind == BL__PT_SPLIT || pt->kind == BL__PT_DIGITS || pt->re) && bl__split_step(sc, pt, cur, ns, &ns) < 0) return -1;
         }
         for (k = 0; k < ns; k++) {
             count = bl__bpe_piece(t, sc, sc->pool[cur] + sc->sp[cur][k].s, sc->sp[cur][k].n, out, max, count);

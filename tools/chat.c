@@ -408,8 +408,6 @@ static char *turn_text(chat_state *s, convo *cv, const char *line) {
     char *prev_gen = NULL, *full_prev = NULL, *full_new = NULL, *out = NULL;
     const char *closing = "";
     size_t lp = 0;
-    int n_before = cv->n;
-    if (n_before > 0 && !strcmp(cv->m[n_before - 1].role, "user")) n_before--; /* unreachable: replies are always recorded */
     if (cv->n > 0 && strcmp(cv->m[cv->n - 1].role, "system")) {
         /* cv ends with the assistant reply: cv->n - 1 messages were fed with the generation prompt */
         const char *reply = cv->m[cv->n - 1].content, *at;
