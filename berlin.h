@@ -4126,11 +4126,20 @@ static bl_result bl__tok_finish(bl_tokenizer *t) {
         bl__tok_text(t, i, &len);
         if (bl__is_special_type(t->types[i]) && len > 0) t->specials[t->n_specials++] = i;
     }
-    for (k = 1; k < t->n_specials; k++) { /* insertion sort: specials are few */
-        int j = k;
-        int32_t x = t->specials[k];
-        while (j > 0 && bl__spec_cmp(t, t->specials[j - 1], x) > 0) { t->specials[j] = t->specials[j - 1]; j--; }
-        t->specials[j] = x;
+    {   /* bottom-up merge sort (some vocabularies mark most tokens user-defined) */
+        int32_t *tmp = (int32_t *)bl__alloc((size_t)(n_sp + 1) * sizeof *tmp), *a = t->specials, *b = tmp, *sw;
+        int w, lo;
+        if (!tmp) return bl__terr(t, BL_ERR_NOMEM, "out of memory");
+        for (w = 1; w < t->n_specials; w *= 2) {
+            for (lo = 0; lo < t->n_specials; lo += 2 * w) {
+                int mid = lo + w < t->n_specials ? lo + w : t->n_specials, hi = lo + 2 * w < t->n_specials ? lo + 2 * w : t->n_specials;
+                int x = lo, y = mid, o = lo;
+                while (x < mid || y < hi) b[o++] = (y >= hi || (x < mid && bl__spec_cmp(t, a[x], a[y]) <= 0)) ? a[x++] : a[y++];
+            }
+            sw = a; a = b; b = sw;
+        }
+        if (a != t->specials) memcpy(t->specials, a, (size_t)t->n_specials * sizeof *a);
+        BL_FREE(tmp);
     }
     for (k = 0, i = 0; i < 257; i++) {
         while (k < t->n_specials && (uint8_t)t->blob[t->off[t->specials[k]]] < i) k++;
