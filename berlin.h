@@ -4700,6 +4700,13 @@ static bl_result bl__tok_from_json(bl_tokenizer **out, const char *path, const c
             if ((int)id + 1 > n_vocab) n_vocab = (int)id + 1;
         }
     if (n_vocab == 0) { r = bl__terr(t, BL_ERR_TOKENIZER, "%s: empty vocabulary", path); goto done; }
+    {   /* ids far beyond the number of entries would make a mostly empty table */
+        int n_entries = j.nodes[vocab].n + (added >= 0 && j.nodes[added].type == BL__J_ARR ? j.nodes[added].n : 0);
+        if (n_vocab > 2 * n_entries + 4096) {
+            r = bl__terr(t, BL_ERR_TOKENIZER, "%s: the largest token id is %d but there are only %d entries", path, n_vocab - 1, n_entries);
+            goto done;
+        }
+    }
     node_of = (int *)bl__alloc((size_t)n_vocab * sizeof *node_of);
     if (!node_of) { r = bl__terr(t, BL_ERR_NOMEM, "out of memory"); goto done; }
     for (i = 0; i < n_vocab; i++) node_of[i] = -1;

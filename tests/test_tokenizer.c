@@ -277,6 +277,8 @@ static void test_malformed(void) {
     expect_fail(p, "merge with three parts", "neither");
     write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 4000000000}, \"merges\": []}}");
     expect_fail(p, "absurd id", "bad id");
+    write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 16000000}, \"merges\": []}}");
+    expect_fail(p, "sparse ids", "only 2 entries");
     write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 0}, \"merges\": []}}");
     expect_fail(p, "duplicate id", "two vocab entries");
     write_file(p, "{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0.0]]}}");
