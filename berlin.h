@@ -3356,7 +3356,7 @@ enum { BL__RE_CHAR, BL__RE_CLASS, BL__RE_ANY, BL__RE_SPLIT, BL__RE_JMP, BL__RE_M
 enum { BL__RN_CHAR, BL__RN_CLASS, BL__RN_ANY, BL__RN_CAT, BL__RN_ALT, BL__RN_REP, BL__RN_LOOK, BL__RN_ASSERT };
 
 typedef struct bl__reitem { uint32_t lo, hi, mask; } bl__reitem;
-typedef struct bl__reclass { int first, n, neg; } bl__reclass;
+typedef struct bl__reclass { int first, n, neg; uint32_t ascii[4]; /* membership of code points 0..127 */ } bl__reclass;
 typedef struct bl__reins { uint8_t op, neg; int32_t x, y; } bl__reins; /* x, y: relative jumps or operands */
 typedef struct bl__renode { int kind, a, b, child, sibling, min, max, greedy; } bl__renode;
 
@@ -3431,6 +3431,7 @@ static int bl__re_class_begin(bl__re *re, int neg) {
     re->classes[re->n_classes].first = re->n_items;
     re->classes[re->n_classes].n = 0;
     re->classes[re->n_classes].neg = neg;
+    memset(re->classes[re->n_classes].ascii, 0, sizeof re->classes[re->n_classes].ascii);
     return re->n_classes++;
 }
 static void bl__re_class_end(bl__re *re, int c) { re->classes[c].n = re->n_items - re->classes[c].first; }
@@ -3807,6 +3808,8 @@ static void bl__re_free(bl__re *re) {
     BL_FREE(re);
 }
 
+static int bl__re_class_slow(const bl__re *re, int cl, uint32_t cp);
+
 /* Compile pattern src[0..len). Returns NULL with err filled on failure. */
 static bl__re *bl__re_compile(const char *src, size_t len, char *err, size_t errcap) {
     bl__re *re = (bl__re *)bl__calloc(sizeof *re);
@@ -3824,10 +3827,15 @@ static bl__re *bl__re_compile(const char *src, size_t len, char *err, size_t err
     BL_FREE(re->nodes);
     re->nodes = NULL;
     re->src = NULL;
+    for (root = 0; root < re->n_classes; root++) { /* the ASCII fast path of every class */
+        uint32_t cp;
+        for (cp = 0; cp < 128; cp++)
+            if (bl__re_class_slow(re, root, cp)) re->classes[root].ascii[cp >> 5] |= 1u << (cp & 31);
+    }
     return re;
 }
 
-static int bl__re_class_has(const bl__re *re, int cl, uint32_t cp) {
+static int bl__re_class_slow(const bl__re *re, int cl, uint32_t cp) {
     const bl__reclass *c = &re->classes[cl];
     const bl__reitem *it = re->items + c->first;
     uint32_t fl = 0;
@@ -3839,6 +3847,11 @@ static int bl__re_class_has(const bl__re *re, int cl, uint32_t cp) {
         } else hit = cp >= it[i].lo && cp <= it[i].hi;
     }
     return hit != c->neg;
+}
+
+static int bl__re_class_has(const bl__re *re, int cl, uint32_t cp) {
+    if (cp < 128) return (re->classes[cl].ascii[cp >> 5] >> (cp & 31)) & 1;
+    return bl__re_class_slow(re, cl, cp);
 }
 
 typedef struct bl__restk { int pc; size_t pos; } bl__restk;
