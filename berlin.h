@@ -4395,6 +4395,13 @@ static bl_result bl__tok_add_norm(bl_tokenizer *t, const bl__json *j, int node, 
     } else if (!strcmp(type, "Replace")) {
         nm->kind = BL__NM_REPLACE;
         r = bl__tok_pattern(t, j, node, "normalizer Replace", &nm->re, &nm->a, &nm->na);
+        if (r == BL_OK && nm->re) {
+            bl__rescratch sc;
+            memset(&sc, 0, sizeof sc);
+            if (bl__re_run(nm->re, &sc, 0, (const uint8_t *)"", 0, 0, 0) >= 0)
+                r = bl__terr(t, BL_ERR_UNSUPPORTED, "normalizer Replace with a regex that matches the empty string is not supported");
+            BL_FREE(sc.stk);
+        }
         if (r == BL_OK && !(nm->b = bl__jstr(j, node, "content", &nm->nb))) r = bl__terr(t, BL_ERR_TOKENIZER, "normalizer Replace without 'content'");
     } else {
         r = bl__terr(t, BL_ERR_UNSUPPORTED, "normalizer type '%s' is not supported (NFC, Prepend, Replace and Sequence are)", type);
@@ -5210,8 +5217,14 @@ static long bl__normalize(const bl_tokenizer *t, bl__tsc *sc, const char *s, siz
         while (i < n) {
             size_t ms, me;
             int hit;
-            if (nm->re) hit = bl__re_find(nm->re, &sc->re, (const uint8_t *)sc->pool[0], n, i, &ms, &me) && me > ms;
-            else {
+            if (nm->re) {
+                size_t from = i, l;
+                while ((hit = bl__re_find(nm->re, &sc->re, (const uint8_t *)sc->pool[0], n, from, &ms, &me)) && me == ms && ms < n) {
+                    bl__utf8_dec((const uint8_t *)sc->pool[0] + ms, n - ms, &l); /* skip empty matches (refused at load) */
+                    from = ms + l;
+                }
+                hit = hit && me > ms;
+            } else {
                 hit = 0;
                 for (ms = i; ms + nm->na <= n; ms++)
                     if (sc->pool[0][ms] == nm->a[0] && !memcmp(sc->pool[0] + ms, nm->a, nm->na)) { hit = 1; break; }

@@ -296,6 +296,9 @@ static void test_malformed(void) {
     write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", "
                   "\"pattern\": {\"Regex\": \"(?<=a)b\"}, \"behavior\": \"Isolated\"}}");
     expect_fail(p, "lookbehind", "unsupported group");
+    write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"Replace\", "
+                  "\"pattern\": {\"Regex\": \"x*\"}, \"content\": \"y\"}}");
+    expect_fail(p, "Replace with an empty-matching regex", "empty string");
     write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"decoder\": {\"type\": \"WordPiece\"}}");
     expect_fail(p, "WordPiece decoder", "WordPiece");
     write_file(p, "");
