@@ -218,8 +218,11 @@ BL_API int bl_tokenize(const bl_tokenizer *t, const char *text, int len,
    cap-1) or a negative bl_result. Thread safety: any thread. */
 BL_API int bl_token_to_text(const bl_tokenizer *t, int32_t prev, int32_t tok, char *buf, int cap);
 /* All of toks as text; returns the full length (written up to cap-1, NUL-
-   terminated) or a negative bl_result. Thread safety: any thread. */
-BL_API int bl_detokenize(const bl_tokenizer *t, const int32_t *toks, int n, char *buf, int cap);
+   terminated) or a negative bl_result. flags: BL_DETOK_SPECIAL writes
+   control tokens (<|im_start|>, <s>...) as their text, so that text encoded
+   with BL_TOK_PARSE_SPECIAL comes back. Thread safety: any thread. */
+enum { BL_DETOK_SPECIAL = 1 };
+BL_API int bl_detokenize(const bl_tokenizer *t, const int32_t *toks, int n, char *buf, int cap, int flags);
 /* The vocabulary entry as stored (no conversion); *len receives its length.
    Thread safety: any thread (as are the accessors below). */
 BL_API const char *bl_token_piece(const bl_tokenizer *t, int32_t tok, int *len);
@@ -5457,7 +5460,10 @@ int bl_tokenize(const bl_tokenizer *t, const char *text, int len, int32_t *out, 
     return count < 0 ? BL_ERR_NOMEM : count;
 }
 
-int bl_token_to_text(const bl_tokenizer *t, int32_t prev, int32_t tok, char *buf, int cap) {
+/* One token's text. at_start: a leading SentencePiece space is dropped
+   (the start of the text, or right after BOS). special: control tokens
+   come out as their text instead of "". */
+static int bl__token_text(const bl_tokenizer *t, int at_start, int32_t tok, char *buf, int cap, int special) {
     size_t n, i;
     const char *p;
     int o = 0, ty;
@@ -5466,6 +5472,7 @@ int bl_token_to_text(const bl_tokenizer *t, int32_t prev, int32_t tok, char *buf
     if (tok < 0 || tok >= t->n_vocab) return BL_ERR_ARG;
     p = bl__tok_text(t, tok, &n);
     ty = t->types[tok];
+    if (special && (ty == BL__TT_CONTROL || ty == BL__TT_UNKNOWN)) ty = BL__TT_USER;
     if (ty == BL__TT_CONTROL || ty == BL__TT_UNKNOWN || ty == BL__TT_UNUSED) return 0;
     if (ty == BL__TT_BYTE) {
         unsigned v = 0;
@@ -5494,7 +5501,7 @@ int bl_token_to_text(const bl_tokenizer *t, int32_t prev, int32_t tok, char *buf
     }
     for (i = 0; i < n && o < cap - 1; i++) {
         if (i + 2 < n && (uint8_t)p[i] == 0xE2 && (uint8_t)p[i + 1] == 0x96 && (uint8_t)p[i + 2] == 0x81) {
-            if (!(t->dec_strip && o == 0 && i == 0 && (prev < 0 || prev == t->bos))) buf[o++] = ' ';
+            if (!(t->dec_strip && o == 0 && i == 0 && at_start)) buf[o++] = ' ';
             i += 2;
             continue;
         }
@@ -5504,17 +5511,23 @@ int bl_token_to_text(const bl_tokenizer *t, int32_t prev, int32_t tok, char *buf
     return o;
 }
 
-int bl_detokenize(const bl_tokenizer *t, const int32_t *toks, int n, char *buf, int cap) {
-    int i, total = 0;
-    char piece[512];
-    if (!t || (!buf && cap > 0) || n < 0) return BL_ERR_ARG;
+int bl_token_to_text(const bl_tokenizer *t, int32_t prev, int32_t tok, char *buf, int cap) {
+    return bl__token_text(t, prev < 0 || (t && prev == t->bos), tok, buf, cap, 0);
+}
+
+int bl_detokenize(const bl_tokenizer *t, const int32_t *toks, int n, char *buf, int cap, int flags) {
+    int i, total = 0, fits = 1, special = (flags & BL_DETOK_SPECIAL) != 0;
+    char piece[1024];
+    if (!t || (!buf && cap > 0) || n < 0 || (n && !toks)) return BL_ERR_ARG;
     for (i = 0; i < n; i++) {
-        int l = bl_token_to_text(t, i ? toks[i - 1] : -1, toks[i], piece, sizeof piece);
+        int at_start = i == 0 || (toks[i - 1] == t->bos && !special);
+        int l = bl__token_text(t, at_start, toks[i], piece, sizeof piece, special);
         if (l < 0) return l;
-        if (total + l < cap) memcpy(buf + total, piece, (size_t)l);
+        if (fits && total + l < cap) memcpy(buf + total, piece, (size_t)l);
+        else fits = 0; /* stop writing at the first piece that does not fit */
         total += l;
     }
-    if (cap > 0) buf[total < cap ? total : cap - 1] = 0;
+    if (cap > 0) buf[fits ? total : (total < cap ? total : cap - 1)] = 0;
     return total;
 }
 

@@ -78,6 +78,7 @@ static void usage(FILE *f) {
             "                      by \"\\n__ggml_vocab_test__\\n\"), one \" id id\" line per text, no BOS\n"
             "  --no-bos            do not add BOS\n"
             "  --parse-special     match special-token text such as <|im_start|> in the input\n"
+            "                      (with --detokenize: print special tokens as their text)\n"
             "  --detokenize JSON   print the text of a JSON array of ids\n"
             "  --timing            report tokenizer load time and MB/s on stderr\n"
             "  --no-mmap           read the weights into memory\n"
@@ -572,11 +573,11 @@ static int tokenizer_mode(const chat_opts *o) {
             }
         if (n < 0) rc = 1;
         else {
-            len = bl_detokenize(t, s.buf, n, NULL, 0);
+            len = bl_detokenize(t, s.buf, n, NULL, 0, o->parse_special ? BL_DETOK_SPECIAL : 0);
             text = (char *)malloc((size_t)(len > 0 ? len : 0) + 1);
             if (!text || len < 0) rc = 1;
             else {
-                bl_detokenize(t, s.buf, n, text, len + 1);
+                bl_detokenize(t, s.buf, n, text, len + 1, o->parse_special ? BL_DETOK_SPECIAL : 0);
                 fwrite(text, 1, (size_t)len, stdout);
                 fputc('\n', stdout);
             }
