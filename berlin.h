@@ -197,7 +197,7 @@ enum {
 
 /* Load a tokenizer alone: a GGUF (its tokenizer.ggml.* keys), a
    tokenizer.json (tokenizer_config.json next to it is read when present),
-   a model folder holding tokenizer.json, or a llama2.c tokenizer.bin
+   a model folder holding tokenizer.json (or a single .gguf), or a llama2.c tokenizer.bin
    (n_vocab must then be given: the file does not store it; otherwise 0).
    *out is always set; see bl_tokenizer_last_error. Thread safety: any thread. */
 BL_API bl_result bl_tokenizer_load(bl_tokenizer **out, const char *path, int n_vocab);
@@ -4859,12 +4859,13 @@ bl_result bl_tokenizer_load(bl_tokenizer **out, const char *path, int n_vocab) {
         bl__join(tj, sizeof tj, path, "tokenizer.json");
         bl__join(tc, sizeof tc, path, "tokenizer_config.json");
         if (bl__exists(tj)) return bl__tok_from_json(out, tj, tc);
+        if (bl__dir_single_gguf(path, tj, sizeof tj)) return bl_tokenizer_load(out, tj, n_vocab);
         bl__join(tc, sizeof tc, path, "tokenizer.model");
         *out = bl__tok_new();
         if (!*out) return BL_ERR_NOMEM;
         if (bl__exists(tc)) return bl__terr(*out, BL_ERR_UNSUPPORTED, "%s: only tokenizer.model (SentencePiece protobuf) is there, which berlin.h does not read; "
                                             "a tokenizer.json or a GGUF of the model would work", path);
-        return bl__terr(*out, BL_ERR_TOKENIZER, "%s: the folder has no tokenizer.json", path);
+        return bl__terr(*out, BL_ERR_TOKENIZER, "%s: the folder has no tokenizer.json (nor a single .gguf)", path);
     }
     r = bl__file_open(&f, path, 0, err);
     if (r != BL_OK) {

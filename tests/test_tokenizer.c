@@ -1,9 +1,11 @@
 /* test_tokenizer.c - tokenizers against ../shared/tokenizers vectors, round
    trips, streaming decode, chat templates and malformed tokenizer files. */
+#define _POSIX_C_SOURCE 200809L
 #define BERLIN_IMPLEMENTATION
 #include "berlin.h"
 #include "testutil.h"
 #include <time.h>
+#include <sys/stat.h>
 
 #define SEP "\n__ggml_vocab_test__\n"
 
@@ -450,6 +452,21 @@ static void test_cross_source(void) {
             free(v.buf); free(v.texts); free(v.lens); free(ids); free(nids);
         }
         bl_tokenizer_destroy(g);
+    }
+    {   /* a folder holding one GGUF is read through it */
+        size_t len;
+        char *src = tu_read(tu_shared("tokenizers/gguf/ggml-vocab-gpt-2.gguf"), &len);
+        FILE *f;
+        bl_tokenizer *g = NULL;
+        mkdir("build/tmp_tokdir", 0755);
+        if (src && (f = fopen("build/tmp_tokdir/vocab.gguf", "wb")) != NULL) {
+            fwrite(src, 1, len, f);
+            fclose(f);
+            CHECK(bl_tokenizer_load(&g, "build/tmp_tokdir", 0) == BL_OK && bl_tokenizer_n_vocab(g) == 50257, "folder with one GGUF: %s",
+                  bl_tokenizer_last_error(g));
+            bl_tokenizer_destroy(g);
+        } else CHECK(0, "cannot write build/tmp_tokdir/vocab.gguf");
+        free(src);
     }
     {   /* malformed GGUF vocabularies */
         const bl_tokenizer *j = get_tok("tokenizers/json/qwen3/tokenizer.json");
