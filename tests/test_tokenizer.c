@@ -423,6 +423,38 @@ static int write_gguf(const bl_tokenizer *t, const char *path, const char *pre, 
     return 0;
 }
 
+/* A GGUF `llama` (SentencePiece-style) vocabulary from a tokenizer.json
+   with byte fallback: each token scores minus the rank of the merge that
+   makes it, so that "best score" and "lowest rank" pick the same pairs. */
+static int write_gguf_spm(const bl_tokenizer *t, const char *path) {
+    FILE *f = fopen(path, "wb");
+    uint32_t v32 = 3, i;
+    uint64_t v64 = 0, nkv = 5;
+    float *score;
+    if (!f) return -1;
+    score = (float *)calloc((size_t)t->n_vocab, sizeof *score);
+    for (i = 0; i < t->mcap; i++)
+        if (t->mkey[i] != ~(uint64_t)0 && score[t->mres[i]] == 0) score[t->mres[i]] = -(float)t->mrank[i] - 1;
+    fwrite("GGUF", 1, 4, f);
+    fwrite(&v32, 4, 1, f);
+    fwrite(&v64, 8, 1, f);
+    fwrite(&nkv, 8, 1, f);
+    put_key(f, "tokenizer.ggml.model", 8); put_str(f, "llama", 5);
+    put_arr(f, "tokenizer.ggml.tokens", 8, (uint64_t)t->n_vocab);
+    for (i = 0; i < (uint32_t)t->n_vocab; i++) { size_t n; const char *s = bl__tok_text(t, (int32_t)i, &n); put_str(f, s, n); }
+    put_arr(f, "tokenizer.ggml.scores", 6, (uint64_t)t->n_vocab);
+    fwrite(score, sizeof *score, (size_t)t->n_vocab, f);
+    put_arr(f, "tokenizer.ggml.token_type", 5, (uint64_t)t->n_vocab);
+    for (i = 0; i < (uint32_t)t->n_vocab; i++) {
+        int32_t ty = (int32_t)i == t->unk ? BL__TT_UNKNOWN : t->types[i];
+        fwrite(&ty, 4, 1, f);
+    }
+    put_key(f, "tokenizer.ggml.unknown_token_id", 4); v32 = (uint32_t)t->unk; fwrite(&v32, 4, 1, f);
+    free(score);
+    fclose(f);
+    return 0;
+}
+
 /* The same vocabulary from a GGUF and from tokenizer.json gives the same ids. */
 static void test_cross_source(void) {
     static const char *const cases[][3] = {
@@ -451,6 +483,30 @@ static void test_cross_source(void) {
             printf("GGUF pre=%-10s from %-40s %s: %d/%d\n", cases[c][1], cases[c][0], cases[c][2], pass, v.n);
             free(v.buf); free(v.texts); free(v.lens); free(ids); free(nids);
         }
+        bl_tokenizer_destroy(g);
+    }
+    {   /* SentencePiece-style: score-based merging on the Mistral vocabulary gives HF's rank-based ids */
+        static const char *const files[] = {"tokenizers/json/mistral7b/dev", "tokenizers/json/mistral7b/llamacpp-texts"};
+        const bl_tokenizer *j = get_tok("tokenizers/json/mistral7b/tokenizer.json");
+        bl_tokenizer *g = NULL;
+        int fi;
+        if (j && write_gguf_spm(j, "build/tmp_tok.gguf") == 0 && bl_tokenizer_load(&g, "build/tmp_tok.gguf", 0) == BL_OK) {
+            for (fi = 0; fi < 2; fi++) {
+                vecs v;
+                int *ids = NULL, *nids = NULL, i, pass = 0;
+                size_t at = 0;
+                if (read_vecs(tu_shared(files[fi]), &v, &ids, &nids) != 0) continue;
+                for (i = 0; i < v.n; i++) {
+                    int32_t got[4096];
+                    int n = bl_tokenize(g, v.texts[i], (int)v.lens[i], got, 4096, 0);
+                    pass += n == nids[i] && !memcmp(got, ids + at, (size_t)n * sizeof(int32_t));
+                    at += (size_t)nids[i];
+                }
+                printf("GGUF llama from %-38s %s: %d/%d\n", "tokenizers/json/mistral7b/tokenizer.json", files[fi], pass, v.n);
+                CHECK(pass == v.n, "GGUF llama built from mistral7b on %s: %d/%d", files[fi], pass, v.n);
+                free(v.buf); free(v.texts); free(v.lens); free(ids); free(nids);
+            }
+        } else CHECK(0, "GGUF llama from mistral7b: %s", g ? bl_tokenizer_last_error(g) : "not written");
         bl_tokenizer_destroy(g);
     }
     {   /* a folder holding one GGUF is read through it */
