@@ -5344,6 +5344,7 @@ struct bl_tokenizer {
     int32_t *specials;    /* ids matched in text, by first byte then longest first */
     int n_specials;
     int32_t sp_first[257];   /* specials[sp_first[b] .. sp_first[b+1]) start with byte b */
+    int n_user;           /* user-defined (always matched) tokens among them */
     int kind;             /* BL__TK_* */
     int byte_level, ignore_merges, byte_fallback, fuse_unk, dec, dec_strip;
     int ws_split;         /* no token has U+2581 after another character: words merge alone */
@@ -5489,7 +5490,10 @@ static bl_result bl__tok_finish(bl_tokenizer *t) {
     for (i = 0; i < t->n_vocab; i++) {
         size_t len;
         bl__tok_text(t, i, &len);
-        if (bl__is_special_type(t->types[i]) && len > 0) t->specials[t->n_specials++] = i;
+        if (bl__is_special_type(t->types[i]) && len > 0) {
+            t->specials[t->n_specials++] = i;
+            t->n_user += t->types[i] == BL__TT_USER;
+        }
     }
     {   /* bottom-up merge sort (some vocabularies mark most tokens user-defined) */
         int32_t *tmp = (int32_t *)bl__alloc((size_t)(n_sp + 1) * sizeof *tmp), *a = t->specials, *b = tmp, *sw;
@@ -6748,7 +6752,7 @@ static int bl__encode_stretch(const bl_tokenizer *t, bl__tsc *sc, const char *s,
 /* The leftmost (then longest) special token in s[0..n) the flags allow. */
 static int32_t bl__find_special(const bl_tokenizer *t, const char *s, size_t n, int parse_special, size_t *at) {
     size_t i;
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < n && (parse_special || t->n_user); i++) {
         uint8_t b = (uint8_t)s[i];
         int k;
         for (k = t->sp_first[b]; k < t->sp_first[b + 1]; k++) {
