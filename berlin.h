@@ -7591,8 +7591,8 @@ int32_t bl_ctx_sample(bl_ctx *c, const bl_sampler_desc *d) {
               SentencePiece tokenizer, sampler.
               Tokenizers: byte-level BPE (GGUF gpt2 with named pre-tokenizers,
               tokenizer.json with normalizers, split regexes, added tokens,
-              decoders), generated Unicode tables and NFC, a small regex
-              engine, streaming detokenizer, chat templates.
+              decoders), generated Unicode tables with NFC/NFD/NFKC/NFKD, a
+              small regex engine, streaming detokenizer, chat templates.
 
    LICENSE
    MIT License. Copyright (c) 2026 the berlin.h authors.
