@@ -6162,6 +6162,13 @@ static bl_result bl__tok_from_json(bl_tokenizer **out, const char *path, const c
     }
     if ((r = bl__tok_finish(t)) != BL_OK) goto done;
     if (cfg_path) bl__tok_read_config(t, cfg_path);
+    if (!t->chat_template) { /* newer exports keep the template in chat_template.jinja beside the config */
+        char jp[4096];
+        const char *slash = strrchr(path, '/');
+        size_t dl = slash ? (size_t)(slash - path + 1) : 0;
+        snprintf(jp, sizeof jp, "%.*schat_template.jinja", (int)(dl < 4000 ? dl : 4000), path);
+        t->chat_template = bl__read_text(jp, NULL, (size_t)1 << 20);
+    }
     if ((r = bl__tok_merges_alloc(t, j.nodes[merges].n)) != BL_OK) goto done;
     {
         size_t cap = t->off[n_vocab] + 16; /* no merge half is longer than all tokens together */

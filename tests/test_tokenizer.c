@@ -521,6 +521,22 @@ static void test_cross_source(void) {
         } else CHECK(0, "GGUF llama from mistral7b: %s", g ? bl_tokenizer_last_error(g) : "not written");
         bl_tokenizer_destroy(g);
     }
+    {   /* a chat template in chat_template.jinja beside tokenizer.json */
+        size_t len;
+        char *src = tu_read(tu_shared("tokenizers/json/mistral7b/tokenizer.json"), &len);
+        FILE *f;
+        bl_tokenizer *g = NULL;
+        mkdir("build/tmp_tokjinja", 0755);
+        if (src && (f = fopen("build/tmp_tokjinja/tokenizer.json", "wb")) != NULL) {
+            fwrite(src, 1, len, f);
+            fclose(f);
+            write_file("build/tmp_tokjinja/chat_template.jinja", "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m.role }}\n{{ m.content }}<end_of_turn>\n{% endfor %}");
+            CHECK(bl_tokenizer_load(&g, "build/tmp_tokjinja", 0) == BL_OK && bl_chat_template_detect(bl_tokenizer_chat_template(g)) == BL_CHAT_GEMMA,
+                  "chat_template.jinja is read: %s", bl_tokenizer_last_error(g));
+            bl_tokenizer_destroy(g);
+        } else CHECK(0, "cannot write build/tmp_tokjinja/tokenizer.json");
+        free(src);
+    }
     {   /* a folder holding one GGUF is read through it */
         size_t len;
         char *src = tu_read(tu_shared("tokenizers/gguf/ggml-vocab-gpt-2.gguf"), &len);
