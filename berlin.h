@@ -236,7 +236,8 @@ BL_API int bl_tokenizer_add_bos(const bl_tokenizer *t);
 /* 1 if tok ends generation (EOS, or an end-of-turn token such as <|eot_id|>,
    <|im_end|>, <|end|>, <end_of_turn>). */
 BL_API int bl_tokenizer_is_eog(const bl_tokenizer *t, int32_t tok);
-/* The model's own chat template text (Jinja), or NULL if it has none. */
+/* The model's own chat template text (Jinja: GGUF tokenizer.chat_template,
+   tokenizer_config.json chat_template, or chat_template.jinja), or NULL. */
 BL_API const char *bl_tokenizer_chat_template(const bl_tokenizer *t);
 
 /* >>detok  STREAMING DECODER --------------------------------------------------
