@@ -197,8 +197,9 @@ enum {
 
 /* Load a tokenizer alone: a GGUF (its tokenizer.ggml.* keys), a
    tokenizer.json (tokenizer_config.json next to it is read when present),
-   a model folder holding tokenizer.json (or a single .gguf), or a llama2.c tokenizer.bin
-   (n_vocab must then be given: the file does not store it; otherwise 0).
+   a model folder holding tokenizer.json (or a single .gguf), or a llama2.c
+   tokenizer.bin (n_vocab must then be given: the file does not store it;
+   otherwise pass 0).
    *out is always set; see bl_tokenizer_last_error. Thread safety: any thread. */
 BL_API bl_result bl_tokenizer_load(bl_tokenizer **out, const char *path, int n_vocab);
 /* Thread safety: one thread, when no other uses t. */
@@ -256,7 +257,8 @@ typedef struct bl_detok {
 BL_API void bl_detok_init(bl_detok *d, const bl_tokenizer *t);
 /* Text of one more token, complete characters only (invalid bytes become
    U+FFFD). buf needs room for the token's text plus 4 bytes (1100 bytes
-   always suffice; a token text longer than 1000 bytes is cut). Returns bytes written (NUL-terminated) or a negative bl_result. */
+   always suffice; a token text longer than 1000 bytes is cut). Returns the
+   bytes written (NUL-terminated) or a negative bl_result. */
 BL_API int bl_detok_push(bl_detok *d, int32_t tok, char *buf, int cap);
 /* End of stream: a held-back incomplete character comes out as U+FFFD. */
 BL_API int bl_detok_flush(bl_detok *d, char *buf, int cap);
@@ -288,7 +290,8 @@ BL_API int bl_chat_template_from_name(const char *name);
 /* The canonical name of a format, NULL if tmpl is not one. */
 BL_API const char *bl_chat_template_name(int tmpl);
 /* Format a conversation. add_generation_prompt: end with the opening of an
-   assistant turn. Returns the full length (written up to cap-1, NUL-
+   assistant turn (the Llama-2 and Mistral formats end a user turn with
+   [/INST], which is that opening, either way). Returns the full length (written up to cap-1, NUL-
    terminated; call with cap 0 to size it) or BL_ERR_UNSUPPORTED for an
    unknown format, BL_ERR_ARG for a role the format has no place for. */
 BL_API int bl_chat_format(int tmpl, const bl_chat_msg *msgs, int n, int add_generation_prompt, char *buf, int cap);
