@@ -5672,23 +5672,33 @@ static bl_result bl__tok_gpt2_re(bl_tokenizer *t, bl__re **re) {
     return *re ? BL_OK : bl__terr(t, BL_ERR_NOMEM, "GPT-2 pattern: %s", err);
 }
 
-static bl_result bl__tok_add_pre(bl_tokenizer *t, const bl__json *j, int node, int depth) {
+/* One normalizer, pre-tokenizer or decoder object (never a Sequence). */
+typedef bl_result (*bl__tok_step_fn)(bl_tokenizer *t, const bl__json *j, int node, const char *type);
+
+/* Walk a normalizer / pre_tokenizer / decoder description: null is none, a
+   Sequence holds its steps under seq_key, anything else is one step. */
+static bl_result bl__tok_walk(bl_tokenizer *t, const bl__json *j, int node, int depth, const char *what, const char *seq_key, bl__tok_step_fn one) {
     char *type;
-    bl__pretok *p;
     bl_result r = BL_OK;
     if (node < 0 || j->nodes[node].type == BL__J_NULL) return BL_OK;
-    if (depth > 4) return bl__terr(t, BL_ERR_UNSUPPORTED, "pre_tokenizer: Sequences nested too deeply");
+    if (depth > 4) return bl__terr(t, BL_ERR_UNSUPPORTED, "%s: Sequences nested too deeply", what);
     type = bl__jstr(j, node, "type", NULL);
-    if (!type) return bl__terr(t, BL_ERR_TOKENIZER, "pre_tokenizer without a type");
+    if (!type) return bl__terr(t, BL_ERR_TOKENIZER, "%s without a type", what);
     if (!strcmp(type, "Sequence")) {
-        int arr = bl__json_get(j, node, "pretokenizers"), k, i;
-        BL_FREE(type);
-        if (arr < 0 || j->nodes[arr].type != BL__J_ARR) return bl__terr(t, BL_ERR_TOKENIZER, "pre_tokenizer Sequence without pretokenizers");
-        for (i = 0, k = arr + 1; i < j->nodes[arr].n; i++, k = j->nodes[k].next)
-            if ((r = bl__tok_add_pre(t, j, k, depth + 1)) != BL_OK) return r;
-        return BL_OK;
-    }
-    if (t->n_pre == BL__MAX_PRE) { BL_FREE(type); return bl__terr(t, BL_ERR_UNSUPPORTED, "more than %d pre-tokenizers", BL__MAX_PRE); }
+        int arr = bl__json_get(j, node, seq_key), k, i;
+        if (arr < 0 || j->nodes[arr].type != BL__J_ARR) r = bl__terr(t, BL_ERR_TOKENIZER, "%s Sequence without %s", what, seq_key);
+        else
+            for (i = 0, k = arr + 1; i < j->nodes[arr].n && r == BL_OK; i++, k = j->nodes[k].next)
+                r = bl__tok_walk(t, j, k, depth + 1, what, seq_key, one);
+    } else r = one(t, j, node, type);
+    BL_FREE(type);
+    return r;
+}
+
+static bl_result bl__tok_pre_one(bl_tokenizer *t, const bl__json *j, int node, const char *type) {
+    bl__pretok *p;
+    bl_result r = BL_OK;
+    if (t->n_pre == BL__MAX_PRE) return bl__terr(t, BL_ERR_UNSUPPORTED, "more than %d pre-tokenizers", BL__MAX_PRE);
     p = &t->pre[t->n_pre];
     memset(p, 0, sizeof *p);
     if (!strcmp(type, "Split")) {
@@ -5723,28 +5733,14 @@ static bl_result bl__tok_add_pre(bl_tokenizer *t, const bl__json *j, int node, i
     } else {
         r = bl__terr(t, BL_ERR_UNSUPPORTED, "pre_tokenizer type '%s' is not supported (Split, ByteLevel, Metaspace, Digits and Sequence are)", type);
     }
-    BL_FREE(type);
     t->n_pre++; /* counted even on failure so that destroy frees what was set */
     return r;
 }
 
-static bl_result bl__tok_add_norm(bl_tokenizer *t, const bl__json *j, int node, int depth) {
-    char *type;
+static bl_result bl__tok_norm_one(bl_tokenizer *t, const bl__json *j, int node, const char *type) {
     bl__norm *nm;
     bl_result r = BL_OK;
-    if (node < 0 || j->nodes[node].type == BL__J_NULL) return BL_OK;
-    if (depth > 4) return bl__terr(t, BL_ERR_UNSUPPORTED, "normalizer: Sequences nested too deeply");
-    type = bl__jstr(j, node, "type", NULL);
-    if (!type) return bl__terr(t, BL_ERR_TOKENIZER, "normalizer without a type");
-    if (!strcmp(type, "Sequence")) {
-        int arr = bl__json_get(j, node, "normalizers"), k, i;
-        BL_FREE(type);
-        if (arr < 0 || j->nodes[arr].type != BL__J_ARR) return bl__terr(t, BL_ERR_TOKENIZER, "normalizer Sequence without normalizers");
-        for (i = 0, k = arr + 1; i < j->nodes[arr].n; i++, k = j->nodes[k].next)
-            if ((r = bl__tok_add_norm(t, j, k, depth + 1)) != BL_OK) return r;
-        return BL_OK;
-    }
-    if (t->n_norm == BL__MAX_NORM) { BL_FREE(type); return bl__terr(t, BL_ERR_UNSUPPORTED, "more than %d normalizers", BL__MAX_NORM); }
+    if (t->n_norm == BL__MAX_NORM) return bl__terr(t, BL_ERR_UNSUPPORTED, "more than %d normalizers", BL__MAX_NORM);
     nm = &t->norm[t->n_norm];
     memset(nm, 0, sizeof *nm);
     if (!strcmp(type, "NFC") || !strcmp(type, "NFD") || !strcmp(type, "NFKC") || !strcmp(type, "NFKD")) {
@@ -5769,25 +5765,15 @@ static bl_result bl__tok_add_norm(bl_tokenizer *t, const bl__json *j, int node, 
     } else {
         r = bl__terr(t, BL_ERR_UNSUPPORTED, "normalizer type '%s' is not supported (NFC, NFD, NFKC, NFKD, Prepend, Replace and Sequence are)", type);
     }
-    BL_FREE(type);
     t->n_norm++;
     return r;
 }
 
 /* The decoder: ByteLevel, or the SentencePiece chain (Replace U+2581 -> ' ',
    ByteFallback, Fuse, Strip), or Metaspace. */
-static bl_result bl__tok_set_decoder(bl_tokenizer *t, const bl__json *j, int node, int depth) {
-    char *type;
+static bl_result bl__tok_dec_one(bl_tokenizer *t, const bl__json *j, int node, const char *type) {
     bl_result r = BL_OK;
-    if (node < 0 || j->nodes[node].type == BL__J_NULL) return BL_OK;
-    if (depth > 4) return bl__terr(t, BL_ERR_UNSUPPORTED, "decoder: Sequences nested too deeply");
-    type = bl__jstr(j, node, "type", NULL);
-    if (!type) return bl__terr(t, BL_ERR_TOKENIZER, "decoder without a type");
-    if (!strcmp(type, "Sequence")) {
-        int arr = bl__json_get(j, node, "decoders"), k, i;
-        if (arr < 0 || j->nodes[arr].type != BL__J_ARR) r = bl__terr(t, BL_ERR_TOKENIZER, "decoder Sequence without decoders");
-        else for (i = 0, k = arr + 1; i < j->nodes[arr].n && r == BL_OK; i++, k = j->nodes[k].next) r = bl__tok_set_decoder(t, j, k, depth + 1);
-    } else if (!strcmp(type, "ByteLevel")) t->dec = BL__DEC_BYTELEVEL;
+    if (!strcmp(type, "ByteLevel")) t->dec = BL__DEC_BYTELEVEL;
     else if (!strcmp(type, "ByteFallback") || !strcmp(type, "Fuse")) t->dec = BL__DEC_SPM;
     else if (!strcmp(type, "Strip")) {
         double v = 0, stop = 0;
@@ -5813,7 +5799,6 @@ static bl_result bl__tok_set_decoder(bl_tokenizer *t, const bl__json *j, int nod
         t->dec_strip = sch ? strcmp(sch, "never") != 0 : bl__jbool(j, node, "add_prefix_space", 1);
         BL_FREE(sch);
     } else r = bl__terr(t, BL_ERR_UNSUPPORTED, "decoder type '%s' is not supported (ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip are)", type);
-    BL_FREE(type);
     return r;
 }
 
@@ -5821,7 +5806,8 @@ static bl_result bl__tok_pre_from_text(bl_tokenizer *t, const char *js, int is_n
     bl__json j;
     bl_result r;
     if (bl__json_parse(&j, js, strlen(js)) != 0) return bl__terr(t, BL_ERR_TOKENIZER, "%s: internal pre-tokenizer table: %s", what, j.err);
-    r = is_norm ? bl__tok_add_norm(t, &j, 0, 0) : bl__tok_add_pre(t, &j, 0, 0);
+    r = is_norm ? bl__tok_walk(t, &j, 0, 0, "normalizer", "normalizers", bl__tok_norm_one)
+                : bl__tok_walk(t, &j, 0, 0, "pre_tokenizer", "pretokenizers", bl__tok_pre_one);
     bl__json_free(&j);
     return r;
 }
@@ -6141,15 +6127,15 @@ static bl_result bl__tok_from_json(bl_tokenizer **out, const char *path, const c
             if (a && !t->attr && !(t->attr = (uint8_t *)bl__calloc((size_t)n_vocab))) { r = bl__terr(t, BL_ERR_NOMEM, "out of memory"); goto done; }
             if (a) t->attr[(int)id] = (uint8_t)a;
         }
-    if ((r = bl__tok_add_norm(t, &j, bl__json_get(&j, 0, "normalizer"), 0)) != BL_OK) goto done;
+    if ((r = bl__tok_walk(t, &j, bl__json_get(&j, 0, "normalizer"), 0, "normalizer", "normalizers", bl__tok_norm_one)) != BL_OK) goto done;
     if (t->n_norm > 0 && normalized_id >= 0) { /* it would be matched in the normalized text, not in the input */
         r = bl__terr(t, BL_ERR_UNSUPPORTED, "%s: added token %d is matched after normalization (normalized: true) and the file has a normalizer, "
                      "which is not supported", path, normalized_id);
         goto done;
     }
-    if ((r = bl__tok_add_pre(t, &j, bl__json_get(&j, 0, "pre_tokenizer"), 0)) != BL_OK) goto done;
+    if ((r = bl__tok_walk(t, &j, bl__json_get(&j, 0, "pre_tokenizer"), 0, "pre_tokenizer", "pretokenizers", bl__tok_pre_one)) != BL_OK) goto done;
     t->dec = t->byte_level ? BL__DEC_BYTELEVEL : BL__DEC_SPM;
-    if ((r = bl__tok_set_decoder(t, &j, bl__json_get(&j, 0, "decoder"), 0)) != BL_OK) goto done;
+    if ((r = bl__tok_walk(t, &j, bl__json_get(&j, 0, "decoder"), 0, "decoder", "decoders", bl__tok_dec_one)) != BL_OK) goto done;
     {
         char *u = bl__jstr(&j, model, "unk_token", &len);
         if (u) { t->unk = bl__tok_find(t, u, len); BL_FREE(u); }
