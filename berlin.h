@@ -7015,25 +7015,25 @@ int bl_chat_format(int tmpl, const bl_chat_msg *msgs, int n, int add_generation_
     if (n > 0 && !strcmp(msgs[0].role, "system")) { sys = msgs[0].content; first = 1; }
     switch (tmpl) {
     case BL_CHAT_CHATML:
-        for (i = 0; i < n; i++) {
-            bl__sb_puts(&b, "<|im_start|>");
-            bl__sb_puts(&b, msgs[i].role);
-            bl__sb_puts(&b, "\n");
-            bl__sb_puts(&b, msgs[i].content);
-            bl__sb_puts(&b, "<|im_end|>\n");
-        }
-        if (add_generation_prompt) bl__sb_puts(&b, "<|im_start|>assistant\n");
-        break;
     case BL_CHAT_LLAMA3:
-        for (i = 0; i < n; i++) {
-            bl__sb_puts(&b, "<|start_header_id|>");
-            bl__sb_puts(&b, msgs[i].role);
-            bl__sb_puts(&b, "<|end_header_id|>\n\n");
-            bl__sb_trim(&b, msgs[i].content);
-            bl__sb_puts(&b, "<|eot_id|>");
+    case BL_CHAT_PHI3: { /* every turn is open + role + mid + content + close */
+        static const char *const f[3][4] = { /* open, mid, close, trim content */
+            {"<|im_start|>", "\n", "<|im_end|>\n", ""},
+            {"<|start_header_id|>", "<|end_header_id|>\n\n", "<|eot_id|>", "trim"},
+            {"<|", "|>\n", "<|end|>\n", ""}}; /* Phi-3.5's template (with system turns), as llama.cpp formats Phi-3 */
+        const char *const *fm = f[tmpl == BL_CHAT_CHATML ? 0 : tmpl == BL_CHAT_LLAMA3 ? 1 : 2];
+        for (i = 0; i <= n; i++) {
+            if (i == n && !add_generation_prompt) break;
+            bl__sb_puts(&b, fm[0]);
+            bl__sb_puts(&b, i < n ? msgs[i].role : "assistant");
+            bl__sb_puts(&b, fm[1]);
+            if (i == n) break;
+            if (fm[3][0]) bl__sb_trim(&b, msgs[i].content);
+            else bl__sb_puts(&b, msgs[i].content);
+            bl__sb_puts(&b, fm[2]);
         }
-        if (add_generation_prompt) bl__sb_puts(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
         break;
+    }
     case BL_CHAT_LLAMA2: /* Meta's template: <s>[INST] <<SYS>>\nS\n<</SYS>>\n\nU [/INST] A </s><s>[INST] U2 [/INST] */
         for (i = first; i < n; i++) {
             if (!strcmp(msgs[i].role, "user")) {
@@ -7080,16 +7080,6 @@ int bl_chat_format(int tmpl, const bl_chat_msg *msgs, int n, int add_generation_
             bl__sb_puts(&b, "<end_of_turn>\n");
         }
         if (add_generation_prompt) bl__sb_puts(&b, "<start_of_turn>model\n");
-        break;
-    case BL_CHAT_PHI3: /* Phi-3.5's template (with system turns), as llama.cpp formats Phi-3 */
-        for (i = 0; i < n; i++) {
-            bl__sb_puts(&b, "<|");
-            bl__sb_puts(&b, msgs[i].role);
-            bl__sb_puts(&b, "|>\n");
-            bl__sb_puts(&b, msgs[i].content);
-            bl__sb_puts(&b, "<|end|>\n");
-        }
-        if (add_generation_prompt) bl__sb_puts(&b, "<|assistant|>\n");
         break;
     default:
         return BL_ERR_UNSUPPORTED;
