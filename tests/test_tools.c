@@ -294,6 +294,9 @@ static void test_tokenize_cli(void) {
     check_fails(CHAT " --chat-template nonsense", "unknown chat template");
     snprintf(cmd, sizeof cmd, CHAT " --detokenize '[999999]' -m %s", q(tu_shared("tokenizers/json/llama3/tokenizer.json")));
     check_fails(cmd, "outside the vocabulary");
+    out = run(CHAT " -m models/stories260K.gguf -p Hi --chat-template llama3 --system Brief --temp 0 -n 4 2>&1", &st);
+    CHECK(st == 0 && out && strstr(out, "chat format llama3") && !strstr(out, "Hi"), "-p as a chat turn: status %d '%s'", st, out ? out : "");
+    free(out);
     out = run("printf 'Hi\\nBye\\n' | " CHAT " -m models/stories260K.gguf --chat-template chatml --temp 0 -n 4 2>&1", &st);
     CHECK(st == 0 && out && strstr(out, "chat format chatml"), "interactive chat with --chat-template: status %d '%s'", st, out ? out : "");
     free(out);

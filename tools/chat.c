@@ -69,8 +69,9 @@ static void usage(FILE *f) {
             "  -c CTX              context length [min(trained, 4096)]\n"
             "  --tokenizer FILE    tokenizer file (GGUF, tokenizer.json or llama2.c tokenizer.bin)\n"
             "  --chat-template NAME  chat format for interactive turns: chatml, llama3, llama2,\n"
-            "                      mistral, gemma, phi3 [recognised from the model's template]\n"
-            "  --system TEXT       system message for the chat template\n"
+            "                      mistral, gemma, phi3 [recognised from the model's template];\n"
+            "                      with -p, the prompt becomes one user turn in that format\n"
+            "  --system TEXT       system message for the chat format (with -p: implies the model's format)\n"
             "tokenizer modes (only the tokenizer is loaded; -m may be a GGUF, folder or tokenizer.json):\n"
             "  --tokenize          print the ids of -p TEXT or -f FILE as one JSON array\n"
             "  -f FILE             read the text to tokenize from FILE\n"
@@ -337,10 +338,15 @@ static int run_turn(chat_state *s, int n) {
     return 0;
 }
 
+static char *format_prompt(chat_state *s, const char *prompt);
+
 static int one_shot(chat_state *s) {
     const chat_opts *o = s->o;
     int n, i;
-    n = o->prompt_ids ? parse_ids(s, o->prompt_ids, "--prompt-ids") : tokenize(s, o->prompt);
+    char *text = NULL;
+    if (s->tmpl && o->prompt && !(text = format_prompt(s, o->prompt))) return 1; /* one user turn in the chat format */
+    n = o->prompt_ids ? parse_ids(s, o->prompt_ids, "--prompt-ids") : tokenize(s, text ? text : o->prompt);
+    free(text);
     if (n < 0) return 1;
     if (n > bl_ctx_n_ctx(s->c)) {
         fprintf(stderr, "berlin-chat: the prompt has %d tokens but the context only %d (see -c)\n", n, bl_ctx_n_ctx(s->c));
@@ -353,7 +359,7 @@ static int one_shot(chat_state *s) {
     /* with --print-ids only the generated ids go to stdout */
     if (!o->print_ids && o->prompt_ids) {
         for (i = 0; i < n; i++) { print_token(s, s->buf[i]); s->last = s->buf[i]; }
-    } else if (!o->print_ids) {
+    } else if (!o->print_ids && !s->tmpl) {
         fputs(o->prompt, stdout);
         fflush(stdout);
     }
@@ -430,6 +436,18 @@ done:
     free(prev_gen);
     free(full_prev);
     free(full_new);
+    return out;
+}
+
+/* -p with a chat format: the system message (if any) and one user turn. */
+static char *format_prompt(chat_state *s, const char *prompt) {
+    convo cv;
+    char *out;
+    memset(&cv, 0, sizeof cv);
+    convo_clear(&cv, s->o->system);
+    out = convo_add(&cv, "user", prompt, strlen(prompt)) ? format_convo(s->tmpl, &cv, cv.n, 1) : NULL;
+    convo_clear(&cv, NULL);
+    free(cv.m);
     return out;
 }
 
@@ -641,7 +659,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     bl_detok_init(&s.dt, s.tok);
-    if (s.tok && !o.prompt && !o.prompt_ids) { /* interactive: pick the chat format */
+    if (s.tok && !o.prompt_ids && (!o.prompt || o.template_name || o.system)) { /* interactive, or -p as a chat turn: pick the format */
         const char *own = bl_tokenizer_chat_template(s.tok);
         s.tmpl = o.template_name ? bl_chat_template_from_name(o.template_name) : bl_chat_template_detect(own);
         if (s.tmpl) fprintf(stderr, "berlin-chat: chat format %s%s\n", bl_chat_template_name(s.tmpl), o.template_name ? "" : " (recognised from the model's template)");
