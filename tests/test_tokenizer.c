@@ -719,6 +719,25 @@ static void test_word_cache(void) {
 
 static void test_stories(void) {
     bl_model *m = NULL;
+    {   /* llama2.c tokenizer.bin and the GGUF of the same vocabulary agree (without special-token
+           parsing: tokenizer.bin stores BOS and EOS as "\n<s>\n" and "\n</s>\n") */
+        bl_tokenizer *a = NULL, *b = NULL;
+        vecs v;
+        int *ids = NULL, *nids = NULL, i, same = 0;
+        if (bl_tokenizer_load(&a, "models/stories260K.gguf", 0) == BL_OK && bl_tokenizer_load(&b, tu_shared("models/tok512.bin"), 512) == BL_OK &&
+            read_vecs(tu_shared("tokenizers/json/llama3/dev"), &v, &ids, &nids) == 0) { /* its texts, not its ids */
+            for (i = 0; i < v.n; i++) {
+                int32_t x[4096], y[4096];
+                int nx = bl_tokenize(a, v.texts[i], (int)v.lens[i], x, 4096, BL_TOK_ADD_BOS);
+                int ny = bl_tokenize(b, v.texts[i], (int)v.lens[i], y, 4096, BL_TOK_ADD_BOS);
+                same += nx == ny && !memcmp(x, y, (size_t)nx * sizeof *x);
+            }
+            CHECK(same == v.n, "tok512.bin and stories260K.gguf agree on %d/%d texts", same, v.n);
+            free(v.buf); free(v.texts); free(v.lens); free(ids); free(nids);
+        } else CHECK(0, "tok512.bin / stories260K.gguf: %s %s", bl_tokenizer_last_error(a), bl_tokenizer_last_error(b));
+        bl_tokenizer_destroy(a);
+        bl_tokenizer_destroy(b);
+    }
     int32_t ids[16];
     if (bl_model_load(&m, "models/stories260K.gguf", NULL) == BL_OK) {
         int n = bl_tokenize(bl_model_tokenizer(m), "Once upon a time", -1, ids, 16, BL_TOK_ADD_BOS);
