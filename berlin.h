@@ -126,6 +126,11 @@ typedef enum bl_type {
 
 /* Name of a weight type ("Q4_0"), or NULL if it is not one we read. */
 BL_API const char *bl_type_name(int type);
+/* What activations are rounded to before the dot products with weights of
+   this type: BL_TYPE_F32 (nothing: exact math, for F32 and F16 weights),
+   BL_TYPE_BF16 (BF16 weights), BL_TYPE_Q8_0 (int8 blocks of 32, for every
+   quantized type); -1 if we do not read the type. Thread safety: any thread. */
+BL_API int bl_type_activation(int type);
 
 /* >>model  MODEL ------------------------------------------------------------ */
 typedef struct bl_model bl_model;
@@ -2394,6 +2399,161 @@ static void bl__dequant_row(int type, const uint8_t *src, float *dst, int64_t n)
     }
 }
 
+/* ---- activation formats ---------------------------------------------------
+   Where the weights are quantized, the activations are quantized too, to
+   int8 blocks of 32 with a float scale (finer than the Q8_K blocks of 256,
+   so at least as accurate), and integer dot products do the work. The
+   block sums (scaled) are kept beside the quants: Q4_0, Q4_K and Q6_K store
+   unsigned codes with an offset, and sum(a) times the offset corrects the
+   integer dot. BF16 weights meet BF16-rounded activations; F32 and F16
+   weights meet the float activations unchanged (exact math). */
+
+enum { BL__ACT_F32 = 0, BL__ACT_BF16 = 1, BL__ACT_Q8 = 2 };
+
+static int bl__act_kind(int type) {
+    switch (type) {
+    case BL_TYPE_BF16: return BL__ACT_BF16;
+    case BL_TYPE_Q4_0: case BL_TYPE_Q8_0: case BL_TYPE_Q4_K: case BL_TYPE_Q6_K: return BL__ACT_Q8;
+    default: return BL__ACT_F32;
+    }
+}
+
+int bl_type_activation(int type) {
+    if (type < 0 || type >= 40 || !bl__types[type].bytes) return -1;
+    switch (bl__act_kind(type)) {
+    case BL__ACT_BF16: return BL_TYPE_BF16;
+    case BL__ACT_Q8: return BL_TYPE_Q8_0;
+    default: return BL_TYPE_F32;
+    }
+}
+
+/* One row of Q8 activations (K a multiple of 32), as four arrays:
+   q (K int8), d (K/32 scales), s32 (K/32: d * sum of the block's q),
+   s16 (K/16: d * sum of each half block). */
+typedef struct bl__q8a { const int8_t *q; const float *d, *s32, *s16; } bl__q8a;
+
+static size_t bl__q8a_stride(int64_t K) {
+    size_t n = (size_t)K + (size_t)K / 32 * 8 + (size_t)K / 16 * 4;
+    return (n + 63) & ~(size_t)63;
+}
+static bl__q8a bl__q8a_at(const uint8_t *p, int64_t K) {
+    bl__q8a a;
+    a.q = (const int8_t *)p;
+    a.d = (const float *)(const void *)(p + K);
+    a.s32 = a.d + K / 32;
+    a.s16 = a.s32 + K / 32;
+    return a;
+}
+static size_t bl__bf16a_stride(int64_t K) { return ((size_t)K * 2 + 63) & ~(size_t)63; }
+
+static uint16_t bl__f32_to_bf16(float f) { /* round to nearest even; NaN stays NaN */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 64);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+static void bl__bf16a_ref(const float *x, int64_t n, uint16_t *o) {
+    int64_t i;
+    for (i = 0; i < n; i++) o[i] = bl__f32_to_bf16(x[i]);
+}
+
+static void bl__q8a_ref(const float *x, int64_t K, uint8_t *out) {
+    int8_t *q = (int8_t *)out;
+    float *d = (float *)(void *)(out + K), *s32 = d + K / 32, *s16 = s32 + K / 32;
+    int64_t b;
+    int j;
+    for (b = 0; b < K / 32; b++) {
+        float amax = 0, id;
+        int sum0 = 0, sum1 = 0;
+        for (j = 0; j < 32; j++) { float v = fabsf(x[32 * b + j]); if (v > amax) amax = v; }
+        id = amax > 0 ? 127.0f / amax : 0.0f;
+        d[b] = amax / 127.0f;
+        for (j = 0; j < 32; j++) {
+            int v = (int)lrintf(x[32 * b + j] * id);
+            q[32 * b + j] = (int8_t)v;
+            if (j < 16) sum0 += v; else sum1 += v;
+        }
+        s16[2 * b] = d[b] * (float)sum0;
+        s16[2 * b + 1] = d[b] * (float)sum1;
+        s32[b] = d[b] * (float)(sum0 + sum1);
+    }
+}
+
+/* ---- reference dot products of one weight row with one activation row --- */
+
+static float bl__vdot_q4_0_ref(const uint8_t *w, bl__q8a a, int64_t K) {
+    float acc = 0;
+    int64_t b;
+    int j;
+    for (b = 0; b < K / 32; b++) {
+        const bl__block_q4_0 *x = (const bl__block_q4_0 *)(const void *)(w + b * 18);
+        const int8_t *q = a.q + 32 * b;
+        int is = 0;
+        for (j = 0; j < 16; j++) is += (x->qs[j] & 15) * q[j] + (x->qs[j] >> 4) * q[j + 16];
+        acc += bl__f16_to_f32(x->d) * (a.d[b] * (float)is - 8.0f * a.s32[b]);
+    }
+    return acc;
+}
+
+static float bl__vdot_q8_0_ref(const uint8_t *w, bl__q8a a, int64_t K) {
+    float acc = 0;
+    int64_t b;
+    int j;
+    for (b = 0; b < K / 32; b++) {
+        const bl__block_q8_0 *x = (const bl__block_q8_0 *)(const void *)(w + b * 34);
+        const int8_t *q = a.q + 32 * b;
+        int is = 0;
+        for (j = 0; j < 32; j++) is += x->qs[j] * q[j];
+        acc += bl__f16_to_f32(x->d) * a.d[b] * (float)is;
+    }
+    return acc;
+}
+
+static float bl__vdot_q4_k_ref(const uint8_t *w, bl__q8a a, int64_t K) {
+    float acc = 0;
+    int64_t b;
+    int j, l;
+    for (b = 0; b < K / 256; b++) {
+        const bl__block_q4_k *x = (const bl__block_q4_k *)(const void *)(w + b * 144);
+        float d = bl__f16_to_f32(x->d), dmin = bl__f16_to_f32(x->dmin);
+        for (j = 0; j < 8; j++) {
+            const uint8_t *qs = x->qs + 32 * (j / 2);
+            const int8_t *q = a.q + 256 * b + 32 * j;
+            int sc, mn, is = 0;
+            bl__k4_scale_min(j, x->scales, &sc, &mn);
+            for (l = 0; l < 32; l++) is += ((j & 1) ? qs[l] >> 4 : qs[l] & 15) * q[l];
+            acc += d * (float)sc * a.d[8 * b + j] * (float)is - dmin * (float)mn * a.s32[8 * b + j];
+        }
+    }
+    return acc;
+}
+
+/* The 6-bit code of element e (0..255) of a Q6_K block, 0..63. */
+static int bl__q6k_code(const bl__block_q6_k *x, int e) {
+    int h = e / 128, k = (e % 128) / 32, l = e % 32;
+    int lo = x->ql[64 * h + l + 32 * (k & 1)];
+    lo = k < 2 ? lo & 15 : lo >> 4;
+    return lo | (((x->qh[32 * h + l] >> (2 * k)) & 3) << 4);
+}
+
+static float bl__vdot_q6_k_ref(const uint8_t *w, bl__q8a a, int64_t K) {
+    float acc = 0;
+    int64_t b;
+    int g, l;
+    for (b = 0; b < K / 256; b++) {
+        const bl__block_q6_k *x = (const bl__block_q6_k *)(const void *)(w + b * 210);
+        float d = bl__f16_to_f32(x->d);
+        for (g = 0; g < 16; g++) {
+            const int8_t *q = a.q + 256 * b + 16 * g;
+            int is = 0;
+            for (l = 0; l < 16; l++) is += bl__q6k_code(x, 16 * g + l) * q[l];
+            acc += d * (float)x->scales[g] * (a.d[8 * b + g / 2] * (float)is - 32.0f * a.s16[16 * b + g]);
+        }
+    }
+    return acc;
+}
+
 static float bl__dot_f32(const float *a, const float *b, int64_t n) {
     float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i;
@@ -2404,31 +2564,922 @@ static float bl__dot_f32(const float *a, const float *b, int64_t n) {
     return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 }
 
-/* y[b][r] = sum_c W[r][c] * x[b][c] for b < nb, with row scratch rowbuf
-   (one W->cols float buffer per thread). */
-static void bl__matmul(const bl__weight *W, const float *x, int nb, float *y, int64_t ldy, float *rowbuf, int n_threads) {
-    int64_t r;
-    (void)n_threads;
-    BL__OMP(omp parallel for num_threads(n_threads) schedule(static))
-    for (r = 0; r < W->rows; r++) {
-        const float *row;
-        int b;
-        if (W->type == BL_TYPE_F32) row = (const float *)(const void *)(W->data + (size_t)r * W->row_bytes);
-        else {
-            float *buf = rowbuf + (size_t)BL__THREAD_ID() * (size_t)W->cols;
-            bl__dequant_row(W->type, W->data + (size_t)r * W->row_bytes, buf, W->cols);
-            row = buf;
+/* Float-type weights (F32, F16, BF16): y[t*ldy + r] = dot(row r, x_t) for
+   r < nr, t < nt; x rows are float (F32, F16 weights) or bf16 (BF16). */
+static void bl__gemm_f_ref(int type, const uint8_t *w, size_t row_bytes, int nr, const uint8_t *x, size_t xstride, int nt,
+                           int64_t K, float *y, size_t ldy) {
+    int r, t, k;
+    int64_t i;
+    for (r = 0; r < nr; r++) {
+        const uint8_t *wr = w + (size_t)r * row_bytes;
+        for (t = 0; t < nt; t++) {
+            const uint8_t *xt = x + (size_t)t * xstride;
+            float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            if (type == BL_TYPE_F32) { y[(size_t)t * ldy + r] = bl__dot_f32((const float *)(const void *)wr, (const float *)(const void *)xt, K); continue; }
+            for (i = 0; i < K; i++) {
+                uint16_t h, xb;
+                float wv, xv;
+                memcpy(&h, wr + 2 * i, 2);
+                if (type == BL_TYPE_F16) { wv = bl__f16_to_f32(h); memcpy(&xv, xt + 4 * i, 4); }
+                else { wv = bl__bf16_to_f32(h); memcpy(&xb, xt + 2 * i, 2); xv = bl__bf16_to_f32(xb); }
+                s[i & 7] += wv * xv;
+            }
+            for (k = 0; k < 4; k++) s[k] += s[k + 4];
+            y[(size_t)t * ldy + r] = (s[0] + s[1]) + (s[2] + s[3]);
         }
-        for (b = 0; b < nb; b++) y[(size_t)b * (size_t)ldy + (size_t)r] = bl__dot_f32(row, x + (size_t)b * (size_t)W->cols, W->cols);
     }
 }
 
+/* ---- tiles for prompt batches ---------------------------------------------
+   A tile holds 32 rows of a quantized matrix unpacked to one unsigned byte
+   per weight, interleaved so that one 64-byte vector holds 4 consecutive
+   weights of 16 rows: u[(k/4)*64 + r*4 + k%4] for rows 0..15, then the same
+   for rows 16..31. Each row's value is s*u - o per sub-block (S = 32
+   weights; 16 for Q6_K), with s[j][32] and o[j][32] floats after the bytes.
+   An integer dot product of a 64-byte vector with 4 broadcast activation
+   bytes then advances 16 rows at once, and a tile is reused by every token
+   of the batch. */
+
+static int bl__tile_sub(int type) { return type == BL_TYPE_Q6_K ? 16 : 32; }
+static size_t bl__tile_bytes(int64_t K) { return (size_t)K * 32 + (size_t)(K / 16) * 32 * 4 * 2; }
+
+/* Unpack one row into codes u[K] and per-sub-block s, o (stride sstride). */
+static void bl__unpack_row(int type, const uint8_t *w, int64_t K, uint8_t *u, float *s, float *o, int sstride) {
+    int64_t b;
+    int j, l;
+    switch (type) {
+    case BL_TYPE_Q4_0:
+        for (b = 0; b < K / 32; b++) {
+            const bl__block_q4_0 *x = (const bl__block_q4_0 *)(const void *)(w + b * 18);
+            float d = bl__f16_to_f32(x->d);
+            for (j = 0; j < 16; j++) { u[32 * b + j] = (uint8_t)(x->qs[j] & 15); u[32 * b + j + 16] = (uint8_t)(x->qs[j] >> 4); }
+            s[b * sstride] = d;
+            o[b * sstride] = 8.0f * d;
+        }
+        break;
+    case BL_TYPE_Q8_0:
+        for (b = 0; b < K / 32; b++) {
+            const bl__block_q8_0 *x = (const bl__block_q8_0 *)(const void *)(w + b * 34);
+            float d = bl__f16_to_f32(x->d);
+            for (j = 0; j < 32; j++) u[32 * b + j] = (uint8_t)(x->qs[j] ^ 0x80);
+            s[b * sstride] = d;
+            o[b * sstride] = 128.0f * d;
+        }
+        break;
+    case BL_TYPE_Q4_K:
+        for (b = 0; b < K / 256; b++) {
+            const bl__block_q4_k *x = (const bl__block_q4_k *)(const void *)(w + b * 144);
+            float d = bl__f16_to_f32(x->d), dmin = bl__f16_to_f32(x->dmin);
+            for (j = 0; j < 8; j++) {
+                const uint8_t *qs = x->qs + 32 * (j / 2);
+                int sc, mn;
+                bl__k4_scale_min(j, x->scales, &sc, &mn);
+                for (l = 0; l < 32; l++) u[256 * b + 32 * j + l] = (uint8_t)((j & 1) ? qs[l] >> 4 : qs[l] & 15);
+                s[(8 * b + j) * sstride] = d * (float)sc;
+                o[(8 * b + j) * sstride] = dmin * (float)mn;
+            }
+        }
+        break;
+    default: /* Q6_K */
+        for (b = 0; b < K / 256; b++) {
+            const bl__block_q6_k *x = (const bl__block_q6_k *)(const void *)(w + b * 210);
+            float d = bl__f16_to_f32(x->d);
+            for (j = 0; j < 256; j++) u[256 * b + j] = (uint8_t)bl__q6k_code(x, j);
+            for (j = 0; j < 16; j++) {
+                s[(16 * b + j) * sstride] = d * (float)x->scales[j];
+                o[(16 * b + j) * sstride] = 32.0f * d * (float)x->scales[j];
+            }
+        }
+        break;
+    }
+}
+
+/* Build the tile of rows [0, nr) (nr <= 32; the rest are zero) in tile,
+   with rowbuf (K bytes) as scratch. */
+static void bl__tile_pack(int type, const uint8_t *w, size_t row_bytes, int nr, int64_t K, uint8_t *tile, uint8_t *rowbuf) {
+    int64_t nsub = K / bl__tile_sub(type), k4;
+    float *s = (float *)(void *)(tile + (size_t)K * 32), *o = s + nsub * 32;
+    int r;
+    for (r = 0; r < 32; r++) {
+        uint8_t *dst = tile + (size_t)(r / 16) * (size_t)K * 16 + (size_t)(r % 16) * 4;
+        if (r >= nr) {
+            int64_t j;
+            for (k4 = 0; k4 < K / 4; k4++) memset(dst + k4 * 64, 0, 4);
+            for (j = 0; j < nsub; j++) { s[j * 32 + r] = 0; o[j * 32 + r] = 0; }
+            continue;
+        }
+        bl__unpack_row(type, w + (size_t)r * row_bytes, K, rowbuf, s + r, o + r, 32);
+        for (k4 = 0; k4 < K / 4; k4++) memcpy(dst + k4 * 64, rowbuf + 4 * k4, 4);
+    }
+}
+
+/* y[t*ldy + r] for the tile's rows r < nr and tokens t < nt (activation
+   rows at act + t*astride). */
+static void bl__tile_gemm_ref(int type, const uint8_t *tile, int64_t K, const uint8_t *act, size_t astride, int nt, float *y, size_t ldy, int nr) {
+    int S = bl__tile_sub(type), r, t, l;
+    int64_t nsub = K / S, j;
+    const float *s = (const float *)(const void *)(tile + (size_t)K * 32), *o = s + nsub * 32;
+    for (t = 0; t < nt; t++) {
+        bl__q8a a = bl__q8a_at(act + (size_t)t * astride, K);
+        const float *sd = S == 32 ? a.s32 : a.s16;
+        for (r = 0; r < nr; r++) {
+            const uint8_t *u = tile + (size_t)(r / 16) * (size_t)K * 16 + (size_t)(r % 16) * 4;
+            float acc = 0;
+            for (j = 0; j < nsub; j++) {
+                int is = 0;
+                for (l = 0; l < S; l++) {
+                    int64_t k = j * S + l;
+                    is += u[(k / 4) * 64 + k % 4] * a.q[k];
+                }
+                acc += s[j * 32 + r] * (a.d[j * S / 32] * (float)is) - o[j * 32 + r] * sd[j];
+            }
+            y[(size_t)t * ldy + r] = acc;
+        }
+    }
+}
+
+/* ---- other reference kernels --------------------------------------------- */
+
+static void bl__axpy_ref(float *y, float a, const float *x, int64_t n) {
+    int64_t i;
+    for (i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static void bl__softmax_ref(float *x, int n) {
+    float mx = x[0], sum = 0;
+    int i;
+    for (i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
+    for (i = 0; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
+    for (i = 0; i < n; i++) x[i] /= sum;
+}
+
+/* g[i] = silu(g[i]) * u[i] */
+static void bl__swiglu_ref(float *g, const float *u, int64_t n) {
+    int64_t i;
+    for (i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* ---- x86 SIMD variants ----------------------------------------------------
+   Compiled with per-function target attributes, so the header needs no
+   -march flag and one binary runs on any x86-64; bl__kern_select picks the
+   level once per context from cpuid (and BL_SIMD=scalar|avx2|avx512 may ask
+   for a lower one). */
+#if !defined(BL_NO_SIMD) && (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define BL__X86 1
+#if defined(__GNUC__) && !defined(__clang__)
+/* GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), which g++
+   -Wall reports as maybe-uninitialized at every use. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#define BL__DIAG_PUSHED 1
+#endif
+#include <immintrin.h>
+#include <cpuid.h>
+#define BL__AVX2 __attribute__((target("avx2,fma,f16c")))
+#define BL__AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define BL__AVX512BF __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16")))
+#define BL__INLINE static inline __attribute__((always_inline))
+
+static int32_t bl__ld32(const void *p) { int32_t v; memcpy(&v, p, 4); return v; }
+
+/* -- AVX2 -- */
+
+BL__AVX2 static float bl__hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+BL__AVX2 static int bl__hsum256i(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+BL__AVX2 static __m256i bl__u8dot256(__m256i u, __m256i q) { /* 8 int32 sums of 4 u8*s8 products */
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, q), _mm256_set1_epi16(1));
+}
+
+BL__AVX2 static void bl__q8a_avx2(const float *x, int64_t K, uint8_t *out) {
+    int8_t *q = (int8_t *)out;
+    float *d = (float *)(void *)(out + K), *s32 = d + K / 32, *s16 = s32 + K / 32;
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    int64_t b;
+    for (b = 0; b < K / 32; b++) {
+        const float *xb = x + 32 * b;
+        __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8), v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+        __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, absm), _mm256_and_ps(v1, absm)),
+                                  _mm256_max_ps(_mm256_and_ps(v2, absm), _mm256_and_ps(v3, absm)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        float amax, id;
+        __m256 vid;
+        __m256i i0, i1, i2, i3, p;
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        amax = _mm_cvtss_f32(m4);
+        id = amax > 0 ? 127.0f / amax : 0.0f;
+        d[b] = amax / 127.0f;
+        vid = _mm256_set1_ps(id);
+        i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, vid));
+        i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, vid));
+        i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, vid));
+        i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, vid));
+        {
+            int sa = bl__hsum256i(_mm256_add_epi32(i0, i1)), sb = bl__hsum256i(_mm256_add_epi32(i2, i3));
+            s16[2 * b] = d[b] * (float)sa;
+            s16[2 * b + 1] = d[b] * (float)sb;
+            s32[b] = d[b] * (float)(sa + sb);
+        }
+        p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        _mm256_storeu_si256((__m256i *)(void *)(q + 32 * b), _mm256_permutevar8x32_epi32(p, perm));
+    }
+}
+
+BL__AVX2 static float bl__vdot_q4_0_avx2(const uint8_t *w, bl__q8a a, int64_t K) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(15);
+    float cor = 0;
+    int64_t b;
+    for (b = 0; b < K / 32; b++) {
+        const uint8_t *x = w + b * 18;
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(x + 2));
+        __m256i u = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), m4);
+        __m256i s = bl__u8dot256(u, _mm256_loadu_si256((const __m256i *)(const void *)(a.q + 32 * b)));
+        float dw = _cvtsh_ss((unsigned short)(x[0] | (x[1] << 8)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * a.d[b]), acc);
+        cor += dw * a.s32[b];
+    }
+    return bl__hsum256(acc) - 8.0f * cor;
+}
+
+BL__AVX2 static float bl__vdot_q8_0_avx2(const uint8_t *w, bl__q8a a, int64_t K) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t b;
+    for (b = 0; b < K / 32; b++) {
+        const uint8_t *x = w + b * 34;
+        __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(x + 2));
+        __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(a.q + 32 * b));
+        __m256i s = bl__u8dot256(_mm256_abs_epi8(v), _mm256_sign_epi8(q, v));
+        float dw = _cvtsh_ss((unsigned short)(x[0] | (x[1] << 8)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * a.d[b]), acc);
+    }
+    return bl__hsum256(acc);
+}
+
+BL__AVX2 static float bl__vdot_q4_k_avx2(const uint8_t *w, bl__q8a a, int64_t K) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(15);
+    float cor = 0;
+    int64_t b;
+    int j;
+    for (b = 0; b < K / 256; b++) {
+        const bl__block_q4_k *x = (const bl__block_q4_k *)(const void *)(w + b * 144);
+        float d = _cvtsh_ss(x->d), dmin = _cvtsh_ss(x->dmin);
+        for (j = 0; j < 8; j += 2) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(x->qs + 16 * j));
+            const int8_t *q = a.q + 256 * b + 32 * j;
+            int sc0, mn0, sc1, mn1;
+            __m256i s0 = bl__u8dot256(_mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(const void *)q));
+            __m256i s1 = bl__u8dot256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), _mm256_loadu_si256((const __m256i *)(const void *)(q + 32)));
+            bl__k4_scale_min(j, x->scales, &sc0, &mn0);
+            bl__k4_scale_min(j + 1, x->scales, &sc1, &mn1);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d * (float)sc0 * a.d[8 * b + j]), acc);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(d * (float)sc1 * a.d[8 * b + j + 1]), acc);
+            cor += dmin * ((float)mn0 * a.s32[8 * b + j] + (float)mn1 * a.s32[8 * b + j + 1]);
+        }
+    }
+    return bl__hsum256(acc) - cor;
+}
+
+BL__AVX2 static float bl__vdot_q6_k_avx2(const uint8_t *w, bl__q8a a, int64_t K) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+    float cor = 0;
+    int64_t b;
+    int h, k, g;
+    for (b = 0; b < K / 256; b++) {
+        const bl__block_q6_k *x = (const bl__block_q6_k *)(const void *)(w + b * 210);
+        float d = _cvtsh_ss(x->d), sg[16];
+        for (g = 0; g < 16; g++) {
+            float ds = d * (float)x->scales[g];
+            sg[g] = ds * a.d[8 * b + g / 2];
+            cor += ds * a.s16[16 * b + g];
+        }
+        for (h = 0; h < 2; h++) {
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(x->qh + 32 * h));
+            for (k = 0; k < 4; k++) {
+                __m256i ql = _mm256_loadu_si256((const __m256i *)(const void *)(x->ql + 64 * h + 32 * (k & 1)));
+                __m256i lo = k < 2 ? _mm256_and_si256(ql, m4) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4);
+                __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), m3), 4);
+                __m256i s = bl__u8dot256(_mm256_or_si256(lo, hi), _mm256_loadu_si256((const __m256i *)(const void *)(a.q + 256 * b + 128 * h + 32 * k)));
+                int g0 = 8 * h + 2 * k;
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set_m128(_mm_set1_ps(sg[g0 + 1]), _mm_set1_ps(sg[g0])), acc);
+            }
+        }
+    }
+    return bl__hsum256(acc) - 32.0f * cor;
+}
+
+/* 8 weights of row p from element i, as floats. */
+BL__AVX2 static __m256 bl__ld8_avx2(int type, const uint8_t *p, int64_t i) {
+    if (type == BL_TYPE_F32) return _mm256_loadu_ps((const float *)(const void *)p + i);
+    if (type == BL_TYPE_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p + 2 * i)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p + 2 * i))), 16));
+}
+
+BL__AVX2 static void bl__gemm_f_avx2(int type, const uint8_t *w, size_t row_bytes, int nr, const uint8_t *x, size_t xstride, int nt,
+                                     int64_t K, float *y, size_t ldy) {
+    int xtype = type == BL_TYPE_BF16 ? BL_TYPE_BF16 : BL_TYPE_F32;
+    int t, r;
+    for (t = 0; t < nt; t += 2) {
+        const uint8_t *x0 = x + (size_t)t * xstride, *x1 = t + 1 < nt ? x0 + xstride : x0;
+        const uint8_t *wr[4];
+        __m256 acc[4][2];
+        int64_t i;
+        for (r = 0; r < 4; r++) { wr[r] = w + (size_t)(r < nr ? r : 0) * row_bytes; acc[r][0] = acc[r][1] = _mm256_setzero_ps(); }
+        for (i = 0; i + 8 <= K; i += 8) {
+            __m256 a0 = bl__ld8_avx2(xtype, x0, i), a1 = bl__ld8_avx2(xtype, x1, i);
+            for (r = 0; r < 4; r++) {
+                __m256 wv = bl__ld8_avx2(type, wr[r], i);
+                acc[r][0] = _mm256_fmadd_ps(wv, a0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(wv, a1, acc[r][1]);
+            }
+        }
+        for (r = 0; r < nr; r++) {
+            float s0 = bl__hsum256(acc[r][0]), s1 = bl__hsum256(acc[r][1]);
+            if (i < K) {
+                float tail[2];
+                bl__gemm_f_ref(type, wr[r] + (size_t)i * (type == BL_TYPE_F32 ? 4 : 2), row_bytes, 1, x0 + (size_t)i * (xtype == BL_TYPE_F32 ? 4 : 2), xstride,
+                               t + 1 < nt ? 2 : 1, K - i, tail, 1);
+                s0 += tail[0];
+                if (t + 1 < nt) s1 += tail[1];
+            }
+            y[(size_t)t * ldy + r] = s0;
+            if (t + 1 < nt) y[(size_t)(t + 1) * ldy + r] = s1;
+        }
+    }
+}
+
+BL__AVX2 static float bl__dot_avx2(const float *a, const float *b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    float r;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    r = bl__hsum256(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
+BL__AVX2 static void bl__axpy_avx2(float *y, float a, const float *x, int64_t n) {
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+/* e^x to about 2 ulp on [-87, 88]: 2^n * p(r), r = x - n ln2, |r| <= ln2/2. */
+BL__AVX2 static __m256 bl__exp256(__m256 x) {
+    __m256 n, r, p;
+    __m256i e;
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+    p = _mm256_set1_ps(1.0f / 5040);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+BL__AVX2 static void bl__softmax_avx2(float *x, int n) {
+    __m256 vm = _mm256_set1_ps(-FLT_MAX), vs = _mm256_setzero_ps();
+    float mx = -FLT_MAX, sum, inv;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
+    {
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        mx = _mm_cvtss_f32(m4);
+    }
+    for (; i < n; i++) if (x[i] > mx) mx = x[i];
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 e = bl__exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(mx)));
+        _mm256_storeu_ps(x + i, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    sum = bl__hsum256(vs);
+    for (; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
+    inv = 1.0f / sum;
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(inv)));
+    for (; i < n; i++) x[i] *= inv;
+}
+
+BL__AVX2 static void bl__swiglu_avx2(float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(g + i);
+        __m256 den = _mm256_add_ps(_mm256_set1_ps(1.0f), bl__exp256(_mm256_sub_ps(_mm256_setzero_ps(), v)));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(v, den), _mm256_loadu_ps(u + i)));
+    }
+    bl__swiglu_ref(g + i, u + i, n - i);
+}
+
+/* -- AVX-512 (F, BW, VL, DQ, VNNI; BF16 where noted) -- */
+static bl__q8a bl__q8a_skip(bl__q8a a, int64_t k) { /* the same row from element k (k % 32 == 0) */
+    a.q += k; a.d += k / 32; a.s32 += k / 32; a.s16 += k / 16;
+    return a;
+}
+
+/* Horizontal sums and maxima (GCC 12's _mm512_reduce_* trip -Wuninitialized in C++). */
+BL__AVX512 static float bl__hsum512(__m512 v) {
+    return bl__hsum256(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_castps512_ps256(_mm512_shuffle_f32x4(v, v, 0xee))));
+}
+BL__AVX512 static float bl__hmax512(__m512 v) {
+    __m256 m8 = _mm256_max_ps(_mm512_castps512_ps256(v), _mm512_castps512_ps256(_mm512_shuffle_f32x4(v, v, 0xee)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    return _mm_cvtss_f32(m4);
+}
+BL__AVX512 static int bl__hsum512i(__m512i v) {
+    return bl__hsum256i(_mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_castsi512_si256(_mm512_shuffle_i64x2(v, v, 0xee))));
+}
+
+BL__AVX512 static void bl__q8a_avx512(const float *x, int64_t K, uint8_t *out) {
+    int8_t *q = (int8_t *)out;
+    float *d = (float *)(void *)(out + K), *s32 = d + K / 32, *s16 = s32 + K / 32;
+    int64_t b;
+    for (b = 0; b < K / 32; b++) {
+        __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
+        float amax = bl__hmax512(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float id = amax > 0 ? 127.0f / amax : 0.0f;
+        __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, _mm512_set1_ps(id)));
+        __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, _mm512_set1_ps(id)));
+        int sa = bl__hsum512i(i0), sb = bl__hsum512i(i1);
+        d[b] = amax / 127.0f;
+        s16[2 * b] = d[b] * (float)sa;
+        s16[2 * b + 1] = d[b] * (float)sb;
+        s32[b] = d[b] * (float)(sa + sb);
+        _mm_storeu_si128((__m128i *)(void *)(q + 32 * b), _mm512_cvtepi32_epi8(i0));
+        _mm_storeu_si128((__m128i *)(void *)(q + 32 * b + 16), _mm512_cvtepi32_epi8(i1));
+    }
+}
+
+BL__AVX512 static void bl__bf16a_avx512(const float *x, int64_t n, uint16_t *o) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i u = _mm512_castps_si512(_mm512_loadu_ps(x + i));
+        __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)));
+        __mmask16 nan = _mm512_cmp_ps_mask(_mm512_castsi512_ps(u), _mm512_castsi512_ps(u), _CMP_UNORD_Q);
+        r = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x400000));
+        _mm256_storeu_si256((__m256i *)(void *)(o + i), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+    }
+    bl__bf16a_ref(x + i, n - i, o + i);
+}
+
+/* Lanes 0-7 take element 2p of v, lanes 8-15 element 2p+1. */
+BL__AVX512 static __m512 bl__pair_bcast(__m512 v, int p) {
+    return _mm512_permutexvar_ps(_mm512_add_epi32(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), _mm512_set1_epi32(2 * p)), v);
+}
+
+/* The f16 scales of 16 blocks of `stride` bytes, as floats. */
+BL__AVX512 static __m512 bl__scales16(const uint8_t *blk, int stride) {
+    __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(stride));
+    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(idx, (const void *)blk, 1)));
+}
+
+BL__AVX512 static float bl__vdot_q4_0_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
+    __m512 acc = _mm512_setzero_ps(), cor = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(15);
+    int64_t nb = K / 32, b = 0;
+    int p;
+    float r;
+    for (; b + 16 <= nb; b += 16) {
+        const uint8_t *blk = w + b * 18;
+        __m512 dw = bl__scales16(blk, 18);
+        __m512 sc = _mm512_mul_ps(dw, _mm512_loadu_ps(a.d + b));
+        cor = _mm512_fmadd_ps(dw, _mm512_loadu_ps(a.s32 + b), cor);
+        for (p = 0; p < 8; p++) {
+            const uint8_t *x0 = blk + 36 * p + 2;
+            __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)x0)),
+                                                _mm_loadu_si128((const __m128i *)(const void *)(x0 + 18)), 1);
+            __m512i z = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), m4);
+            __m512i s;
+            z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+            s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), z, _mm512_loadu_si512((const void *)(a.q + 32 * (b + 2 * p))));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), bl__pair_bcast(sc, p), acc);
+        }
+    }
+    r = bl__hsum512(acc) - 8.0f * bl__hsum512(cor);
+    if (b < nb) r += bl__vdot_q4_0_avx2(w + b * 18, bl__q8a_skip(a, b * 32), (nb - b) * 32);
+    return r;
+}
+
+BL__AVX512 static float bl__vdot_q8_0_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
+    __m512 acc = _mm512_setzero_ps();
+    int64_t nb = K / 32, b = 0;
+    int p;
+    float r;
+    for (; b + 16 <= nb; b += 16) {
+        const uint8_t *blk = w + b * 34;
+        __m512 sc = _mm512_mul_ps(bl__scales16(blk, 34), _mm512_loadu_ps(a.d + b));
+        for (p = 0; p < 8; p++) {
+            const uint8_t *x0 = blk + 68 * p + 2;
+            __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)x0)),
+                                           _mm256_loadu_si256((const __m256i *)(const void *)(x0 + 34)), 1);
+            __m512i q = _mm512_loadu_si512((const void *)(a.q + 32 * (b + 2 * p)));
+            __m512i qs = _mm512_mask_sub_epi8(q, _mm512_movepi8_mask(z), _mm512_setzero_si512(), q);
+            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(z), qs);
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), bl__pair_bcast(sc, p), acc);
+        }
+    }
+    r = bl__hsum512(acc);
+    if (b < nb) r += bl__vdot_q8_0_avx2(w + b * 34, bl__q8a_skip(a, b * 32), (nb - b) * 32);
+    return r;
+}
+
+BL__AVX512 static float bl__vdot_q4_k_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
+    __m512 acc = _mm512_setzero_ps();
+    __m256 cor = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(15);
+    int64_t b;
+    int j, c;
+    for (b = 0; b < K / 256; b++) {
+        const bl__block_q4_k *x = (const bl__block_q4_k *)(const void *)(w + b * 144);
+        int32_t sc[8], mn[8];
+        __m512 s8;
+        for (j = 0; j < 8; j++) bl__k4_scale_min(j, x->scales, &sc[j], &mn[j]);
+        s8 = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(void *)sc)), _mm256_set1_ps(_cvtsh_ss(x->d))),
+                                                  _mm256_loadu_ps(a.d + 8 * b)));
+        cor = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(void *)mn)), _mm256_set1_ps(_cvtsh_ss(x->dmin))),
+                              _mm256_loadu_ps(a.s32 + 8 * b), cor);
+        for (c = 0; c < 4; c++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(x->qs + 32 * c));
+            __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m4)), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1);
+            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), z, _mm512_loadu_si512((const void *)(a.q + 256 * b + 64 * c)));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), bl__pair_bcast(s8, c), acc);
+        }
+    }
+    return bl__hsum512(acc) - bl__hsum256(cor);
+}
+
+BL__AVX512 static float bl__vdot_q6_k_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
+    __m512 acc = _mm512_setzero_ps(), cor = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(3);
+    const __m512i half = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i quad = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    int64_t b;
+    int h;
+    for (b = 0; b < K / 256; b++) {
+        const bl__block_q6_k *x = (const bl__block_q6_k *)(const void *)(w + b * 210);
+        __m512 ds = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)x->scales))), _mm512_set1_ps(_cvtsh_ss(x->d)));
+        __m512 sg = _mm512_mul_ps(ds, _mm512_permutexvar_ps(half, _mm512_castps256_ps512(_mm256_loadu_ps(a.d + 8 * b))));
+        cor = _mm512_fmadd_ps(ds, _mm512_loadu_ps(a.s16 + 16 * b), cor);
+        for (h = 0; h < 2; h++) {
+            __m512i l = _mm512_loadu_si512((const void *)(x->ql + 64 * h));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(x->qh + 32 * h));
+            __m512i qz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+            __m512i u01 = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(_mm512_and_si512(qz, m3), 4));
+            __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qz, 4), m3), 4));
+            const int8_t *q = a.q + 256 * b + 128 * h;
+            __m512i s01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, _mm512_loadu_si512((const void *)q));
+            __m512i s23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u23, _mm512_loadu_si512((const void *)(q + 64)));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s01), _mm512_permutexvar_ps(_mm512_add_epi32(quad, _mm512_set1_epi32(8 * h)), sg), acc);
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s23), _mm512_permutexvar_ps(_mm512_add_epi32(quad, _mm512_set1_epi32(8 * h + 4)), sg), acc);
+        }
+    }
+    return bl__hsum512(acc) - 32.0f * bl__hsum512(cor);
+}
+
+/* F32 and F16 weights: 4 rows x 4 tokens, 16 lanes along k, masked tail. */
+BL__AVX512 static void bl__gemm_f_avx512(int type, const uint8_t *w, size_t row_bytes, int nr, const uint8_t *x, size_t xstride, int nt,
+                                         int64_t K, float *y, size_t ldy) {
+    const uint8_t *wr[4], *xt[4];
+    __m512 acc[4][4];
+    int64_t i;
+    int r, t;
+    if (type == BL_TYPE_BF16) { bl__gemm_f_avx2(type, w, row_bytes, nr, x, xstride, nt, K, y, ldy); return; }
+    for (r = 0; r < 4; r++) wr[r] = w + (size_t)(r < nr ? r : 0) * row_bytes;
+    for (t = 0; t < 4; t++) xt[t] = x + (size_t)(t < nt ? t : 0) * xstride;
+    for (r = 0; r < 4; r++) for (t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_ps();
+    for (i = 0; i < K; i += 16) {
+        __mmask16 m = K - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - i)) - 1);
+        __m512 wv[4], xv[4];
+        for (t = 0; t < 4; t++) xv[t] = _mm512_maskz_loadu_ps(m, (const float *)(const void *)xt[t] + i);
+        for (r = 0; r < 4; r++)
+            wv[r] = type == BL_TYPE_F32 ? _mm512_maskz_loadu_ps(m, (const float *)(const void *)wr[r] + i)
+                                        : _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const void *)(wr[r] + 2 * i)));
+        for (r = 0; r < 4; r++) for (t = 0; t < 4; t++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv[t], acc[r][t]);
+    }
+    for (r = 0; r < nr; r++) for (t = 0; t < nt; t++) y[(size_t)t * ldy + r] = bl__hsum512(acc[r][t]);
+}
+
+/* BF16 weights and BF16 activations: vdpbf16ps, 32 per step. */
+BL__AVX512BF static void bl__gemm_bf16_avx512(int type, const uint8_t *w, size_t row_bytes, int nr, const uint8_t *x, size_t xstride, int nt,
+                                              int64_t K, float *y, size_t ldy) {
+    const uint8_t *wr[4], *xt[4];
+    __m512 acc[4][4];
+    int64_t i;
+    int r, t;
+    (void)type;
+    for (r = 0; r < 4; r++) wr[r] = w + (size_t)(r < nr ? r : 0) * row_bytes;
+    for (t = 0; t < 4; t++) xt[t] = x + (size_t)(t < nt ? t : 0) * xstride;
+    for (r = 0; r < 4; r++) for (t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_ps();
+    for (i = 0; i < K; i += 32) {
+        __mmask32 m = K - i >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - i)) - 1);
+        __m512i wv[4], xv[4];
+        for (t = 0; t < 4; t++) xv[t] = _mm512_maskz_loadu_epi16(m, (const void *)(xt[t] + 2 * i));
+        for (r = 0; r < 4; r++) wv[r] = _mm512_maskz_loadu_epi16(m, (const void *)(wr[r] + 2 * i));
+        for (r = 0; r < 4; r++)
+            for (t = 0; t < 4; t++) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], (__m512bh)wv[r], (__m512bh)xv[t]);
+    }
+    for (r = 0; r < nr; r++) for (t = 0; t < nt; t++) y[(size_t)t * ldy + r] = bl__hsum512(acc[r][t]);
+}
+
+/* Tiles: 32 rows x 4 tokens per pass; S weights per sub-block. */
+BL__INLINE BL__AVX512 void bl__tile_pass_avx512(const uint8_t *tile, int64_t K, int S, const uint8_t *act, size_t astride, int nt, int t0,
+                                               float *y, size_t ldy, int nr) {
+    int64_t nsub = K / S, j;
+    const float *sv = (const float *)(const void *)(tile + (size_t)K * 32), *ov = sv + nsub * 32;
+    const uint8_t *u1 = tile + (size_t)K * 16;
+    bl__q8a a[4];
+    const float *sd[4];
+    __m512 f0[4], f1[4];
+    __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : nr <= 16 ? (__mmask16)0 : (__mmask16)((1u << (nr - 16)) - 1);
+    int t, k4;
+    for (t = 0; t < 4; t++) {
+        a[t] = bl__q8a_at(act + (size_t)(t0 + t < nt ? t0 + t : nt - 1) * astride, K);
+        sd[t] = S == 32 ? a[t].s32 : a[t].s16;
+        f0[t] = f1[t] = _mm512_setzero_ps();
+    }
+    for (j = 0; j < nsub; j++) {
+        __m512i i0[4], i1[4];
+        __m512 s0 = _mm512_loadu_ps(sv + 32 * j), s1 = _mm512_loadu_ps(sv + 32 * j + 16);
+        __m512 o0 = _mm512_loadu_ps(ov + 32 * j), o1 = _mm512_loadu_ps(ov + 32 * j + 16);
+        for (t = 0; t < 4; t++) i0[t] = i1[t] = _mm512_setzero_si512();
+        for (k4 = 0; k4 < S / 4; k4++) {
+            size_t off = ((size_t)j * (size_t)(S / 4) + (size_t)k4) * 64;
+            __m512i w0 = _mm512_loadu_si512((const void *)(tile + off)), w1 = _mm512_loadu_si512((const void *)(u1 + off));
+            for (t = 0; t < 4; t++) {
+                __m512i av = _mm512_set1_epi32(bl__ld32(a[t].q + j * S + 4 * k4));
+                i0[t] = _mm512_dpbusd_epi32(i0[t], w0, av);
+                i1[t] = _mm512_dpbusd_epi32(i1[t], w1, av);
+            }
+        }
+        for (t = 0; t < 4; t++) {
+            __m512 da = _mm512_set1_ps(a[t].d[j * S / 32]), sdt = _mm512_set1_ps(sd[t][j]);
+            f0[t] = _mm512_fnmadd_ps(o0, sdt, _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0[t]), _mm512_mul_ps(s0, da), f0[t]));
+            f1[t] = _mm512_fnmadd_ps(o1, sdt, _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1[t]), _mm512_mul_ps(s1, da), f1[t]));
+        }
+    }
+    for (t = 0; t < 4 && t0 + t < nt; t++) {
+        _mm512_mask_storeu_ps(y + (size_t)(t0 + t) * ldy, m0, f0[t]);
+        if (m1) _mm512_mask_storeu_ps(y + (size_t)(t0 + t) * ldy + 16, m1, f1[t]);
+    }
+}
+
+BL__AVX512 static void bl__tile_gemm_avx512(int type, const uint8_t *tile, int64_t K, const uint8_t *act, size_t astride, int nt, float *y, size_t ldy, int nr) {
+    int t0;
+    for (t0 = 0; t0 < nt; t0 += 4) {
+        if (bl__tile_sub(type) == 32) bl__tile_pass_avx512(tile, K, 32, act, astride, nt, t0, y, ldy, nr);
+        else bl__tile_pass_avx512(tile, K, 16, act, astride, nt, t0, y, ldy, nr);
+    }
+}
+
+BL__AVX512 static float bl__dot_avx512(const float *a, const float *b, int64_t n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+    }
+    return bl__hsum512(_mm512_add_ps(s0, s1));
+}
+
+BL__AVX512 static void bl__axpy_avx512(float *y, float a, const float *x, int64_t n) {
+    __m512 va = _mm512_set1_ps(a);
+    int64_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+BL__AVX512 static __m512 bl__exp512(__m512 x) {
+    __m512 n, r, p;
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+BL__AVX512 static void bl__softmax_avx512(float *x, int n) {
+    __m512 vm = _mm512_set1_ps(-FLT_MAX), vs = _mm512_setzero_ps(), inv;
+    float mx;
+    int i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        vm = _mm512_mask_max_ps(vm, m, vm, _mm512_maskz_loadu_ps(m, x + i));
+    }
+    mx = bl__hmax512(vm);
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = _mm512_maskz_mov_ps(m, bl__exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_set1_ps(mx))));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        vs = _mm512_add_ps(vs, e);
+    }
+    inv = _mm512_set1_ps(1.0f / bl__hsum512(vs));
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
+    }
+}
+
+BL__AVX512 static void bl__swiglu_avx512(float *g, const float *u, int64_t n) {
+    int64_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, g + i);
+        __m512 den = _mm512_add_ps(_mm512_set1_ps(1.0f), bl__exp512(_mm512_sub_ps(_mm512_setzero_ps(), v)));
+        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(_mm512_div_ps(v, den), _mm512_maskz_loadu_ps(m, u + i)));
+    }
+}
+
+static void bl__cpuid(unsigned leaf, unsigned sub, unsigned r[4]) {
+    __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
+}
+#ifdef BL__DIAG_PUSHED
+#pragma GCC diagnostic pop
+#endif
+#endif /* BL__X86 */
+
+/* ---- the kernel table -----------------------------------------------------
+   One table per context, filled once at creation for the best level the CPU
+   supports (or a lower one named by BL_SIMD); the forward pass only ever
+   calls through it. */
+
+typedef float (*bl__vdot_fn)(const uint8_t *w, bl__q8a a, int64_t K);
+typedef void (*bl__gemm_fn)(int type, const uint8_t *w, size_t row_bytes, int nr, const uint8_t *x, size_t xstride, int nt,
+                            int64_t K, float *y, size_t ldy);
+typedef void (*bl__tile_fn)(int type, const uint8_t *tile, int64_t K, const uint8_t *act, size_t astride, int nt, float *y, size_t ldy, int nr);
+
+typedef struct bl__kern {
+    const char *name;      /* "scalar", "avx2", "avx512" */
+    int level;             /* BL__SIMD_* */
+    void (*q8a)(const float *x, int64_t K, uint8_t *out);
+    void (*bf16a)(const float *x, int64_t n, uint16_t *out);
+    bl__vdot_fn vdot[4];   /* Q4_0, Q8_0, Q4_K, Q6_K: one row by one token */
+    bl__gemm_fn gemm_f;    /* F32, F16 weights: up to 4 rows by 4 tokens */
+    bl__gemm_fn gemm_bf16; /* BF16 weights, BF16 activations */
+    bl__tile_fn tile_gemm; /* quantized tiles by a batch of tokens */
+    int tile_min;          /* batches at least this long use tile_gemm, shorter ones vdot */
+    float (*dot)(const float *a, const float *b, int64_t n);
+    void (*axpy)(float *y, float a, const float *x, int64_t n);
+    void (*softmax)(float *x, int n);
+    void (*swiglu)(float *g, const float *u, int64_t n);
+} bl__kern;
+
+enum { BL__SIMD_SCALAR = 0, BL__SIMD_AVX2 = 1, BL__SIMD_AVX512 = 2 };
+enum { BL__CPU_AVX2 = 1, BL__CPU_AVX512 = 2, BL__CPU_AVX512BF16 = 4 };
+
+static int bl__qslot(int type) {
+    return type == BL_TYPE_Q4_0 ? 0 : type == BL_TYPE_Q8_0 ? 1 : type == BL_TYPE_Q4_K ? 2 : 3;
+}
+
+/* What this CPU and OS can run (BL__CPU_* bits). */
+static int bl__cpu_features(void) {
+    int f = 0;
+#ifdef BL__X86
+    unsigned r[4], r7[4], r71[4], lo, hi, max;
+    bl__cpuid(0, 0, r);
+    max = r[0];
+    if (max < 7) return 0;
+    bl__cpuid(1, 0, r);
+    if (!(r[2] & (1u << 27))) return 0; /* OSXSAVE */
+    __asm__ __volatile__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    (void)hi;
+    bl__cpuid(7, 0, r7);
+    bl__cpuid(7, 1, r71);
+    if ((lo & 6) == 6 && (r[2] & (1u << 12)) && (r[2] & (1u << 28)) && (r[2] & (1u << 29)) && (r7[1] & (1u << 5))) f |= BL__CPU_AVX2;
+    if ((f & BL__CPU_AVX2) && (lo & 0xe6) == 0xe6 && (r7[1] & (1u << 16)) && (r7[1] & (1u << 17)) && (r7[1] & (1u << 30)) &&
+        (r7[1] & (1u << 31)) && (r7[2] & (1u << 11))) {
+        f |= BL__CPU_AVX512;
+        if (r71[0] & (1u << 5)) f |= BL__CPU_AVX512BF16;
+    }
+#endif
+    return f;
+}
+
+/* Fill k for `level`, lowered to what the CPU supports; returns the level. */
+static int bl__kern_init(bl__kern *k, int level) {
+    int f = bl__cpu_features();
+    if (level >= BL__SIMD_AVX512 && !(f & BL__CPU_AVX512)) level = BL__SIMD_AVX2;
+    if (level >= BL__SIMD_AVX2 && !(f & BL__CPU_AVX2)) level = BL__SIMD_SCALAR;
+    memset(k, 0, sizeof *k);
+    k->name = "scalar";
+    k->level = BL__SIMD_SCALAR;
+    k->q8a = bl__q8a_ref;
+    k->bf16a = bl__bf16a_ref;
+    k->vdot[0] = bl__vdot_q4_0_ref;
+    k->vdot[1] = bl__vdot_q8_0_ref;
+    k->vdot[2] = bl__vdot_q4_k_ref;
+    k->vdot[3] = bl__vdot_q6_k_ref;
+    k->gemm_f = bl__gemm_f_ref;
+    k->gemm_bf16 = bl__gemm_f_ref;
+    k->tile_gemm = bl__tile_gemm_ref;
+    k->tile_min = INT_MAX; /* the plain C tile kernel is for testing: vdot is faster */
+    k->dot = bl__dot_f32;
+    k->axpy = bl__axpy_ref;
+    k->softmax = bl__softmax_ref;
+    k->swiglu = bl__swiglu_ref;
+#ifdef BL__X86
+    if (level >= BL__SIMD_AVX2) {
+        k->name = "avx2";
+        k->level = BL__SIMD_AVX2;
+        k->q8a = bl__q8a_avx2;
+        k->vdot[0] = bl__vdot_q4_0_avx2;
+        k->vdot[1] = bl__vdot_q8_0_avx2;
+        k->vdot[2] = bl__vdot_q4_k_avx2;
+        k->vdot[3] = bl__vdot_q6_k_avx2;
+        k->gemm_f = bl__gemm_f_avx2;
+        k->gemm_bf16 = bl__gemm_f_avx2;
+        k->dot = bl__dot_avx2;
+        k->axpy = bl__axpy_avx2;
+        k->softmax = bl__softmax_avx2;
+        k->swiglu = bl__swiglu_avx2;
+    }
+    if (level >= BL__SIMD_AVX512) {
+        k->name = "avx512";
+        k->level = BL__SIMD_AVX512;
+        k->q8a = bl__q8a_avx512;
+        k->bf16a = bl__bf16a_avx512;
+        k->vdot[0] = bl__vdot_q4_0_avx512;
+        k->vdot[1] = bl__vdot_q8_0_avx512;
+        k->vdot[2] = bl__vdot_q4_k_avx512;
+        k->vdot[3] = bl__vdot_q6_k_avx512;
+        k->gemm_f = bl__gemm_f_avx512;
+        if (f & BL__CPU_AVX512BF16) k->gemm_bf16 = bl__gemm_bf16_avx512;
+        k->tile_gemm = bl__tile_gemm_avx512;
+        k->tile_min = 4;
+        k->dot = bl__dot_avx512;
+        k->axpy = bl__axpy_avx512;
+        k->softmax = bl__softmax_avx512;
+        k->swiglu = bl__swiglu_avx512;
+    }
+#else
+    (void)f;
+#endif
+    return k->level;
+}
+
+/* The best level, or the lower one BL_SIMD names (scalar, avx2, avx512). */
+static int bl__kern_select(bl__kern *k) {
+    const char *e = getenv("BL_SIMD");
+    int level = BL__SIMD_AVX512;
+    if (e && strcmp(e, "scalar") == 0) level = BL__SIMD_SCALAR;
+    else if (e && strcmp(e, "avx2") == 0) level = BL__SIMD_AVX2;
+    return bl__kern_init(k, level);
+}
+
 static void bl__rmsnorm(float *o, const float *x, const float *w, int64_t n, float eps) {
-    double ss = 0;
+    double s[4] = {0, 0, 0, 0};
     int64_t i;
     float sc;
-    for (i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    sc = (float)(1.0 / sqrt(ss / (double)n + eps));
+    for (i = 0; i + 4 <= n; i += 4) {
+        s[0] += (double)x[i] * x[i];
+        s[1] += (double)x[i + 1] * x[i + 1];
+        s[2] += (double)x[i + 2] * x[i + 2];
+        s[3] += (double)x[i + 3] * x[i + 3];
+    }
+    for (; i < n; i++) s[0] += (double)x[i] * x[i];
+    sc = (float)(1.0 / sqrt(((s[0] + s[1]) + (s[2] + s[3])) / (double)n + eps));
     for (i = 0; i < n; i++) o[i] = x[i] * sc * w[i];
 }
 
@@ -2445,18 +3496,14 @@ static void bl__rope(float *v, const float *cs, const float *sn, int head_dim, i
     }
 }
 
-static void bl__softmax(float *x, int n) {
-    float mx = x[0], sum = 0;
-    int i;
-    for (i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
-    for (i = 0; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
-    for (i = 0; i < n; i++) x[i] /= sum;
-}
-
 /* >>ctx  CONTEXT AND FORWARD PASS ------------------------------------------
    One arena per context, sized at creation for n_batch tokens, holds every
    activation; the KV cache (F32) sits beside it. Prompts are processed a
-   batch at a time so each weight row is read once per batch. */
+   batch at a time so each weight row is read once per batch.
+   One OpenMP team runs a whole forward step: every thread walks the same
+   code, the matrices are split by rows between them (worksharing loops,
+   each ending in a barrier), so no team is started per matrix. Models too
+   small to share run on one thread. */
 
 struct bl_ctx {
     char err[BL__ERRLEN];
@@ -2475,7 +3522,11 @@ struct bl_ctx {
     float *g, *u;         /* (n_batch, n_ff) */
     float *rope_cs;       /* (n_batch, head_dim): cos then sin per token */
     float *scores;        /* (n_threads, n_ctx) */
-    float *rowbuf;        /* (n_threads, max cols) */
+    uint8_t *act;         /* (n_batch, act stride of max cols): quantized or bf16 activations */
+    uint8_t *tiles;       /* (n_threads, tile_cap): unpacked weight tiles */
+    size_t tile_cap;
+    void *act_mem, *tiles_mem; /* the allocations behind act and tiles (64-byte aligned) */
+    bl__kern kern;        /* kernels for this CPU, chosen once at creation */
     float *logits;        /* (logits_cap, n_vocab) */
     int logits_cap, logits_rows;
     int logits_first;     /* the position of row 0 relative to the last decode call */
@@ -2514,13 +3565,22 @@ bl_result bl_ctx_create(bl_ctx **out, const bl_model *m, const bl_ctx_desc *desc
     if (qd > maxc) maxc = qd;
     c->k_cache = (float *)bl__alloc((size_t)hp->n_layer * (size_t)c->n_ctx * kvd * sizeof(float));
     c->v_cache = (float *)bl__alloc((size_t)hp->n_layer * (size_t)c->n_ctx * kvd * sizeof(float));
-    total = nb * (2 * dim + 2 * qd + 2 * kvd + 2 * ff + (size_t)hp->head_dim) + (size_t)c->n_threads * ((size_t)c->n_ctx + maxc);
+    total = nb * (2 * dim + 2 * qd + 2 * kvd + 2 * ff + (size_t)hp->head_dim) + (size_t)c->n_threads * (size_t)c->n_ctx;
+    bl__kern_select(&c->kern);
+    {
+        size_t as = bl__q8a_stride((int64_t)maxc) > bl__bf16a_stride((int64_t)maxc) ? bl__q8a_stride((int64_t)maxc) : bl__bf16a_stride((int64_t)maxc);
+        c->tile_cap = (bl__tile_bytes((int64_t)maxc) + maxc + 63) & ~(size_t)63;
+        c->act_mem = bl__alloc(nb * as + 64);
+        c->tiles_mem = bl__alloc((size_t)c->n_threads * c->tile_cap + 64);
+        if (c->act_mem) c->act = (uint8_t *)c->act_mem + (64 - ((uintptr_t)c->act_mem & 63));
+        if (c->tiles_mem) c->tiles = (uint8_t *)c->tiles_mem + (64 - ((uintptr_t)c->tiles_mem & 63));
+    }
     c->arena = (float *)bl__alloc(total * sizeof(float));
     c->tokens = (int32_t *)bl__alloc((size_t)c->n_ctx * sizeof(int32_t));
     c->samp_scratch = bl__alloc((size_t)hp->n_vocab * 8);
     c->logits_cap = 1;
     c->logits = (float *)bl__alloc((size_t)hp->n_vocab * sizeof(float));
-    if (!c->k_cache || !c->v_cache || !c->arena || !c->tokens || !c->samp_scratch || !c->logits)
+    if (!c->k_cache || !c->v_cache || !c->arena || !c->tokens || !c->samp_scratch || !c->logits || !c->act || !c->tiles)
         return bl__fmt(c->err, BL_ERR_NOMEM, "out of memory for a context of %d tokens", c->n_ctx);
     {
         float *p = c->arena;
@@ -2533,8 +3593,7 @@ bl_result bl_ctx_create(bl_ctx **out, const bl_model *m, const bl_ctx_desc *desc
         c->g = p; p += nb * ff;
         c->u = p; p += nb * ff;
         c->rope_cs = p; p += nb * (size_t)hp->head_dim;
-        c->scores = p; p += (size_t)c->n_threads * (size_t)c->n_ctx;
-        c->rowbuf = p;
+        c->scores = p;
     }
     c->rng = c->seed;
     return BL_OK;
@@ -2548,6 +3607,8 @@ void bl_ctx_destroy(bl_ctx *c) {
     BL_FREE(c->tokens);
     BL_FREE(c->samp_scratch);
     BL_FREE(c->logits);
+    BL_FREE(c->act_mem);
+    BL_FREE(c->tiles_mem);
     BL_FREE(c);
 }
 
@@ -2557,7 +3618,7 @@ int bl_ctx_n_ctx(const bl_ctx *c) { return c->n_ctx; }
 const int32_t *bl_ctx_tokens(const bl_ctx *c) { return c->tokens; }
 void bl_ctx_set_seed(bl_ctx *c, uint64_t seed) { c->seed = seed ? seed : 0x5eed; c->rng = c->seed; }
 void bl_ctx_set_threads(bl_ctx *c, int n) {
-    /* the scratch holds one row buffer per thread allocated at creation */
+    /* the scratch holds per-thread buffers allocated at creation */
     int cap = c->n_threads;
     c->n_threads = n > 0 && n <= cap ? n : cap;
 }
@@ -2576,16 +3637,65 @@ void bl_ctx_reset(bl_ctx *c) {
     c->rng = c->seed;
 }
 
-/* One forward step over nb tokens at positions c->pos.. ; writes logits of
-   the last `n_out` tokens of the batch to out (rows of n_vocab). */
-static void bl__forward(bl_ctx *c, const int32_t *toks, int nb, float *out, int n_out) {
+/* y[b][r] = sum_c W[r][c] * x[b][c] for b < nb. Called by every thread of
+   the team. With prep = 0 the activations converted by the previous call
+   (same x, same activation kind) are reused. */
+static void bl__matmul(bl_ctx *c, const bl__weight *W, const float *x, int nb, float *y, int64_t ldy, int prep) {
+    const bl__kern *k = &c->kern;
+    const int kind = bl__act_kind(W->type);
+    const int64_t K = W->cols, R = W->rows;
+    const size_t rb = W->row_bytes;
+    const size_t as = kind == BL__ACT_Q8 ? bl__q8a_stride(K) : kind == BL__ACT_BF16 ? bl__bf16a_stride(K) : (size_t)K * 4;
+    const uint8_t *act = kind == BL__ACT_F32 ? (const uint8_t *)x : c->act;
+    int b;
+    if (prep && kind != BL__ACT_F32) {
+        BL__OMP(omp for schedule(static))
+        for (b = 0; b < nb; b++) {
+            if (kind == BL__ACT_Q8) k->q8a(x + (size_t)b * (size_t)K, K, c->act + (size_t)b * as);
+            else k->bf16a(x + (size_t)b * (size_t)K, K, (uint16_t *)(void *)(c->act + (size_t)b * as));
+        }
+    }
+    if (kind == BL__ACT_Q8 && nb >= k->tile_min) {
+        int64_t n_tiles = (R + 31) / 32, ti;
+        uint8_t *tile = c->tiles + (size_t)BL__THREAD_ID() * c->tile_cap;
+        BL__OMP(omp for schedule(static))
+        for (ti = 0; ti < n_tiles; ti++) {
+            int nr = R - 32 * ti < 32 ? (int)(R - 32 * ti) : 32;
+            bl__tile_pack(W->type, W->data + (size_t)(32 * ti) * rb, rb, nr, K, tile, tile + bl__tile_bytes(K));
+            k->tile_gemm(W->type, tile, K, act, as, nb, y + 32 * ti, (size_t)ldy, nr);
+        }
+    } else {
+        int64_t n_chunks = (R + 15) / 16, ci;
+        BL__OMP(omp for schedule(static))
+        for (ci = 0; ci < n_chunks; ci++) {
+            int64_t r0 = 16 * ci, r1 = r0 + 16 < R ? r0 + 16 : R, r;
+            if (kind == BL__ACT_Q8) {
+                bl__vdot_fn vd = k->vdot[bl__qslot(W->type)];
+                for (r = r0; r < r1; r++)
+                    for (b = 0; b < nb; b++)
+                        y[(size_t)b * (size_t)ldy + (size_t)r] = vd(W->data + (size_t)r * rb, bl__q8a_at(act + (size_t)b * as, K), K);
+            } else {
+                bl__gemm_fn gm = kind == BL__ACT_BF16 ? k->gemm_bf16 : k->gemm_f;
+                for (r = r0; r < r1; r += 4)
+                    for (b = 0; b < nb; b += 4)
+                        gm(W->type, W->data + (size_t)r * rb, rb, r1 - r < 4 ? (int)(r1 - r) : 4, act + (size_t)b * as, as, nb - b < 4 ? nb - b : 4, K,
+                           y + (size_t)b * (size_t)ldy + (size_t)r, (size_t)ldy);
+            }
+        }
+    }
+}
+
+/* The body of one forward step; every thread of the team runs it. */
+static void bl__forward_team(bl_ctx *c, const int32_t *toks, int nb, float *out, int n_out) {
     const bl_model *m = c->m;
     const bl__hparams *hp = &m->hp;
+    const bl__kern *kn = &c->kern;
     const int dim = hp->dim, hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv;
     const int qd = nh * hd, kvd = nkv * hd, ff = hp->n_ff, group = nh / nkv;
-    const int nt = c->n_threads, n_ctx = c->n_ctx, pos0 = c->pos;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const int n_ctx = c->n_ctx, pos0 = c->pos;
+    const float scale = 1.0f / sqrtf((float)hd), eps = (float)hp->eps;
     int b, l;
+    BL__OMP(omp for schedule(static))
     for (b = 0; b < nb; b++) {
         int j;
         bl__dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)toks[b] * m->tok_embd.row_bytes, c->x + (size_t)b * dim, dim);
@@ -2594,19 +3704,20 @@ static void bl__forward(bl_ctx *c, const int32_t *toks, int nb, float *out, int 
             c->rope_cs[(size_t)b * hd + j] = (float)cos(a);
             c->rope_cs[(size_t)b * hd + hd / 2 + j] = (float)sin(a);
         }
+        bl__rmsnorm(c->xn + (size_t)b * dim, c->x + (size_t)b * dim, m->layers[0].attn_norm, dim, eps);
     }
     for (l = 0; l < hp->n_layer; l++) {
         const bl__layer *L = &m->layers[l];
         float *kc = c->k_cache + (size_t)l * (size_t)n_ctx * kvd, *vc = c->v_cache + (size_t)l * (size_t)n_ctx * kvd;
-        int i;
-        for (b = 0; b < nb; b++) bl__rmsnorm(c->xn + (size_t)b * dim, c->x + (size_t)b * dim, L->attn_norm, dim, (float)hp->eps);
-        bl__matmul(&L->wq, c->xn, nb, c->q, qd, c->rowbuf, nt);
-        bl__matmul(&L->wk, c->xn, nb, c->k, kvd, c->rowbuf, nt);
-        bl__matmul(&L->wv, c->xn, nb, c->v, kvd, c->rowbuf, nt);
+        int bh;
+        bl__matmul(c, &L->wq, c->xn, nb, c->q, qd, 1);
+        bl__matmul(c, &L->wk, c->xn, nb, c->k, kvd, bl__act_kind(L->wk.type) != bl__act_kind(L->wq.type));
+        bl__matmul(c, &L->wv, c->xn, nb, c->v, kvd, bl__act_kind(L->wv.type) != bl__act_kind(L->wk.type));
+        BL__OMP(omp for schedule(static))
         for (b = 0; b < nb; b++) {
             float *q = c->q + (size_t)b * qd, *k = c->k + (size_t)b * kvd, *v = c->v + (size_t)b * kvd;
             const float *cs = c->rope_cs + (size_t)b * hd, *sn = cs + hd / 2;
-            int h;
+            int h, i;
             if (L->bq) for (i = 0; i < qd; i++) q[i] += L->bq[i];
             if (L->bk) for (i = 0; i < kvd; i++) k[i] += L->bk[i];
             if (L->bv) for (i = 0; i < kvd; i++) v[i] += L->bv[i];
@@ -2615,42 +3726,54 @@ static void bl__forward(bl_ctx *c, const int32_t *toks, int nb, float *out, int 
             memcpy(kc + (size_t)(pos0 + b) * kvd, k, (size_t)kvd * sizeof(float));
             memcpy(vc + (size_t)(pos0 + b) * kvd, v, (size_t)kvd * sizeof(float));
         }
-        {
-            int bh;
-            BL__OMP(omp parallel for num_threads(nt) schedule(dynamic, 1))
-            for (bh = 0; bh < nb * nh; bh++) {
-                int bb = bh / nh, h = bh % nh, kh = h / group, n_att = pos0 + bb + 1, t, d;
-                const float *q = c->q + (size_t)bb * qd + (size_t)h * hd;
-                float *s = c->scores + (size_t)BL__THREAD_ID() * (size_t)n_ctx;
-                float *o = c->att + (size_t)bb * qd + (size_t)h * hd;
-                for (t = 0; t < n_att; t++) s[t] = bl__dot_f32(q, kc + (size_t)t * kvd + (size_t)kh * hd, hd) * scale;
-                bl__softmax(s, n_att);
-                for (d = 0; d < hd; d++) o[d] = 0;
-                for (t = 0; t < n_att; t++) {
-                    const float *vv = vc + (size_t)t * kvd + (size_t)kh * hd;
-                    float w = s[t];
-                    for (d = 0; d < hd; d++) o[d] += w * vv[d];
-                }
-            }
+        BL__OMP(omp for schedule(dynamic, 1))
+        for (bh = 0; bh < nb * nh; bh++) {
+            int bb = bh / nh, h = bh % nh, kh = h / group, n_att = pos0 + bb + 1, t;
+            const float *q = c->q + (size_t)bb * qd + (size_t)h * hd;
+            float *s = c->scores + (size_t)BL__THREAD_ID() * (size_t)n_ctx;
+            float *o = c->att + (size_t)bb * qd + (size_t)h * hd;
+            for (t = 0; t < n_att; t++) s[t] = kn->dot(q, kc + (size_t)t * kvd + (size_t)kh * hd, hd) * scale;
+            kn->softmax(s, n_att);
+            memset(o, 0, (size_t)hd * sizeof(float));
+            for (t = 0; t < n_att; t++) kn->axpy(o, s[t], vc + (size_t)t * kvd + (size_t)kh * hd, hd);
         }
-        bl__matmul(&L->wo, c->att, nb, c->xn, dim, c->rowbuf, nt);
-        for (i = 0; i < nb * dim; i++) c->x[i] += c->xn[i];
-        for (b = 0; b < nb; b++) bl__rmsnorm(c->xn + (size_t)b * dim, c->x + (size_t)b * dim, L->ffn_norm, dim, (float)hp->eps);
-        bl__matmul(&L->w_gate, c->xn, nb, c->g, ff, c->rowbuf, nt);
-        bl__matmul(&L->w_up, c->xn, nb, c->u, ff, c->rowbuf, nt);
-        for (i = 0; i < nb * ff; i++) {
-            float gv = c->g[i];
-            c->g[i] = gv / (1.0f + expf(-gv)) * c->u[i];
+        bl__matmul(c, &L->wo, c->att, nb, c->xn, dim, 1);
+        BL__OMP(omp for schedule(static))
+        for (b = 0; b < nb; b++) {
+            float *x = c->x + (size_t)b * dim, *xn = c->xn + (size_t)b * dim;
+            int i;
+            for (i = 0; i < dim; i++) x[i] += xn[i];
+            bl__rmsnorm(xn, x, L->ffn_norm, dim, eps);
         }
-        bl__matmul(&L->w_down, c->g, nb, c->xn, dim, c->rowbuf, nt);
-        for (i = 0; i < nb * dim; i++) c->x[i] += c->xn[i];
+        bl__matmul(c, &L->w_gate, c->xn, nb, c->g, ff, 1);
+        bl__matmul(c, &L->w_up, c->xn, nb, c->u, ff, bl__act_kind(L->w_up.type) != bl__act_kind(L->w_gate.type));
+        BL__OMP(omp for schedule(static))
+        for (b = 0; b < nb; b++) kn->swiglu(c->g + (size_t)b * ff, c->u + (size_t)b * ff, ff);
+        bl__matmul(c, &L->w_down, c->g, nb, c->xn, dim, 1);
+        BL__OMP(omp for schedule(static))
+        for (b = 0; b < nb; b++) {
+            float *x = c->x + (size_t)b * dim, *xn = c->xn + (size_t)b * dim;
+            const float *nw = l + 1 < hp->n_layer ? m->layers[l + 1].attn_norm : NULL;
+            int i;
+            for (i = 0; i < dim; i++) x[i] += xn[i];
+            if (nw) bl__rmsnorm(xn, x, nw, dim, eps);
+            else if (b >= nb - n_out) bl__rmsnorm(c->xn + (size_t)(b - (nb - n_out)) * dim, x, m->output_norm, dim, eps);
+        }
     }
+    if (n_out > 0) bl__matmul(c, &m->output, c->xn, n_out, out, hp->n_vocab, 1);
+}
+
+/* One forward step over nb tokens at positions c->pos.. ; writes logits of
+   the last `n_out` tokens of the batch to out (rows of n_vocab). */
+static void bl__forward(bl_ctx *c, const int32_t *toks, int nb, float *out, int n_out) {
+    int nt = c->n_threads;
+    /* A model this small gains nothing from a second thread: its matrices
+       take less time than the barriers between them. */
+    if ((double)c->m->info.weight_bytes * (double)nb < 16e6) nt = 1;
+    (void)nt;
+    BL__OMP(omp parallel num_threads(nt))
+    bl__forward_team(c, toks, nb, out, n_out);
     c->pos += nb;
-    if (n_out > 0) {
-        int first = nb - n_out;
-        for (b = first; b < nb; b++) bl__rmsnorm(c->xn + (size_t)(b - first) * dim, c->x + (size_t)b * dim, m->output_norm, dim, (float)hp->eps);
-        bl__matmul(&m->output, c->xn, n_out, out, hp->n_vocab, c->rowbuf, nt);
-    }
 }
 
 bl_result bl_ctx_decode(bl_ctx *c, const int32_t *tokens, int n, int logits_mode) {
