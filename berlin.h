@@ -944,7 +944,7 @@ static bl_result bl__gguf_read(bl__gguf *g, const bl__file *f, bl__tensor **tens
     {
         double a;
         if (bl__gguf_num(g, "general.alignment", &a)) {
-            if (a < 1 || a > 65536 || ((size_t)a & ((size_t)a - 1)))
+            if (!(a >= 1 && a <= 65536) || a != floor(a) || ((size_t)a & ((size_t)a - 1)))
                 return bl__fmt(err, BL_ERR_FORMAT, "%s: general.alignment %g is not a power of two", path, a);
             g->alignment = (size_t)a;
         }
@@ -1151,7 +1151,7 @@ static int bl__st_canonical(const char *name, size_t n, char *out, size_t cap) {
 }
 
 static bl_result bl__st_read(bl_model *m, const char *path) {
-    bl__file *f;
+    bl__file *f = NULL;
     uint64_t hlen;
     bl__json j;
     int root, i, k;
@@ -1287,17 +1287,18 @@ static bl_result bl__cfg_read(bl_model *m, const char *path, int mistral) {
         nkv = nh;
         bl__cfg_num(&j, o, mistral ? "n_kv_heads" : "num_key_value_heads", &nkv);
         hd = 0;
-        if (!bl__cfg_num(&j, o, "head_dim", &hd) || hd <= 0) hd = dim / nh;
+        if (!bl__cfg_num(&j, o, "head_dim", &hd) || !(hd > 0 && hd <= 1e4)) hd = dim / nh;
+        if (!(nkv >= 1 && nkv <= 1e6)) { r = bl__merr(m, BL_ERR_CONFIG, "%s: the number of key/value heads is out of range", path); goto done; }
         hp->dim = (int)dim; hp->n_layer = (int)nl; hp->n_head = (int)nh; hp->n_ff = (int)ff; hp->n_vocab = (int)nv;
         hp->eps = eps; hp->head_dim = (int)hd; hp->n_head_kv = (int)nkv;
     }
     hp->theta = 10000.0;
     if (bl__cfg_num(&j, o, "rope_theta", &v)) hp->theta = v;
     hp->n_ctx_train = 0;
-    if (bl__cfg_num(&j, o, "max_position_embeddings", &v)) hp->n_ctx_train = (int)v;
+    if (bl__cfg_num(&j, o, "max_position_embeddings", &v) && v > 0 && v < (1 << 30)) hp->n_ctx_train = (int)v;
     hp->bos = hp->eos = -1;
-    if (bl__cfg_num(&j, o, "bos_token_id", &v) || bl__cfg_num(&j, 0, "bos_token_id", &v)) hp->bos = (int)v;
-    if (bl__cfg_num(&j, o, "eos_token_id", &v) || bl__cfg_num(&j, 0, "eos_token_id", &v)) hp->eos = (int)v;
+    if ((bl__cfg_num(&j, o, "bos_token_id", &v) || bl__cfg_num(&j, 0, "bos_token_id", &v)) && v >= 0 && v < (1 << 30)) hp->bos = (int)v;
+    if ((bl__cfg_num(&j, o, "eos_token_id", &v) || bl__cfg_num(&j, 0, "eos_token_id", &v)) && v >= 0 && v < (1 << 30)) hp->eos = (int)v;
     rs = bl__json_get(&j, o, "rope_scaling");
     if (rs >= 0 && j.nodes[rs].type == BL__J_OBJ) {
         int ty = bl__json_get(&j, rs, "rope_type");
@@ -1356,7 +1357,9 @@ static bl_result bl__load_safetensors(bl_model *m, const char *path, int is_dir)
     bl__join(p, sizeof p, dir, "config.json");
     if (!bl__exists(p)) {
         bl__join(p, sizeof p, dir, "params.json");
-        if (!bl__exists(p)) return bl__merr(m, BL_ERR_CONFIG, "%s: no config.json or params.json beside the weights", dir);
+        if (!bl__exists(p))
+            return bl__merr(m, BL_ERR_CONFIG, "%s: no config.json or params.json beside the weights%s", dir,
+                            is_dir ? " (and no single .gguf file in the folder)" : "");
         mistral = 1;
     }
     r = bl__cfg_read(m, p, mistral);
@@ -1403,7 +1406,7 @@ static bl_result bl__load_safetensors(bl_model *m, const char *path, int is_dir)
 
 /* GGUF: hyper-parameters from {arch}.* keys. */
 static bl_result bl__load_gguf(bl_model *m, const char *path, bl__gguf *g) {
-    bl__file *f;
+    bl__file *f = NULL;
     bl_result r = bl__model_open_file(m, path, &f);
     const char *s;
     size_t n;
@@ -1438,7 +1441,9 @@ static bl_result bl__load_gguf(bl_model *m, const char *path, bl__gguf *g) {
         BL__GKEY("context_length", ctx, 0)
         BL__GKEY("attention.key_length", kl, 0)
         BL__GKEY("rope.scaling.factor", sf, 0)
-        if (dim <= 0 || nl <= 0 || nh <= 0 || ff <= 0 || nkv <= 0 || dim > 1e6 || nl > 1e4 || nh > 1e4 || ff > 1e7)
+        if (!(dim >= 1 && dim <= 1e6) || !(nl >= 1 && nl <= 1e4) || !(nh >= 1 && nh <= 1e4) || !(ff >= 1 && ff <= 1e7) ||
+            !(nkv >= 1 && nkv <= 1e4) || !(ctx >= 0 && ctx <= 1e9) || !(kl >= 0 && kl <= 1e4) || !(eps > 0 && eps <= 1) ||
+            !(theta > 0 && theta < 1e30) || !(sf >= 0 && sf < 1e9))
             return bl__merr(m, BL_ERR_CONFIG, "%s: hyper-parameters out of range", path);
         hp->dim = (int)dim; hp->n_layer = (int)nl; hp->n_head = (int)nh; hp->n_head_kv = (int)nkv; hp->n_ff = (int)ff;
         hp->eps = eps; hp->theta = theta; hp->n_ctx_train = (int)ctx;
@@ -1455,44 +1460,65 @@ static bl_result bl__load_gguf(bl_model *m, const char *path, bl__gguf *g) {
         hp->n_vocab = e ? (int)e->ne[1] : 0;
     }
     hp->bos = hp->eos = -1;
-    if (bl__gguf_num(g, "tokenizer.ggml.bos_token_id", &v)) hp->bos = (int)v;
-    if (bl__gguf_num(g, "tokenizer.ggml.eos_token_id", &v)) hp->eos = (int)v;
+    if (bl__gguf_num(g, "tokenizer.ggml.bos_token_id", &v) && v >= 0 && v < (1 << 30)) hp->bos = (int)v;
+    if (bl__gguf_num(g, "tokenizer.ggml.eos_token_id", &v) && v >= 0 && v < (1 << 30)) hp->eos = (int)v;
     return BL_OK;
 }
 
 /* >>l2c  LLAMA2.C CHECKPOINTS ------------------------------------------------
-   The legacy (v0) export: seven int32 (dim, hidden_dim, n_layers, n_heads,
-   n_kv_heads, vocab_size, seq_len; a negative vocab_size means a separate
-   classifier) and F32 arrays in a fixed order. The file carries no magic,
-   so it is recognised only when its size is exactly what the header implies. */
+   Two exports are read. The legacy v0 export: seven int32 (dim, hidden_dim,
+   n_layers, n_heads, n_kv_heads, vocab_size, seq_len; a negative vocab_size
+   means a separate classifier) and F32 arrays in a fixed order; it carries no
+   magic, so it is recognised only when its size is exactly what the header
+   implies. The v1 export: magic "ak42", version 1, the same seven ints and a
+   shared-classifier byte in a 256-byte header, norms first, no RoPE tables.
+   Both group each kind of weight across all layers. */
 
-static int bl__l2c_layout(const uint8_t *d, size_t size, int32_t h[7], int *shared) {
+#define BL__L2C_MAGIC 0x616b3432u
+
+/* Checks the header; fills h (seven ints), *shared, *v1. */
+static int bl__l2c_layout(const uint8_t *d, size_t size, int32_t h[7], int *shared, int *v1) {
     uint64_t dim, hid, nl, nh, nkv, voc, seq, hs, kvd, n;
+    uint32_t magic = 0;
+    size_t head = 28;
     if (size < 28) return 0;
-    memcpy(h, d, 28);
+    memcpy(&magic, d, 4);
+    *v1 = magic == BL__L2C_MAGIC;
+    if (*v1) {
+        int32_t ver;
+        if (size < 256) return 0;
+        memcpy(&ver, d + 4, 4);
+        if (ver != 1) return 0;
+        memcpy(h, d + 8, 28);
+        head = 256;
+    } else memcpy(h, d, 28);
     if (h[0] <= 0 || h[1] <= 0 || h[2] <= 0 || h[3] <= 0 || h[4] <= 0 || h[5] == 0 || h[6] <= 0) return 0;
     if (h[0] > (1 << 16) || h[1] > (1 << 18) || h[2] > 1024 || h[3] > 1024 || h[4] > h[3] || h[0] % h[3] || h[3] % h[4]) return 0;
-    if (h[5] > (1 << 22) || h[5] < -(1 << 22) || h[6] > (1 << 22)) return 0;
+    if (h[5] > (1 << 22) || h[5] < -(1 << 22) || h[6] > (1 << 22) || (*v1 && h[5] < 0)) return 0;
     dim = (uint64_t)h[0]; hid = (uint64_t)h[1]; nl = (uint64_t)h[2]; nh = (uint64_t)h[3]; nkv = (uint64_t)h[4];
     voc = (uint64_t)(h[5] < 0 ? -h[5] : h[5]); seq = (uint64_t)h[6];
     hs = dim / nh;
     kvd = hs * nkv;
-    *shared = h[5] > 0;
-    n = voc * dim + nl * (2 * dim + 2 * dim * dim + 2 * dim * kvd + 3 * dim * hid) + dim + seq * hs;
+    *shared = *v1 ? d[36] != 0 : h[5] > 0;
+    n = voc * dim + nl * (2 * dim + 2 * dim * dim + 2 * dim * kvd + 3 * dim * hid) + dim;
+    if (!*v1) n += seq * hs;
     if (!*shared) n += voc * dim;
-    return size == 28 + n * 4;
+    return size == head + n * 4;
 }
 
 static bl_result bl__load_l2c(bl_model *m, const char *path) {
-    bl__file *f;
+    static const char *const kinds[9] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_down", "ffn_up"};
+    static const int v1_order[9] = {0, 5, 1, 2, 3, 4, 6, 7, 8}; /* v1 writes both norms first */
+    bl__file *f = NULL;
     int32_t h[7];
-    int shared, l;
+    int shared, v1, l, k;
     bl_result r = bl__model_open_file(m, path, &f);
     const uint8_t *p;
-    int64_t dim, hid, nl, voc, kvd, hs;
+    int64_t dim, hid, nl, voc, kvd, hs, n0[9], n1[9];
+    char nm[64];
     bl__hparams *hp = &m->hp;
     if (r != BL_OK) return r;
-    if (!bl__l2c_layout(f->data, f->size, h, &shared))
+    if (!bl__l2c_layout(f->data, f->size, h, &shared, &v1))
         return bl__merr(m, BL_ERR_FORMAT, "%s: not a llama2.c checkpoint (header and file size disagree: truncated?)", path);
     dim = h[0]; hid = h[1]; nl = h[2]; voc = h[5] < 0 ? -h[5] : h[5];
     hs = dim / h[3];
@@ -1503,49 +1529,37 @@ static bl_result bl__load_l2c(bl_model *m, const char *path) {
     snprintf(m->arch, sizeof m->arch, "llama");
     m->tensors = (bl__tensor *)bl__calloc((size_t)(nl * 9 + 3) * sizeof *m->tensors);
     if (!m->tensors) return bl__merr(m, BL_ERR_NOMEM, "out of memory");
-    p = f->data + 28;
-#define BL__L2C_T(nm, n0, n1)                                                               \
+    p = f->data + (v1 ? 256 : 28);
+#define BL__L2C_T(nm_, a, b)                                                                \
     do {                                                                                    \
         bl__tensor *t_ = &m->tensors[m->n_tensors++];                                       \
-        char nb_[64];                                                                       \
-        snprintf(nb_, sizeof nb_, "%s", nm);                                                \
-        t_->name = bl__strndup(nb_, strlen(nb_));                                           \
+        t_->name = bl__strndup(nm_, strlen(nm_));                                           \
         if (!t_->name) return bl__merr(m, BL_ERR_NOMEM, "out of memory");                   \
-        t_->type = BL_TYPE_F32; t_->n_dims = (n1) > 1 ? 2 : 1;                              \
-        t_->ne[0] = (n0); t_->ne[1] = (n1); t_->ne[2] = t_->ne[3] = 1;                      \
-        t_->data = p; t_->nbytes = (size_t)((n0) * (n1)) * 4; t_->file = f->path;           \
+        t_->type = BL_TYPE_F32; t_->n_dims = (b) > 1 ? 2 : 1;                               \
+        t_->ne[0] = (a); t_->ne[1] = (b); t_->ne[2] = t_->ne[3] = 1;                        \
+        t_->data = p; t_->nbytes = (size_t)((a) * (b)) * 4; t_->file = f->path;             \
         p += t_->nbytes;                                                                    \
     } while (0)
-    {
-        char nm[64];
-        const uint8_t *layer_base;
-        BL__L2C_T("token_embd.weight", dim, voc);
-        /* The file groups each kind of weight across all layers. */
-        layer_base = p;
-        {
-            static const char *const kinds[9] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_down", "ffn_up"};
-            int64_t n0[9], n1[9];
-            int k;
-            n0[0] = dim; n1[0] = 1;
-            n0[1] = dim; n1[1] = dim;
-            n0[2] = dim; n1[2] = kvd;
-            n0[3] = dim; n1[3] = kvd;
-            n0[4] = dim; n1[4] = dim;
-            n0[5] = dim; n1[5] = 1;
-            n0[6] = dim; n1[6] = hid;
-            n0[7] = hid; n1[7] = dim;
-            n0[8] = dim; n1[8] = hid;
-            p = layer_base;
-            for (k = 0; k < 9; k++)
-                for (l = 0; l < nl; l++) {
-                    snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, kinds[k]);
-                    BL__L2C_T(nm, n0[k], n1[k]);
-                }
+    n0[0] = dim; n1[0] = 1;   n0[1] = dim; n1[1] = dim;  n0[2] = dim; n1[2] = kvd;
+    n0[3] = dim; n1[3] = kvd; n0[4] = dim; n1[4] = dim;  n0[5] = dim; n1[5] = 1;
+    n0[6] = dim; n1[6] = hid; n0[7] = hid; n1[7] = dim;  n0[8] = dim; n1[8] = hid;
+    if (!v1) BL__L2C_T("token_embd.weight", dim, voc);
+    for (k = 0; k < 9; k++) {
+        int kk = v1 ? v1_order[k] : k;
+        for (l = 0; l < nl; l++) {
+            snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, kinds[kk]);
+            BL__L2C_T(nm, n0[kk], n1[kk]);
         }
+        if (v1 && k == 1) { /* after both norms: final norm, then the embedding */
+            BL__L2C_T("output_norm.weight", dim, 1);
+            BL__L2C_T("token_embd.weight", dim, voc);
+        }
+    }
+    if (!v1) {
         BL__L2C_T("output_norm.weight", dim, 1);
         p += (size_t)h[6] * (size_t)hs * 4; /* freq_cis_real, freq_cis_imag: recomputed instead */
-        if (!shared) BL__L2C_T("output.weight", dim, voc);
     }
+    if (!shared) BL__L2C_T("output.weight", dim, voc);
 #undef BL__L2C_T
     return BL_OK;
 }
@@ -1609,8 +1623,8 @@ static bl_result bl__model_build(bl_model *m) {
         return bl__merr(m, BL_ERR_CONFIG, "model hyper-parameters are implausibly large");
     if (!bl__find_tensor(m, "token_embd.weight")) return bl__merr(m, BL_ERR_FORMAT, "tensor 'token_embd.weight' (the token embedding) is missing");
     if (hp->n_vocab <= 0) hp->n_vocab = (int)bl__find_tensor(m, "token_embd.weight")->ne[1];
-    if (hp->eps <= 0 || hp->eps > 1) return bl__merr(m, BL_ERR_CONFIG, "RMSNorm epsilon %g is out of range", hp->eps);
-    if (hp->theta <= 0) return bl__merr(m, BL_ERR_CONFIG, "rope theta %g is out of range", hp->theta);
+    if (!(hp->eps > 0 && hp->eps <= 1)) return bl__merr(m, BL_ERR_CONFIG, "RMSNorm epsilon %g is out of range", hp->eps);
+    if (!(hp->theta > 0 && hp->theta < 1e30)) return bl__merr(m, BL_ERR_CONFIG, "rope theta %g is out of range", hp->theta);
     dim = hp->dim;
     qd = (int64_t)hp->n_head * hp->head_dim;
     kvd = (int64_t)hp->n_head_kv * hp->head_dim;
@@ -1709,18 +1723,47 @@ static bl_result bl__model_build(bl_model *m) {
     return BL_OK;
 }
 
+/* A folder without config.json/params.json that holds exactly one .gguf. */
+static int bl__dir_single_gguf(const char *dir, char *out, size_t cap) {
+#ifdef BL__POSIX
+    DIR *d;
+    struct dirent *e;
+    int n = 0;
+    char p[1200];
+    bl__join(p, sizeof p, dir, "config.json");
+    if (bl__exists(p)) return 0;
+    bl__join(p, sizeof p, dir, "params.json");
+    if (bl__exists(p) || !(d = opendir(dir))) return 0;
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        if (l > 5 && strcmp(e->d_name + l - 5, ".gguf") == 0) {
+            if (n++ == 0) bl__join(out, cap, dir, e->d_name);
+        }
+    }
+    closedir(d);
+    return n == 1;
+#else
+    (void)dir; (void)out; (void)cap;
+    return 0;
+#endif
+}
+
 bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *desc) {
     bl_model *m = (bl_model *)bl__calloc(sizeof *m);
     bl_result r;
     bl__gguf g;
     uint8_t head[16];
     size_t nh = 0;
+    char gpath[1200];
     memset(&g, 0, sizeof g);
     *out = m;
     if (!m) return BL_ERR_NOMEM;
     if (!path) return bl__merr(m, BL_ERR_ARG, "no model path given");
     m->no_mmap = desc ? desc->no_mmap : 0;
-    if (bl__is_dir(path)) {
+    if (bl__is_dir(path) && bl__dir_single_gguf(path, gpath, sizeof gpath)) {
+        r = bl__load_gguf(m, gpath, &g);
+        m->info.format = "gguf";
+    } else if (bl__is_dir(path)) {
         r = bl__load_safetensors(m, path, 1);
         m->info.format = strcmp(m->arch, "mistral") == 0 && m->hp.rope_neox == 0 ? "mistral" : "safetensors";
     } else {
@@ -1734,9 +1777,9 @@ bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *d
         } else if (nh >= 9 && head[8] == '{') {
             r = bl__load_safetensors(m, path, 0);
             m->info.format = m->hp.rope_neox ? "safetensors" : "mistral";
-        } else if (nh >= 8 && memcmp(head, "24ka", 4) == 0) {
-            r = bl__merr(m, BL_ERR_UNSUPPORTED, "%s: llama2.c version-%d export (only the legacy v0 export is read; re-export with --version 0)", path,
-                         (int)head[4]);
+        } else if (nh >= 8 && memcmp(head, "24ka", 4) == 0 && head[4] != 1) {
+            r = bl__merr(m, BL_ERR_UNSUPPORTED, "%s: llama2.c version-%d export (the F32 exports v0 and v1 are read; re-export with --version 1)",
+                         path, (int)head[4]);
         } else {
             r = bl__load_l2c(m, path);
             m->info.format = "llama2c";
