@@ -3539,6 +3539,8 @@ static void bl__rope(float *v, const float *cs, const float *sn, int head_dim, i
     }
 }
 
+#define BL__SMALL_BATCH 4 /* batches below this are prepared by every thread for itself */
+
 /* >>ctx  CONTEXT AND FORWARD PASS ------------------------------------------
    One arena per context, sized at creation for n_batch tokens, holds every
    activation; the KV cache (F32) sits beside it. Prompts are processed a
@@ -3565,10 +3567,14 @@ struct bl_ctx {
     float *g, *u;         /* (n_batch, n_ff) */
     float *rope_cs;       /* (n_batch, head_dim): cos then sin per token */
     float *scores;        /* (n_threads, n_ctx) */
-    uint8_t *act;         /* (n_batch, act stride of max cols): quantized or bf16 activations */
+    size_t max_cols;      /* the longest row of any matrix */
+    uint8_t *act;         /* (n_batch, q8 stride) then (n_batch, bf16 stride): converted activations */
+    uint8_t *priv;        /* (n_threads, priv_cap): each thread's own activations for small batches */
+    size_t priv_cap;
     uint8_t *tiles;       /* (n_threads, tile_cap): unpacked weight tiles */
     size_t tile_cap;
-    void *act_mem, *tiles_mem; /* the allocations behind act and tiles (64-byte aligned) */
+    float *ytmp;          /* (n_threads, n_batch, 32): rows before they are added to the residual */
+    void *act_mem, *tiles_mem; /* the allocations behind act, priv, tiles, ytmp (64-byte aligned) */
     bl__kern kern;        /* kernels for this CPU, chosen once at creation */
     float *logits;        /* (logits_cap, n_vocab) */
     int logits_cap, logits_rows;
@@ -3611,12 +3617,21 @@ bl_result bl_ctx_create(bl_ctx **out, const bl_model *m, const bl_ctx_desc *desc
     total = nb * (2 * dim + 2 * qd + 2 * kvd + 2 * ff + (size_t)hp->head_dim) + (size_t)c->n_threads * (size_t)c->n_ctx;
     bl__kern_select(&c->kern);
     {
-        size_t as = bl__q8a_stride((int64_t)maxc) > bl__bf16a_stride((int64_t)maxc) ? bl__q8a_stride((int64_t)maxc) : bl__bf16a_stride((int64_t)maxc);
+        size_t as = bl__q8a_stride((int64_t)maxc) + bl__bf16a_stride((int64_t)maxc), nt = (size_t)c->n_threads;
+        c->max_cols = maxc;
+        c->priv_cap = (BL__SMALL_BATCH * (maxc * 4 + as) + 63) & ~(size_t)63;
         c->tile_cap = (bl__tile_bytes((int64_t)maxc) + maxc + 63) & ~(size_t)63;
-        c->act_mem = bl__alloc(nb * as + 64);
-        c->tiles_mem = bl__alloc((size_t)c->n_threads * c->tile_cap + 64);
-        if (c->act_mem) c->act = (uint8_t *)c->act_mem + (64 - ((uintptr_t)c->act_mem & 63));
-        if (c->tiles_mem) c->tiles = (uint8_t *)c->tiles_mem + (64 - ((uintptr_t)c->tiles_mem & 63));
+        c->act_mem = bl__alloc(nb * as + nt * c->priv_cap + 128);
+        c->tiles_mem = bl__alloc(nt * c->tile_cap + nt * nb * 32 * sizeof(float) + 64);
+        if (c->act_mem) {
+            c->act = (uint8_t *)c->act_mem + (64 - ((uintptr_t)c->act_mem & 63));
+            c->priv = c->act + nb * as;
+            c->priv += (64 - ((uintptr_t)c->priv & 63)) & 63;
+        }
+        if (c->tiles_mem) {
+            c->tiles = (uint8_t *)c->tiles_mem + (64 - ((uintptr_t)c->tiles_mem & 63));
+            c->ytmp = (float *)(void *)(c->tiles + nt * c->tile_cap);
+        }
     }
     c->arena = (float *)bl__alloc(total * sizeof(float));
     c->tokens = (int32_t *)bl__alloc((size_t)c->n_ctx * sizeof(int32_t));
@@ -3680,55 +3695,127 @@ void bl_ctx_reset(bl_ctx *c) {
     c->rng = c->seed;
 }
 
-/* y[b][r] = sum_c W[r][c] * x[b][c] for b < nb. Called by every thread of
-   the team. With prep = 0 the activations converted by the previous call
-   (same x, same activation kind) are reused. */
-static void bl__matmul(bl_ctx *c, const bl__weight *W, const float *x, int nb, float *y, int64_t ldy, int prep) {
+/* Activations ready for the matrices that read them: float rows (F32 and
+   F16 weights), Q8 rows (quantized weights), BF16 rows (BF16 weights). */
+typedef struct bl__acts {
+    const float *f;
+    const uint8_t *q8, *bf;
+    size_t sq8, sbf;      /* bytes per token */
+} bl__acts;
+
+
+/* Bit mask of the activation kinds a list of matrices reads. */
+static int bl__kinds(const bl__weight *a, const bl__weight *b, const bl__weight *c) {
+    int k = 1 << bl__act_kind(a->type);
+    if (b) k |= 1 << bl__act_kind(b->type);
+    if (c) k |= 1 << bl__act_kind(c->type);
+    return k;
+}
+
+/* Normalize (when norm is given) and convert nb rows of x (K floats) into
+   every activation kind in `kinds`. A small batch is prepared by each thread
+   into its own buffer, so no barrier is needed; a larger one is split by
+   tokens between the threads and ends in a barrier. */
+static void bl__prep(bl_ctx *c, bl__acts *A, const float *x, const float *norm, int nb, int64_t K, int kinds) {
+    const bl__kern *k = &c->kern;
+    float *xf;
+    uint8_t *q8, *bf;
+    int b;
+    A->sq8 = bl__q8a_stride(K);
+    A->sbf = bl__bf16a_stride(K);
+    if (nb < BL__SMALL_BATCH) {
+        uint8_t *p = c->priv + (size_t)BL__THREAD_ID() * c->priv_cap;
+        xf = (float *)(void *)p;
+        q8 = p + (size_t)BL__SMALL_BATCH * c->max_cols * 4;
+        bf = q8 + (size_t)BL__SMALL_BATCH * bl__q8a_stride((int64_t)c->max_cols);
+    } else {
+        xf = c->xn;
+        q8 = c->act;
+        bf = c->act + (size_t)c->n_batch * bl__q8a_stride((int64_t)c->max_cols);
+    }
+    A->f = norm ? xf : x;
+    A->q8 = q8;
+    A->bf = bf;
+    if (nb < BL__SMALL_BATCH) {
+        for (b = 0; b < nb; b++) {
+            const float *src = x + (size_t)b * (size_t)K;
+            if (norm) { bl__rmsnorm(xf + (size_t)b * (size_t)K, src, norm, K, (float)c->m->hp.eps); src = xf + (size_t)b * (size_t)K; }
+            if (kinds & (1 << BL__ACT_Q8)) k->q8a(src, K, q8 + (size_t)b * A->sq8);
+            if (kinds & (1 << BL__ACT_BF16)) k->bf16a(src, K, (uint16_t *)(void *)(bf + (size_t)b * A->sbf));
+        }
+        return;
+    }
+    BL__OMP(omp for schedule(static))
+    for (b = 0; b < nb; b++) {
+        const float *src = x + (size_t)b * (size_t)K;
+        if (norm) { bl__rmsnorm(xf + (size_t)b * (size_t)K, src, norm, K, (float)c->m->hp.eps); src = xf + (size_t)b * (size_t)K; }
+        if (kinds & (1 << BL__ACT_Q8)) k->q8a(src, K, q8 + (size_t)b * A->sq8);
+        if (kinds & (1 << BL__ACT_BF16)) k->bf16a(src, K, (uint16_t *)(void *)(bf + (size_t)b * A->sbf));
+    }
+}
+
+/* y[b][r] = sum_c W[r][c] * x[b][c] for rows r0 <= r < r1 and b < nb, or
+   y[b][r] += ... when acc. One thread; the caller splits the rows. */
+static void bl__rows(bl_ctx *c, const bl__weight *W, int64_t r0, int64_t r1, const bl__acts *A, int nb, float *y, int64_t ldy, int acc) {
     const bl__kern *k = &c->kern;
     const int kind = bl__act_kind(W->type);
-    const int64_t K = W->cols, R = W->rows;
+    const int64_t K = W->cols;
     const size_t rb = W->row_bytes;
-    const size_t as = kind == BL__ACT_Q8 ? bl__q8a_stride(K) : kind == BL__ACT_BF16 ? bl__bf16a_stride(K) : (size_t)K * 4;
-    const uint8_t *act = kind == BL__ACT_F32 ? (const uint8_t *)x : c->act;
+    float *tmp = c->ytmp + (size_t)BL__THREAD_ID() * (size_t)c->n_batch * 32;
+    int64_t r, n;
     int b;
-    if (prep && kind != BL__ACT_F32) {
-        BL__OMP(omp for schedule(static))
-        for (b = 0; b < nb; b++) {
-            if (kind == BL__ACT_Q8) k->q8a(x + (size_t)b * (size_t)K, K, c->act + (size_t)b * as);
-            else k->bf16a(x + (size_t)b * (size_t)K, K, (uint16_t *)(void *)(c->act + (size_t)b * as));
+    for (r = r0; r < r1; r += n) {
+        int nr;
+        float *dst;
+        size_t ld;
+        n = r1 - r < 32 ? r1 - r : 32;
+        nr = (int)n;
+        dst = acc ? tmp : y + r;
+        ld = acc ? 32 : (size_t)ldy;
+        if (kind == BL__ACT_Q8 && nb >= k->tile_min) {
+            uint8_t *tile = c->tiles + (size_t)BL__THREAD_ID() * c->tile_cap;
+            bl__tile_pack(W->type, W->data + (size_t)r * rb, rb, nr, K, tile, tile + bl__tile_bytes(K));
+            k->tile_gemm(W->type, tile, K, A->q8, A->sq8, nb, dst, ld, nr);
+        } else if (kind == BL__ACT_Q8) {
+            bl__vdot_fn vd = k->vdot[bl__qslot(W->type)];
+            int i;
+            for (i = 0; i < nr; i++)
+                for (b = 0; b < nb; b++) dst[(size_t)b * ld + (size_t)i] = vd(W->data + (size_t)(r + i) * rb, bl__q8a_at(A->q8 + (size_t)b * A->sq8, K), K);
+        } else {
+            bl__gemm_fn gm = kind == BL__ACT_BF16 ? k->gemm_bf16 : k->gemm_f;
+            const uint8_t *xa = kind == BL__ACT_BF16 ? A->bf : (const uint8_t *)A->f;
+            size_t xs = kind == BL__ACT_BF16 ? A->sbf : (size_t)K * 4;
+            int i;
+            for (i = 0; i < nr; i += 4)
+                for (b = 0; b < nb; b += 4)
+                    gm(W->type, W->data + (size_t)(r + i) * rb, rb, nr - i < 4 ? nr - i : 4, xa + (size_t)b * xs, xs, nb - b < 4 ? nb - b : 4, K,
+                       dst + (size_t)b * ld + (size_t)i, ld);
         }
-    }
-    if (kind == BL__ACT_Q8 && nb >= k->tile_min) {
-        int64_t n_tiles = (R + 31) / 32, ti;
-        uint8_t *tile = c->tiles + (size_t)BL__THREAD_ID() * c->tile_cap;
-        BL__OMP(omp for schedule(static))
-        for (ti = 0; ti < n_tiles; ti++) {
-            int nr = R - 32 * ti < 32 ? (int)(R - 32 * ti) : 32;
-            bl__tile_pack(W->type, W->data + (size_t)(32 * ti) * rb, rb, nr, K, tile, tile + bl__tile_bytes(K));
-            k->tile_gemm(W->type, tile, K, act, as, nb, y + 32 * ti, (size_t)ldy, nr);
-        }
-    } else {
-        int64_t n_chunks = (R + 15) / 16, ci;
-        BL__OMP(omp for schedule(static))
-        for (ci = 0; ci < n_chunks; ci++) {
-            int64_t r0 = 16 * ci, r1 = r0 + 16 < R ? r0 + 16 : R, r;
-            if (kind == BL__ACT_Q8) {
-                bl__vdot_fn vd = k->vdot[bl__qslot(W->type)];
-                for (r = r0; r < r1; r++)
-                    for (b = 0; b < nb; b++)
-                        y[(size_t)b * (size_t)ldy + (size_t)r] = vd(W->data + (size_t)r * rb, bl__q8a_at(act + (size_t)b * as, K), K);
-            } else {
-                bl__gemm_fn gm = kind == BL__ACT_BF16 ? k->gemm_bf16 : k->gemm_f;
-                for (r = r0; r < r1; r += 4)
-                    for (b = 0; b < nb; b += 4)
-                        gm(W->type, W->data + (size_t)r * rb, rb, r1 - r < 4 ? (int)(r1 - r) : 4, act + (size_t)b * as, as, nb - b < 4 ? nb - b : 4, K,
-                           y + (size_t)b * (size_t)ldy + (size_t)r, (size_t)ldy);
-            }
+        if (acc) {
+            int i;
+            for (b = 0; b < nb; b++)
+                for (i = 0; i < nr; i++) y[(size_t)b * (size_t)ldy + (size_t)(r + i)] += tmp[(size_t)b * 32 + (size_t)i];
         }
     }
 }
 
-/* The body of one forward step; every thread of the team runs it. */
+/* Rows per work item: tiles of 32 for batches, 16 for single tokens. */
+static int64_t bl__unit_rows(const bl_ctx *c, int nb) { return nb >= c->kern.tile_min ? 32 : 16; }
+
+/* y (+)= W x for all rows, split between the threads of the team. */
+static void bl__matmul(bl_ctx *c, const bl__weight *W, const bl__acts *A, int nb, float *y, int64_t ldy, int acc) {
+    const int64_t ur = bl__unit_rows(c, nb), n_units = (W->rows + ur - 1) / ur;
+    int64_t u;
+    BL__OMP(omp for schedule(guided))
+    for (u = 0; u < n_units; u++) bl__rows(c, W, u * ur, (u + 1) * ur < W->rows ? (u + 1) * ur : W->rows, A, nb, y, ldy, acc);
+}
+
+/* The body of one forward step; every thread of the team runs it. Per layer
+   there are five barriers for a single token: after q/k/v (with RoPE and
+   the cache write done by the thread that made each head), after the
+   attention, after the output projection, after gate/up/SwiGLU and after
+   the down projection. The projections back into the residual stream add
+   into x directly. */
 static void bl__forward_team(bl_ctx *c, const int32_t *toks, int nb, float *out, int n_out) {
     const bl_model *m = c->m;
     const bl__hparams *hp = &m->hp;
@@ -3736,7 +3823,8 @@ static void bl__forward_team(bl_ctx *c, const int32_t *toks, int nb, float *out,
     const int dim = hp->dim, hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv;
     const int qd = nh * hd, kvd = nkv * hd, ff = hp->n_ff, group = nh / nkv;
     const int n_ctx = c->n_ctx, pos0 = c->pos;
-    const float scale = 1.0f / sqrtf((float)hd), eps = (float)hp->eps;
+    const float scale = 1.0f / sqrtf((float)hd);
+    bl__acts A;
     int b, l;
     BL__OMP(omp for schedule(static))
     for (b = 0; b < nb; b++) {
@@ -3747,27 +3835,29 @@ static void bl__forward_team(bl_ctx *c, const int32_t *toks, int nb, float *out,
             c->rope_cs[(size_t)b * hd + j] = (float)cos(a);
             c->rope_cs[(size_t)b * hd + hd / 2 + j] = (float)sin(a);
         }
-        bl__rmsnorm(c->xn + (size_t)b * dim, c->x + (size_t)b * dim, m->layers[0].attn_norm, dim, eps);
     }
     for (l = 0; l < hp->n_layer; l++) {
         const bl__layer *L = &m->layers[l];
         float *kc = c->k_cache + (size_t)l * (size_t)n_ctx * kvd, *vc = c->v_cache + (size_t)l * (size_t)n_ctx * kvd;
-        int bh;
-        bl__matmul(c, &L->wq, c->xn, nb, c->q, qd, 1);
-        bl__matmul(c, &L->wk, c->xn, nb, c->k, kvd, bl__act_kind(L->wk.type) != bl__act_kind(L->wq.type));
-        bl__matmul(c, &L->wv, c->xn, nb, c->v, kvd, bl__act_kind(L->wv.type) != bl__act_kind(L->wk.type));
-        BL__OMP(omp for schedule(static))
-        for (b = 0; b < nb; b++) {
-            float *q = c->q + (size_t)b * qd, *k = c->k + (size_t)b * kvd, *v = c->v + (size_t)b * kvd;
-            const float *cs = c->rope_cs + (size_t)b * hd, *sn = cs + hd / 2;
-            int h, i;
-            if (L->bq) for (i = 0; i < qd; i++) q[i] += L->bq[i];
-            if (L->bk) for (i = 0; i < kvd; i++) k[i] += L->bk[i];
-            if (L->bv) for (i = 0; i < kvd; i++) v[i] += L->bv[i];
-            for (h = 0; h < nh; h++) bl__rope(q + h * hd, cs, sn, hd, hp->rope_neox);
-            for (h = 0; h < nkv; h++) bl__rope(k + h * hd, cs, sn, hd, hp->rope_neox);
-            memcpy(kc + (size_t)(pos0 + b) * kvd, k, (size_t)kvd * sizeof(float));
-            memcpy(vc + (size_t)(pos0 + b) * kvd, v, (size_t)kvd * sizeof(float));
+        const int64_t ur = bl__unit_rows(c, nb), n_ff_units = (ff + ur - 1) / ur;
+        int u, bh;
+        int64_t fu;
+        bl__prep(c, &A, c->x, L->attn_norm, nb, dim, bl__kinds(&L->wq, &L->wk, &L->wv));
+        /* q, k and v, one head per work item */
+        BL__OMP(omp for schedule(guided))
+        for (u = 0; u < nh + 2 * nkv; u++) {
+            const bl__weight *W = u < nh ? &L->wq : u < nh + nkv ? &L->wk : &L->wv;
+            const float *bias = u < nh ? L->bq : u < nh + nkv ? L->bk : L->bv;
+            float *y = u < nh ? c->q : u < nh + nkv ? c->k : c->v;
+            const int ld = u < nh ? qd : kvd, h = u < nh ? u : u < nh + nkv ? u - nh : u - nh - nkv;
+            bl__rows(c, W, (int64_t)h * hd, (int64_t)(h + 1) * hd, &A, nb, y, ld, 0);
+            for (b = 0; b < nb; b++) {
+                float *v = y + (size_t)b * ld + (size_t)h * hd;
+                int i;
+                if (bias) for (i = 0; i < hd; i++) v[i] += bias[(size_t)h * hd + i];
+                if (u < nh + nkv) bl__rope(v, c->rope_cs + (size_t)b * hd, c->rope_cs + (size_t)b * hd + hd / 2, hd, hp->rope_neox);
+                if (u >= nh) memcpy((u < nh + nkv ? kc : vc) + (size_t)(pos0 + b) * kvd + (size_t)h * hd, v, (size_t)hd * sizeof(float));
+            }
         }
         BL__OMP(omp for schedule(dynamic, 1))
         for (bh = 0; bh < nb * nh; bh++) {
@@ -3780,30 +3870,24 @@ static void bl__forward_team(bl_ctx *c, const int32_t *toks, int nb, float *out,
             memset(o, 0, (size_t)hd * sizeof(float));
             for (t = 0; t < n_att; t++) kn->axpy(o, s[t], vc + (size_t)t * kvd + (size_t)kh * hd, hd);
         }
-        bl__matmul(c, &L->wo, c->att, nb, c->xn, dim, 1);
-        BL__OMP(omp for schedule(static))
-        for (b = 0; b < nb; b++) {
-            float *x = c->x + (size_t)b * dim, *xn = c->xn + (size_t)b * dim;
-            int i;
-            for (i = 0; i < dim; i++) x[i] += xn[i];
-            bl__rmsnorm(xn, x, L->ffn_norm, dim, eps);
+        bl__prep(c, &A, c->att, NULL, nb, qd, bl__kinds(&L->wo, NULL, NULL));
+        bl__matmul(c, &L->wo, &A, nb, c->x, dim, 1);
+        bl__prep(c, &A, c->x, L->ffn_norm, nb, dim, bl__kinds(&L->w_gate, &L->w_up, NULL));
+        /* gate and up for a block of rows, then SwiGLU on that block */
+        BL__OMP(omp for schedule(guided))
+        for (fu = 0; fu < n_ff_units; fu++) {
+            int64_t r0 = fu * ur, r1 = r0 + ur < ff ? r0 + ur : ff;
+            bl__rows(c, &L->w_gate, r0, r1, &A, nb, c->g, ff, 0);
+            bl__rows(c, &L->w_up, r0, r1, &A, nb, c->u, ff, 0);
+            for (b = 0; b < nb; b++) kn->swiglu(c->g + (size_t)b * ff + r0, c->u + (size_t)b * ff + r0, r1 - r0);
         }
-        bl__matmul(c, &L->w_gate, c->xn, nb, c->g, ff, 1);
-        bl__matmul(c, &L->w_up, c->xn, nb, c->u, ff, bl__act_kind(L->w_up.type) != bl__act_kind(L->w_gate.type));
-        BL__OMP(omp for schedule(static))
-        for (b = 0; b < nb; b++) kn->swiglu(c->g + (size_t)b * ff, c->u + (size_t)b * ff, ff);
-        bl__matmul(c, &L->w_down, c->g, nb, c->xn, dim, 1);
-        BL__OMP(omp for schedule(static))
-        for (b = 0; b < nb; b++) {
-            float *x = c->x + (size_t)b * dim, *xn = c->xn + (size_t)b * dim;
-            const float *nw = l + 1 < hp->n_layer ? m->layers[l + 1].attn_norm : NULL;
-            int i;
-            for (i = 0; i < dim; i++) x[i] += xn[i];
-            if (nw) bl__rmsnorm(xn, x, nw, dim, eps);
-            else if (b >= nb - n_out) bl__rmsnorm(c->xn + (size_t)(b - (nb - n_out)) * dim, x, m->output_norm, dim, eps);
-        }
+        bl__prep(c, &A, c->g, NULL, nb, ff, bl__kinds(&L->w_down, NULL, NULL));
+        bl__matmul(c, &L->w_down, &A, nb, c->x, dim, 1);
     }
-    if (n_out > 0) bl__matmul(c, &m->output, c->xn, n_out, out, hp->n_vocab, 1);
+    if (n_out > 0) {
+        bl__prep(c, &A, c->x + (size_t)(nb - n_out) * dim, m->output_norm, n_out, dim, bl__kinds(&m->output, NULL, NULL));
+        bl__matmul(c, &m->output, &A, n_out, out, hp->n_vocab, 0);
+    }
 }
 
 /* One forward step over nb tokens at positions c->pos.. ; writes logits of
