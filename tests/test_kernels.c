@@ -120,8 +120,8 @@ static void test_vdot(const bl__kern *k) {
                 if (fabs(s - ex) / sc > worst_exact) worst_exact = fabs(s - ex) / sc;
                 free(w); free(a); free(x);
             }
-        CHECK(worst < 2e-6, "%s vdot %s: rel err %.3g vs reference", k->name, bl_type_name(type), worst);
-        CHECK(worst_exact < 1e-2, "%s vdot %s: rel err %.3g vs exact", k->name, bl_type_name(type), worst_exact);
+        CHECK(worst < 2e-6, "%s vdot %s: rel err %.3g vs reference", k->name, bl__type_any_name(type), worst);
+        CHECK(worst_exact < 1e-2, "%s vdot %s: rel err %.3g vs exact", k->name, bl__type_any_name(type), worst_exact);
     }
 }
 
@@ -162,8 +162,8 @@ static void test_gemm_f(const bl__kern *k) {
                 }
             free(w); free(xa); free(x);
         }
-        CHECK(worst < 2e-6, "%s gemm %s: rel err %.3g vs reference", k->name, bl_type_name(type), worst);
-        CHECK(worst_exact < (type == BL_TYPE_BF16 ? 8e-3 : 2e-6), "%s gemm %s: rel err %.3g vs exact", k->name, bl_type_name(type), worst_exact);
+        CHECK(worst < 2e-6, "%s gemm %s: rel err %.3g vs reference", k->name, bl__type_any_name(type), worst);
+        CHECK(worst_exact < (type == BL_TYPE_BF16 ? 8e-3 : 2e-6), "%s gemm %s: rel err %.3g vs exact", k->name, bl__type_any_name(type), worst_exact);
     }
 }
 
@@ -216,8 +216,8 @@ static void test_tiles(const bl__kern *k) {
                         if (fabs(y[t * 40 + r] - s) / sc > worst_ref) worst_ref = fabs(y[t * 40 + r] - s) / sc;
                     }
             }
-        CHECK(worst < 2e-6, "%s tile %s: rel err %.3g", k->name, bl_type_name(type), worst);
-        CHECK(worst_ref < 1e-4, "reference tile %s: rel err %.3g", bl_type_name(type), worst_ref);
+        CHECK(worst < 2e-6, "%s tile %s: rel err %.3g", k->name, bl__type_any_name(type), worst);
+        CHECK(worst_ref < 1e-4, "reference tile %s: rel err %.3g", bl__type_any_name(type), worst_ref);
         free(w); free(a); free(tile); free(x);
     }
 }
