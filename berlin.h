@@ -2698,7 +2698,7 @@ static void bl__unpack_row(int type, const uint8_t *w, int64_t K, uint8_t *u, fl
 }
 
 /* Build the tile of rows [0, nr) (nr <= 32; the rest are zero) in tile,
-   with rowbuf (K bytes) as scratch. */
+   with rowbuf (16*K bytes) as scratch. */
 static void bl__tile_pack(int type, const uint8_t *w, size_t row_bytes, int nr, int64_t K, uint8_t *tile, uint8_t *rowbuf) {
     int64_t nsub = K / bl__tile_sub(type), k4;
     float *s = (float *)(void *)(tile + (size_t)K * 32), *o = s + nsub * 32;
@@ -3253,46 +3253,158 @@ BL__AVX512BF static void bl__gemm_bf16_avx512(int type, const uint8_t *w, size_t
 }
 
 /* Tiles: 32 rows x 4 tokens per pass; S weights per sub-block. */
-BL__INLINE BL__AVX512 void bl__tile_pass_avx512(const uint8_t *tile, int64_t K, int S, const uint8_t *act, size_t astride, int nt, int t0,
-                                               float *y, size_t ldy, int nr) {
-    int64_t nsub = K / S, j;
-    const float *sv = (const float *)(const void *)(tile + (size_t)K * 32), *ov = sv + nsub * 32;
-    const uint8_t *u1 = tile + (size_t)K * 16;
-    bl__q8a a[4];
-    const float *sd[4];
-    __m512 f0[4], f1[4];
-    __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
-    __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : nr <= 16 ? (__mmask16)0 : (__mmask16)((1u << (nr - 16)) - 1);
-    int t, k4;
-    for (t = 0; t < 4; t++) {
-        a[t] = bl__q8a_at(act + (size_t)(t0 + t < nt ? t0 + t : nt - 1) * astride, K);
-        sd[t] = S == 32 ? a[t].s32 : a[t].s16;
-        f0[t] = f1[t] = _mm512_setzero_ps();
-    }
-    for (j = 0; j < nsub; j++) {
-        __m512i i0[4], i1[4];
-        __m512 s0 = _mm512_loadu_ps(sv + 32 * j), s1 = _mm512_loadu_ps(sv + 32 * j + 16);
-        __m512 o0 = _mm512_loadu_ps(ov + 32 * j), o1 = _mm512_loadu_ps(ov + 32 * j + 16);
-        for (t = 0; t < 4; t++) i0[t] = i1[t] = _mm512_setzero_si512();
-        for (k4 = 0; k4 < S / 4; k4++) {
-            size_t off = ((size_t)j * (size_t)(S / 4) + (size_t)k4) * 64;
-            __m512i w0 = _mm512_loadu_si512((const void *)(tile + off)), w1 = _mm512_loadu_si512((const void *)(u1 + off));
-            for (t = 0; t < 4; t++) {
-                __m512i av = _mm512_set1_epi32(bl__ld32(a[t].q + j * S + 4 * k4));
-                i0[t] = _mm512_dpbusd_epi32(i0[t], w0, av);
-                i1[t] = _mm512_dpbusd_epi32(i1[t], w1, av);
+/* One row's codes, and per-sub-block s and o (stride sstride), as
+   bl__unpack_row does, 64 codes at a time. */
+BL__AVX512 static void bl__unpack_row_avx512(int type, const uint8_t *w, int64_t K, uint8_t *u, float *s, float *o, int sstride) {
+    const __m512i m4 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(3);
+    int64_t b;
+    int j, h;
+    switch (type) {
+    case BL_TYPE_Q4_0:
+        for (b = 0; b < K / 32; b++) {
+            const uint8_t *x = w + b * 18;
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(x + 2));
+            __m256i z = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), _mm512_castsi512_si256(m4));
+            float d = _cvtsh_ss((unsigned short)(x[0] | (x[1] << 8)));
+            _mm256_storeu_si256((__m256i *)(void *)(u + 32 * b), z);
+            s[b * sstride] = d;
+            o[b * sstride] = 8.0f * d;
+        }
+        break;
+    case BL_TYPE_Q8_0:
+        for (b = 0; b < K / 32; b++) {
+            const uint8_t *x = w + b * 34;
+            __m256i z = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(x + 2)), _mm256_set1_epi8((char)0x80));
+            float d = _cvtsh_ss((unsigned short)(x[0] | (x[1] << 8)));
+            _mm256_storeu_si256((__m256i *)(void *)(u + 32 * b), z);
+            s[b * sstride] = d;
+            o[b * sstride] = 128.0f * d;
+        }
+        break;
+    case BL_TYPE_Q4_K:
+        for (b = 0; b < K / 256; b++) {
+            const bl__block_q4_k *x = (const bl__block_q4_k *)(const void *)(w + b * 144);
+            float d = _cvtsh_ss(x->d), dmin = _cvtsh_ss(x->dmin);
+            for (j = 0; j < 4; j++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(x->qs + 32 * j));
+                __m512i z = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), m4);
+                _mm512_storeu_si512((void *)(u + 256 * b + 64 * j), z);
+            }
+            for (j = 0; j < 8; j++) {
+                int sc, mn;
+                bl__k4_scale_min(j, x->scales, &sc, &mn);
+                s[(8 * b + j) * sstride] = d * (float)sc;
+                o[(8 * b + j) * sstride] = dmin * (float)mn;
             }
         }
-        for (t = 0; t < 4; t++) {
-            __m512 da = _mm512_set1_ps(a[t].d[j * S / 32]), sdt = _mm512_set1_ps(sd[t][j]);
-            f0[t] = _mm512_fnmadd_ps(o0, sdt, _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0[t]), _mm512_mul_ps(s0, da), f0[t]));
-            f1[t] = _mm512_fnmadd_ps(o1, sdt, _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1[t]), _mm512_mul_ps(s1, da), f1[t]));
+        break;
+    default: /* Q6_K */
+        for (b = 0; b < K / 256; b++) {
+            const bl__block_q6_k *x = (const bl__block_q6_k *)(const void *)(w + b * 210);
+            float d = _cvtsh_ss(x->d);
+            for (h = 0; h < 2; h++) {
+                __m512i l = _mm512_loadu_si512((const void *)(x->ql + 64 * h));
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(x->qh + 32 * h));
+                __m512i qz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+                _mm512_storeu_si512((void *)(u + 256 * b + 128 * h), _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(_mm512_and_si512(qz, m3), 4)));
+                _mm512_storeu_si512((void *)(u + 256 * b + 128 * h + 64),
+                                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qz, 4), m3), 4)));
+            }
+            for (j = 0; j < 16; j++) {
+                s[(16 * b + j) * sstride] = d * (float)x->scales[j];
+                o[(16 * b + j) * sstride] = 32.0f * d * (float)x->scales[j];
+            }
+        }
+        break;
+    }
+}
+
+/* bl__tile_pack with SIMD: 16 rows are unpacked into rowbuf (16*K bytes),
+   then each 16x16 block of 4-byte groups is transposed in registers. */
+BL__AVX512 static void bl__tile_pack_avx512(int type, const uint8_t *w, size_t row_bytes, int nr, int64_t K, uint8_t *tile, uint8_t *rowbuf) {
+    const int64_t nsub = K / bl__tile_sub(type);
+    float *s = (float *)(void *)(tile + (size_t)K * 32), *o = s + nsub * 32;
+    const __m512i i1a = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+    const __m512i i1b = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    const __m512i i2a = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), i2b = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    const __m512i i3a = _mm512_setr_epi64(0, 8, 2, 10, 4, 12, 6, 14), i3b = _mm512_setr_epi64(1, 9, 3, 11, 5, 13, 7, 15);
+    const __m512i i4a = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+    const __m512i i4b = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+    int g, r, i;
+    for (g = 0; g < 2; g++) {
+        uint8_t *dst = tile + (size_t)g * (size_t)K * 16;
+        int64_t k;
+        for (r = 0; r < 16; r++) {
+            int row = 16 * g + r;
+            if (row < nr) bl__unpack_row_avx512(type, w + (size_t)row * row_bytes, K, rowbuf + (size_t)r * (size_t)K, s + row, o + row, 32);
+            else {
+                int64_t j;
+                memset(rowbuf + (size_t)r * (size_t)K, 0, (size_t)K);
+                for (j = 0; j < nsub; j++) { s[j * 32 + row] = 0; o[j * 32 + row] = 0; }
+            }
+        }
+        for (k = 0; k < K; k += 64) {
+            __mmask16 m = K - k >= 64 ? (__mmask16)0xffff : (__mmask16)0x00ff;
+            int nc = K - k >= 64 ? 16 : 8;
+            __m512i x[16], y[16];
+            for (r = 0; r < 16; r++) x[r] = _mm512_maskz_loadu_epi32(m, (const void *)(rowbuf + (size_t)r * (size_t)K + k));
+            for (i = 0; i < 8; i++) { y[i] = _mm512_permutex2var_epi32(x[i], i1a, x[i + 8]); y[i + 8] = _mm512_permutex2var_epi32(x[i], i1b, x[i + 8]); }
+            for (i = 0; i < 16; i++) if (!(i & 4)) { x[i] = _mm512_permutex2var_epi64(y[i], i2a, y[i + 4]); x[i + 4] = _mm512_permutex2var_epi64(y[i], i2b, y[i + 4]); }
+            for (i = 0; i < 16; i++) if (!(i & 2)) { y[i] = _mm512_permutex2var_epi64(x[i], i3a, x[i + 2]); y[i + 2] = _mm512_permutex2var_epi64(x[i], i3b, x[i + 2]); }
+            for (i = 0; i < 16; i += 2) { x[i] = _mm512_permutex2var_epi32(y[i], i4a, y[i + 1]); x[i + 1] = _mm512_permutex2var_epi32(y[i], i4b, y[i + 1]); }
+            for (i = 0; i < nc; i++) _mm512_storeu_si512((void *)(dst + (size_t)(k / 4 + i) * 64), x[i]);
         }
     }
-    for (t = 0; t < 4 && t0 + t < nt; t++) {
-        _mm512_mask_storeu_ps(y + (size_t)(t0 + t) * ldy, m0, f0[t]);
-        if (m1) _mm512_mask_storeu_ps(y + (size_t)(t0 + t) * ldy + 16, m1, f1[t]);
+}
+
+BL__INLINE BL__AVX512 void bl__tile_pass_avx512(const uint8_t *tile, int64_t K, int S, const uint8_t *act, size_t astride, int nt, int t0,
+                                               float *y, size_t ldy, int nr) {
+    const int64_t nsub = K / S;
+    const float *sv = (const float *)(const void *)(tile + (size_t)K * 32), *ov = sv + nsub * 32;
+    const uint8_t *u1 = tile + (size_t)K * 16;
+    const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
+    const __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : nr <= 16 ? (__mmask16)0 : (__mmask16)((1u << (nr - 16)) - 1);
+    /* four tokens; past the end of the batch the last one is repeated */
+    const bl__q8a a0 = bl__q8a_at(act + (size_t)(t0 < nt ? t0 : nt - 1) * astride, K);
+    const bl__q8a a1 = bl__q8a_at(act + (size_t)(t0 + 1 < nt ? t0 + 1 : nt - 1) * astride, K);
+    const bl__q8a a2 = bl__q8a_at(act + (size_t)(t0 + 2 < nt ? t0 + 2 : nt - 1) * astride, K);
+    const bl__q8a a3 = bl__q8a_at(act + (size_t)(t0 + 3 < nt ? t0 + 3 : nt - 1) * astride, K);
+    const float *sd0 = S == 32 ? a0.s32 : a0.s16, *sd1 = S == 32 ? a1.s32 : a1.s16;
+    const float *sd2 = S == 32 ? a2.s32 : a2.s16, *sd3 = S == 32 ? a3.s32 : a3.s16;
+    __m512 f00 = _mm512_setzero_ps(), f01 = f00, f02 = f00, f03 = f00, f10 = f00, f11 = f00, f12 = f00, f13 = f00;
+    int64_t j;
+    int k4;
+    for (j = 0; j < nsub; j++) {
+        __m512i i00 = _mm512_setzero_si512(), i01 = i00, i02 = i00, i03 = i00, i10 = i00, i11 = i00, i12 = i00, i13 = i00;
+        const uint8_t *w0p = tile + (size_t)j * (size_t)S * 16, *w1p = u1 + (size_t)j * (size_t)S * 16;
+        const int8_t *q0 = a0.q + j * S, *q1 = a1.q + j * S, *q2 = a2.q + j * S, *q3 = a3.q + j * S;
+        __m512 s0, s1, o0, o1, d;
+        for (k4 = 0; k4 < S / 4; k4++) {
+            __m512i w0 = _mm512_loadu_si512((const void *)(w0p + 64 * k4)), w1 = _mm512_loadu_si512((const void *)(w1p + 64 * k4)), v;
+            v = _mm512_set1_epi32(bl__ld32(q0 + 4 * k4)); i00 = _mm512_dpbusd_epi32(i00, w0, v); i10 = _mm512_dpbusd_epi32(i10, w1, v);
+            v = _mm512_set1_epi32(bl__ld32(q1 + 4 * k4)); i01 = _mm512_dpbusd_epi32(i01, w0, v); i11 = _mm512_dpbusd_epi32(i11, w1, v);
+            v = _mm512_set1_epi32(bl__ld32(q2 + 4 * k4)); i02 = _mm512_dpbusd_epi32(i02, w0, v); i12 = _mm512_dpbusd_epi32(i12, w1, v);
+            v = _mm512_set1_epi32(bl__ld32(q3 + 4 * k4)); i03 = _mm512_dpbusd_epi32(i03, w0, v); i13 = _mm512_dpbusd_epi32(i13, w1, v);
+        }
+        s0 = _mm512_loadu_ps(sv + 32 * j); s1 = _mm512_loadu_ps(sv + 32 * j + 16);
+        o0 = _mm512_loadu_ps(ov + 32 * j); o1 = _mm512_loadu_ps(ov + 32 * j + 16);
+#define BL__TILE_ACC(t)                                                                                        \
+        d = _mm512_set1_ps(a##t.d[j * S / 32]);                                                                \
+        f0##t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0##t), _mm512_mul_ps(s0, d), f0##t);                       \
+        f1##t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1##t), _mm512_mul_ps(s1, d), f1##t);                       \
+        d = _mm512_set1_ps(sd##t[j]);                                                                          \
+        f0##t = _mm512_fnmadd_ps(o0, d, f0##t);                                                                \
+        f1##t = _mm512_fnmadd_ps(o1, d, f1##t);
+        BL__TILE_ACC(0) BL__TILE_ACC(1) BL__TILE_ACC(2) BL__TILE_ACC(3)
+#undef BL__TILE_ACC
     }
+#define BL__TILE_STORE(t)                                                                                      \
+    if (t0 + t < nt) {                                                                                         \
+        _mm512_mask_storeu_ps(y + (size_t)(t0 + t) * ldy, m0, f0##t);                                          \
+        if (m1) _mm512_mask_storeu_ps(y + (size_t)(t0 + t) * ldy + 16, m1, f1##t);                             \
+    }
+    BL__TILE_STORE(0) BL__TILE_STORE(1) BL__TILE_STORE(2) BL__TILE_STORE(3)
+#undef BL__TILE_STORE
 }
 
 BL__AVX512 static void bl__tile_gemm_avx512(int type, const uint8_t *tile, int64_t K, const uint8_t *act, size_t astride, int nt, float *y, size_t ldy, int nr) {
@@ -3401,6 +3513,7 @@ typedef struct bl__kern {
     bl__vdot_fn vdot[4];   /* Q4_0, Q8_0, Q4_K, Q6_K: one row by one token */
     bl__gemm_fn gemm_f;    /* F32, F16 weights: up to 4 rows by 4 tokens */
     bl__gemm_fn gemm_bf16; /* BF16 weights, BF16 activations */
+    void (*tile_pack)(int type, const uint8_t *w, size_t row_bytes, int nr, int64_t K, uint8_t *tile, uint8_t *rowbuf);
     bl__tile_fn tile_gemm; /* quantized tiles by a batch of tokens */
     int tile_min;          /* batches at least this long use tile_gemm, shorter ones vdot */
     float (*dot)(const float *a, const float *b, int64_t n);
@@ -3456,6 +3569,7 @@ static int bl__kern_init(bl__kern *k, int level) {
     k->vdot[3] = bl__vdot_q6_k_ref;
     k->gemm_f = bl__gemm_f_ref;
     k->gemm_bf16 = bl__gemm_f_ref;
+    k->tile_pack = bl__tile_pack;
     k->tile_gemm = bl__tile_gemm_ref;
     k->tile_min = INT_MAX; /* the plain C tile kernel is for testing: vdot is faster */
     k->dot = bl__dot_f32;
@@ -3489,6 +3603,7 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->vdot[3] = bl__vdot_q6_k_avx512;
         k->gemm_f = bl__gemm_f_avx512;
         if (f & BL__CPU_AVX512BF16) k->gemm_bf16 = bl__gemm_bf16_avx512;
+        k->tile_pack = bl__tile_pack_avx512;
         k->tile_gemm = bl__tile_gemm_avx512;
         k->tile_min = 4;
         k->dot = bl__dot_avx512;
@@ -3620,7 +3735,7 @@ bl_result bl_ctx_create(bl_ctx **out, const bl_model *m, const bl_ctx_desc *desc
         size_t as = bl__q8a_stride((int64_t)maxc) + bl__bf16a_stride((int64_t)maxc), nt = (size_t)c->n_threads;
         c->max_cols = maxc;
         c->priv_cap = (BL__SMALL_BATCH * (maxc * 4 + as) + 63) & ~(size_t)63;
-        c->tile_cap = (bl__tile_bytes((int64_t)maxc) + maxc + 63) & ~(size_t)63;
+        c->tile_cap = (bl__tile_bytes((int64_t)maxc) + 16 * maxc + 63) & ~(size_t)63;
         c->act_mem = bl__alloc(nb * as + nt * c->priv_cap + 128);
         c->tiles_mem = bl__alloc(nt * c->tile_cap + nt * nb * 32 * sizeof(float) + 64);
         if (c->act_mem) {
@@ -3774,7 +3889,7 @@ static void bl__rows(bl_ctx *c, const bl__weight *W, int64_t r0, int64_t r1, con
         ld = acc ? 32 : (size_t)ldy;
         if (kind == BL__ACT_Q8 && nb >= k->tile_min) {
             uint8_t *tile = c->tiles + (size_t)BL__THREAD_ID() * c->tile_cap;
-            bl__tile_pack(W->type, W->data + (size_t)r * rb, rb, nr, K, tile, tile + bl__tile_bytes(K));
+            k->tile_pack(W->type, W->data + (size_t)r * rb, rb, nr, K, tile, tile + bl__tile_bytes(K));
             k->tile_gemm(W->type, tile, K, A->q8, A->sq8, nb, dst, ld, nr);
         } else if (kind == BL__ACT_Q8) {
             bl__vdot_fn vd = k->vdot[bl__qslot(W->type)];

@@ -175,10 +175,11 @@ static void test_tiles(const bl__kern *k) {
     int ti, ni, ti2;
     for (ti = 0; ti < 4; ti++) {
         int type = qtypes[ti];
-        int64_t K = ti < 2 ? 96 * 4 : 768, i;
+        int64_t K = ti < 2 ? (ti ? 96 : 96 * 4) : 768, i;
         size_t rb = bl__row_bytes(type, K), as = bl__q8a_stride(K);
         uint8_t *w = (uint8_t *)malloc(rb * 32), *a = (uint8_t *)malloc(as * 9);
-        uint8_t *tile = (uint8_t *)malloc(bl__tile_bytes(K) + (size_t)K + 64);
+        uint8_t *tile = (uint8_t *)malloc(bl__tile_bytes(K) + 16 * (size_t)K + 64);
+        uint8_t *tile2 = (uint8_t *)malloc(bl__tile_bytes(K) + 16 * (size_t)K + 64);
         float *x = (float *)malloc((size_t)K * sizeof(float)), y[9 * 40];
         double worst = 0, worst_ref = 0;
         for (i = 0; i < 32; i++) fill_row(type, w + (size_t)i * rb, K);
@@ -190,7 +191,9 @@ static void test_tiles(const bl__kern *k) {
         for (ni = 0; ni < 5; ni++)
             for (ti2 = 0; ti2 < 5; ti2++) {
                 int nr = nrs[ni], nt = nts[ti2], r, t;
-                bl__tile_pack(type, w, rb, nr, K, tile, tile + bl__tile_bytes(K));
+                bl__tile_pack(type, w, rb, nr, K, tile2, tile2 + bl__tile_bytes(K));
+                k->tile_pack(type, w, rb, nr, K, tile, tile + bl__tile_bytes(K));
+                CHECK(memcmp(tile, tile2, (size_t)K * 32 + (size_t)(K / bl__tile_sub(type)) * 32 * 8) == 0, "%s tile_pack %s nr=%d equals the reference", k->name, bl__type_any_name(type), nr);
                 for (i = 0; i < 9 * 40; i++) y[i] = -12345.0f;
                 k->tile_gemm(type, tile, K, a, as, nt, y, 40, nr);
                 for (t = 0; t < 9; t++)
@@ -218,7 +221,7 @@ static void test_tiles(const bl__kern *k) {
             }
         CHECK(worst < 2e-6, "%s tile %s: rel err %.3g", k->name, bl__type_any_name(type), worst);
         CHECK(worst_ref < 1e-4, "reference tile %s: rel err %.3g", bl__type_any_name(type), worst_ref);
-        free(w); free(a); free(tile); free(x);
+        free(w); free(a); free(tile); free(tile2); free(x);
     }
 }
 
