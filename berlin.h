@@ -2470,19 +2470,22 @@ int bl_type_activation(int type) {
     }
 }
 
-/* One row of Q8 activations (K a multiple of 32), as four arrays:
-   q (K int8), d (K/32 scales), s32 (K/32: d * sum of the block's q),
+/* One row of Q8 activations (K a multiple of 32), as five arrays:
+   q (K int8), qp (the same with the middle 16-byte quarters of each pair of
+   blocks swapped, so a 32-byte load meets the low or high nibbles of two
+   Q4_0 blocks), d (K/32 scales), s32 (K/32: d * sum of the block's q),
    s16 (K/16: d * sum of each half block). */
-typedef struct bl__q8a { const int8_t *q; const float *d, *s32, *s16; } bl__q8a;
+typedef struct bl__q8a { const int8_t *q, *qp; const float *d, *s32, *s16; } bl__q8a;
 
 static size_t bl__q8a_stride(int64_t K) {
-    size_t n = (size_t)K + (size_t)K / 32 * 8 + (size_t)K / 16 * 4;
+    size_t n = 2 * (size_t)K + (size_t)K / 32 * 8 + (size_t)K / 16 * 4;
     return (n + 63) & ~(size_t)63;
 }
 static bl__q8a bl__q8a_at(const uint8_t *p, int64_t K) {
     bl__q8a a;
     a.q = (const int8_t *)p;
-    a.d = (const float *)(const void *)(p + K);
+    a.qp = (const int8_t *)p + K;
+    a.d = (const float *)(const void *)(p + 2 * K);
     a.s32 = a.d + K / 32;
     a.s16 = a.s32 + K / 32;
     return a;
@@ -2501,9 +2504,19 @@ static void bl__bf16a_ref(const float *x, int64_t n, uint16_t *o) {
     for (i = 0; i < n; i++) o[i] = bl__f32_to_bf16(x[i]);
 }
 
+/* Fill qp from q (see bl__q8a); an odd last block stays as it is. */
+static void bl__q8a_permute(uint8_t *out, int64_t K) {
+    int64_t b;
+    memcpy(out + K, out, (size_t)K);
+    for (b = 0; b + 2 <= K / 32; b += 2) {
+        memcpy(out + K + 32 * b + 16, out + 32 * b + 32, 16);
+        memcpy(out + K + 32 * b + 32, out + 32 * b + 16, 16);
+    }
+}
+
 static void bl__q8a_ref(const float *x, int64_t K, uint8_t *out) {
     int8_t *q = (int8_t *)out;
-    float *d = (float *)(void *)(out + K), *s32 = d + K / 32, *s16 = s32 + K / 32;
+    float *d = (float *)(void *)(out + 2 * K), *s32 = d + K / 32, *s16 = s32 + K / 32;
     int64_t b;
     int j;
     for (b = 0; b < K / 32; b++) {
@@ -2521,6 +2534,19 @@ static void bl__q8a_ref(const float *x, int64_t K, uint8_t *out) {
         s16[2 * b + 1] = d[b] * (float)sum1;
         s32[b] = d[b] * (float)(sum0 + sum1);
     }
+    bl__q8a_permute(out, K);
+}
+
+/* Q4_K's 8 6-bit scales and mins, unpacked four at a time in 32-bit words. */
+static void bl__k4_scales8(const uint8_t *q, uint8_t sc[8], uint8_t mn[8]) {
+    uint32_t a, b, c, v;
+    memcpy(&a, q, 4);
+    memcpy(&b, q + 4, 4);
+    memcpy(&c, q + 8, 4);
+    v = a & 0x3f3f3f3fu; memcpy(sc, &v, 4);
+    v = (c & 0x0f0f0f0fu) | ((a >> 2) & 0x30303030u); memcpy(sc + 4, &v, 4);
+    v = b & 0x3f3f3f3fu; memcpy(mn, &v, 4);
+    v = ((c >> 4) & 0x0f0f0f0fu) | ((b >> 2) & 0x30303030u); memcpy(mn + 4, &v, 4);
 }
 
 /* ---- reference dot products of one weight row with one activation row --- */
@@ -2806,7 +2832,7 @@ BL__AVX2 static __m256i bl__u8dot256(__m256i u, __m256i q) { /* 8 int32 sums of 
 
 BL__AVX2 static void bl__q8a_avx2(const float *x, int64_t K, uint8_t *out) {
     int8_t *q = (int8_t *)out;
-    float *d = (float *)(void *)(out + K), *s32 = d + K / 32, *s16 = s32 + K / 32;
+    float *d = (float *)(void *)(out + 2 * K), *s32 = d + K / 32, *s16 = s32 + K / 32;
     const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     int64_t b;
@@ -2838,6 +2864,7 @@ BL__AVX2 static void bl__q8a_avx2(const float *x, int64_t K, uint8_t *out) {
         p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         _mm256_storeu_si256((__m256i *)(void *)(q + 32 * b), _mm256_permutevar8x32_epi32(p, perm));
     }
+    bl__q8a_permute(out, K);
 }
 
 BL__AVX2 static float bl__vdot_q4_0_avx2(const uint8_t *w, bl__q8a a, int64_t K) {
@@ -3042,7 +3069,7 @@ BL__AVX2 static void bl__swiglu_avx2(float *g, const float *u, int64_t n) {
 
 /* -- AVX-512 (F, BW, VL, DQ, VNNI; BF16 where noted) -- */
 static bl__q8a bl__q8a_skip(bl__q8a a, int64_t k) { /* the same row from element k (k % 32 == 0) */
-    a.q += k; a.d += k / 32; a.s32 += k / 32; a.s16 += k / 16;
+    a.q += k; a.qp += k; a.d += k / 32; a.s32 += k / 32; a.s16 += k / 16;
     return a;
 }
 
@@ -3063,7 +3090,7 @@ BL__AVX512 static int bl__hsum512i(__m512i v) {
 
 BL__AVX512 static void bl__q8a_avx512(const float *x, int64_t K, uint8_t *out) {
     int8_t *q = (int8_t *)out;
-    float *d = (float *)(void *)(out + K), *s32 = d + K / 32, *s16 = s32 + K / 32;
+    float *d = (float *)(void *)(out + 2 * K), *s32 = d + K / 32, *s16 = s32 + K / 32;
     int64_t b;
     for (b = 0; b < K / 32; b++) {
         __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
@@ -3079,6 +3106,7 @@ BL__AVX512 static void bl__q8a_avx512(const float *x, int64_t K, uint8_t *out) {
         _mm_storeu_si128((__m128i *)(void *)(q + 32 * b), _mm512_cvtepi32_epi8(i0));
         _mm_storeu_si128((__m128i *)(void *)(q + 32 * b + 16), _mm512_cvtepi32_epi8(i1));
     }
+    bl__q8a_permute(out, K);
 }
 
 BL__AVX512 static void bl__bf16a_avx512(const float *x, int64_t n, uint16_t *o) {
@@ -3093,166 +3121,217 @@ BL__AVX512 static void bl__bf16a_avx512(const float *x, int64_t n, uint16_t *o) 
     bl__bf16a_ref(x + i, n - i, o + i);
 }
 
-/* Lanes 0-7 take element 2p of v, lanes 8-15 element 2p+1. */
-BL__AVX512 static __m512 bl__pair_bcast(__m512 v, int p) {
-    return _mm512_permutexvar_ps(_mm512_add_epi32(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), _mm512_set1_epi32(2 * p)), v);
-}
-
-/* The f16 scales of 16 blocks of `stride` bytes, as floats. */
+/* The f16 scales of 16 blocks of `stride` bytes, as floats (gathered by
+   scalar loads: a vpgatherdd costs more than the 16 blocks' arithmetic). */
 BL__AVX512 static __m512 bl__scales16(const uint8_t *blk, int stride) {
-    __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(stride));
-    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(idx, (const void *)blk, 1)));
+    uint16_t h[16];
+    int i;
+    for (i = 0; i < 16; i++) memcpy(&h[i], blk + i * stride, 2);
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(void *)h));
 }
 
+/* Decoding kernels work on 256-bit vectors: on Zen 4, which splits 512-bit
+   operations in two, they cost the same per byte and need fewer shuffles. */
 BL__AVX512 static float bl__vdot_q4_0_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
-    __m512 acc = _mm512_setzero_ps(), cor = _mm512_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(15);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+    __m512 cor = _mm512_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(15);
     int64_t nb = K / 32, b = 0;
     int p;
-    float r;
+    float r, scs[16];
     for (; b + 16 <= nb; b += 16) {
         const uint8_t *blk = w + b * 18;
+        const int8_t *qp = a.qp + 32 * b;
         __m512 dw = bl__scales16(blk, 18);
-        __m512 sc = _mm512_mul_ps(dw, _mm512_loadu_ps(a.d + b));
+        _mm512_storeu_ps(scs, _mm512_mul_ps(dw, _mm512_loadu_ps(a.d + b)));
         cor = _mm512_fmadd_ps(dw, _mm512_loadu_ps(a.s32 + b), cor);
-        for (p = 0; p < 8; p++) {
-            const uint8_t *x0 = blk + 36 * p + 2;
-            __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)x0)),
-                                                _mm_loadu_si128((const __m128i *)(const void *)(x0 + 18)), 1);
-            __m512i z = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), m4);
-            __m512i s;
-            z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
-            s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), z, _mm512_loadu_si512((const void *)(a.q + 32 * (b + 2 * p))));
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), bl__pair_bcast(sc, p), acc);
+        for (p = 0; p < 8; p += 2) {
+#define BL__Q40_PAIR(pp, acc)                                                                                                \
+            {                                                                                                                \
+                const uint8_t *x0 = blk + 36 * (pp) + 2;                                                                     \
+                __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)x0)), \
+                                                    _mm_loadu_si128((const __m128i *)(const void *)(x0 + 18)), 1);           \
+                __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_and_si256(v, m4),                             \
+                                                _mm256_loadu_si256((const __m256i *)(const void *)(qp + 64 * (pp))));        \
+                __m256 sv = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(scs[2 * (pp)])), _mm_set1_ps(scs[2 * (pp) + 1]), 1); \
+                s = _mm256_dpbusd_epi32(s, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),                                    \
+                                        _mm256_loadu_si256((const __m256i *)(const void *)(qp + 64 * (pp) + 32)));           \
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sv, acc);                                                       \
+            }
+            BL__Q40_PAIR(p, acc0)
+            BL__Q40_PAIR(p + 1, acc1)
+#undef BL__Q40_PAIR
         }
     }
-    r = bl__hsum512(acc) - 8.0f * bl__hsum512(cor);
+    r = bl__hsum256(_mm256_add_ps(acc0, acc1)) - 8.0f * bl__hsum512(cor);
     if (b < nb) r += bl__vdot_q4_0_avx2(w + b * 18, bl__q8a_skip(a, b * 32), (nb - b) * 32);
     return r;
 }
 
 BL__AVX512 static float bl__vdot_q8_0_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
-    __m512 acc = _mm512_setzero_ps();
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
     int64_t nb = K / 32, b = 0;
     int p;
-    float r;
+    float r, scs[16];
     for (; b + 16 <= nb; b += 16) {
         const uint8_t *blk = w + b * 34;
-        __m512 sc = _mm512_mul_ps(bl__scales16(blk, 34), _mm512_loadu_ps(a.d + b));
-        for (p = 0; p < 8; p++) {
-            const uint8_t *x0 = blk + 68 * p + 2;
-            __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)x0)),
-                                           _mm256_loadu_si256((const __m256i *)(const void *)(x0 + 34)), 1);
-            __m512i q = _mm512_loadu_si512((const void *)(a.q + 32 * (b + 2 * p)));
-            __m512i qs = _mm512_mask_sub_epi8(q, _mm512_movepi8_mask(z), _mm512_setzero_si512(), q);
-            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(z), qs);
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), bl__pair_bcast(sc, p), acc);
+        _mm512_storeu_ps(scs, _mm512_mul_ps(bl__scales16(blk, 34), _mm512_loadu_ps(a.d + b)));
+        for (p = 0; p < 16; p += 2) {
+#define BL__Q80_BLOCK(pp, acc)                                                                                               \
+            {                                                                                                                \
+                __m256i z = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 34 * (pp) + 2));                       \
+                __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(a.q + 32 * (b + (pp))));                      \
+                __m256i qs = _mm256_mask_sub_epi8(q, _mm256_movepi8_mask(z), _mm256_setzero_si256(), q);                     \
+                __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(z), qs);                             \
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(scs[pp]), acc);                                  \
+            }
+            BL__Q80_BLOCK(p, acc0)
+            BL__Q80_BLOCK(p + 1, acc1)
+#undef BL__Q80_BLOCK
         }
     }
-    r = bl__hsum512(acc);
+    r = bl__hsum256(_mm256_add_ps(acc0, acc1));
     if (b < nb) r += bl__vdot_q8_0_avx2(w + b * 34, bl__q8a_skip(a, b * 32), (nb - b) * 32);
     return r;
 }
 
 BL__AVX512 static float bl__vdot_q4_k_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
     __m256 cor = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(15);
+    const __m512i idx0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), two = _mm512_set1_epi32(2);
     int64_t b;
-    int j, c;
+    int c;
     for (b = 0; b < K / 256; b++) {
         const bl__block_q4_k *x = (const bl__block_q4_k *)(const void *)(w + b * 144);
-        int32_t sc[8], mn[8];
+        uint8_t sc[8], mn[8];
         __m512 s8;
-        for (j = 0; j < 8; j++) bl__k4_scale_min(j, x->scales, &sc[j], &mn[j]);
-        s8 = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(void *)sc)), _mm256_set1_ps(_cvtsh_ss(x->d))),
+        __m512i idx = idx0;
+        bl__k4_scales8(x->scales, sc, mn);
+        s8 = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(void *)sc))),
+                                                                _mm256_set1_ps(_cvtsh_ss(x->d))),
                                                   _mm256_loadu_ps(a.d + 8 * b)));
-        cor = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(void *)mn)), _mm256_set1_ps(_cvtsh_ss(x->dmin))),
+        cor = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(void *)mn))), _mm256_set1_ps(_cvtsh_ss(x->dmin))),
                               _mm256_loadu_ps(a.s32 + 8 * b), cor);
-        for (c = 0; c < 4; c++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(x->qs + 32 * c));
-            __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m4)), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1);
-            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), z, _mm512_loadu_si512((const void *)(a.q + 256 * b + 64 * c)));
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), bl__pair_bcast(s8, c), acc);
+        for (c = 0; c < 4; c += 2) {
+#define BL__Q4K_CHUNK(cc, acc)                                                                                              \
+            {                                                                                                               \
+                __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(x->qs + 32 * (cc)));                         \
+                __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m4)), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1); \
+                __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), z, _mm512_loadu_si512((const void *)(a.q + 256 * b + 64 * (cc)))); \
+                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(idx, s8), acc);                          \
+                idx = _mm512_add_epi32(idx, two);                                                                           \
+            }
+            BL__Q4K_CHUNK(c, acc0)
+            BL__Q4K_CHUNK(c + 1, acc1)
+#undef BL__Q4K_CHUNK
         }
     }
-    return bl__hsum512(acc) - bl__hsum256(cor);
+    return bl__hsum512(_mm512_add_ps(acc0, acc1)) - bl__hsum256(cor);
 }
 
 BL__AVX512 static float bl__vdot_q6_k_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
-    __m512 acc = _mm512_setzero_ps(), cor = _mm512_setzero_ps();
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, cor = acc0;
     const __m512i m4 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(3);
     const __m512i half = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     const __m512i quad = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m512i q4 = _mm512_add_epi32(quad, _mm512_set1_epi32(4)), q8 = _mm512_add_epi32(quad, _mm512_set1_epi32(8)), q12 = _mm512_add_epi32(quad, _mm512_set1_epi32(12));
     int64_t b;
-    int h;
     for (b = 0; b < K / 256; b++) {
         const bl__block_q6_k *x = (const bl__block_q6_k *)(const void *)(w + b * 210);
         __m512 ds = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)x->scales))), _mm512_set1_ps(_cvtsh_ss(x->d)));
         __m512 sg = _mm512_mul_ps(ds, _mm512_permutexvar_ps(half, _mm512_castps256_ps512(_mm256_loadu_ps(a.d + 8 * b))));
         cor = _mm512_fmadd_ps(ds, _mm512_loadu_ps(a.s16 + 16 * b), cor);
-        for (h = 0; h < 2; h++) {
-            __m512i l = _mm512_loadu_si512((const void *)(x->ql + 64 * h));
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(x->qh + 32 * h));
-            __m512i qz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
-            __m512i u01 = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(_mm512_and_si512(qz, m3), 4));
-            __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qz, 4), m3), 4));
-            const int8_t *q = a.q + 256 * b + 128 * h;
-            __m512i s01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, _mm512_loadu_si512((const void *)q));
-            __m512i s23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u23, _mm512_loadu_si512((const void *)(q + 64)));
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s01), _mm512_permutexvar_ps(_mm512_add_epi32(quad, _mm512_set1_epi32(8 * h)), sg), acc);
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s23), _mm512_permutexvar_ps(_mm512_add_epi32(quad, _mm512_set1_epi32(8 * h + 4)), sg), acc);
+#define BL__Q6K_HALF(h, ia, ib)                                                                                            \
+        {                                                                                                                  \
+            __m512i l = _mm512_loadu_si512((const void *)(x->ql + 64 * (h)));                                             \
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(x->qh + 32 * (h)));                           \
+            __m512i qz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);                     \
+            __m512i u01 = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(_mm512_and_si512(qz, m3), 4));       \
+            __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qz, 4), m3), 4)); \
+            const int8_t *q = a.q + 256 * b + 128 * (h);                                                                  \
+            __m512i s01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, _mm512_loadu_si512((const void *)q));          \
+            __m512i s23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u23, _mm512_loadu_si512((const void *)(q + 64)));   \
+            acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s01), _mm512_permutexvar_ps(ia, sg), acc0);                         \
+            acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s23), _mm512_permutexvar_ps(ib, sg), acc1);                         \
         }
+        BL__Q6K_HALF(0, quad, q4)
+        BL__Q6K_HALF(1, q8, q12)
+#undef BL__Q6K_HALF
     }
-    return bl__hsum512(acc) - 32.0f * bl__hsum512(cor);
+    return bl__hsum512(_mm512_add_ps(acc0, acc1)) - 32.0f * bl__hsum512(cor);
 }
+
+/* 4 rows by 4 tokens of float-type weights, 16 accumulators in registers.
+   LOADW(r, i, m) yields row r's vector at element i under mask m, LOADX
+   token t's; STEP is the element count per vector and FMA the multiply-add. */
+#define BL__GEMM4X4(LOADW, LOADX, FMA, STEP, MASKT, MASKALL, MASKTAIL)                                               \
+    {                                                                                                                 \
+        __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00; \
+        __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;                \
+        for (i = 0; i < K; i += STEP) {                                                                               \
+            MASKT m = K - i >= STEP ? MASKALL : MASKTAIL;                                                             \
+            x0 = LOADX(0, i, m); x1 = LOADX(1, i, m); x2 = LOADX(2, i, m); x3 = LOADX(3, i, m);                     \
+            w0 = LOADW(0, i, m);                                                                                      \
+            c00 = FMA(c00, w0, x0); c01 = FMA(c01, w0, x1); c02 = FMA(c02, w0, x2); c03 = FMA(c03, w0, x3);           \
+            w0 = LOADW(1, i, m);                                                                                      \
+            c10 = FMA(c10, w0, x0); c11 = FMA(c11, w0, x1); c12 = FMA(c12, w0, x2); c13 = FMA(c13, w0, x3);           \
+            w0 = LOADW(2, i, m);                                                                                      \
+            c20 = FMA(c20, w0, x0); c21 = FMA(c21, w0, x1); c22 = FMA(c22, w0, x2); c23 = FMA(c23, w0, x3);           \
+            w0 = LOADW(3, i, m);                                                                                      \
+            c30 = FMA(c30, w0, x0); c31 = FMA(c31, w0, x1); c32 = FMA(c32, w0, x2); c33 = FMA(c33, w0, x3);           \
+        }                                                                                                             \
+        out[0] = c00; out[1] = c01; out[2] = c02; out[3] = c03; out[4] = c10; out[5] = c11; out[6] = c12; out[7] = c13; \
+        out[8] = c20; out[9] = c21; out[10] = c22; out[11] = c23; out[12] = c30; out[13] = c31; out[14] = c32; out[15] = c33; \
+    }
+
+#define BL__F32W(r, i, m) _mm512_maskz_loadu_ps(m, (const float *)(const void *)wr[r] + (i))
+#define BL__F16W(r, i, m) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const void *)(wr[r] + 2 * (i))))
+#define BL__F32X(t, i, m) _mm512_maskz_loadu_ps(m, (const float *)(const void *)xt[t] + (i))
+#define BL__FMA(c, a, b) _mm512_fmadd_ps(a, b, c)
 
 /* F32 and F16 weights: 4 rows x 4 tokens, 16 lanes along k, masked tail. */
 BL__AVX512 static void bl__gemm_f_avx512(int type, const uint8_t *w, size_t row_bytes, int nr, const uint8_t *x, size_t xstride, int nt,
                                          int64_t K, float *y, size_t ldy) {
     const uint8_t *wr[4], *xt[4];
-    __m512 acc[4][4];
+    __m512 out[16], x0, x1, x2, x3, w0;
     int64_t i;
     int r, t;
     if (type == BL_TYPE_BF16) { bl__gemm_f_avx2(type, w, row_bytes, nr, x, xstride, nt, K, y, ldy); return; }
     for (r = 0; r < 4; r++) wr[r] = w + (size_t)(r < nr ? r : 0) * row_bytes;
     for (t = 0; t < 4; t++) xt[t] = x + (size_t)(t < nt ? t : 0) * xstride;
-    for (r = 0; r < 4; r++) for (t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_ps();
-    for (i = 0; i < K; i += 16) {
-        __mmask16 m = K - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - i)) - 1);
-        __m512 wv[4], xv[4];
-        for (t = 0; t < 4; t++) xv[t] = _mm512_maskz_loadu_ps(m, (const float *)(const void *)xt[t] + i);
-        for (r = 0; r < 4; r++)
-            wv[r] = type == BL_TYPE_F32 ? _mm512_maskz_loadu_ps(m, (const float *)(const void *)wr[r] + i)
-                                        : _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const void *)(wr[r] + 2 * i)));
-        for (r = 0; r < 4; r++) for (t = 0; t < 4; t++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv[t], acc[r][t]);
-    }
-    for (r = 0; r < nr; r++) for (t = 0; t < nt; t++) y[(size_t)t * ldy + r] = bl__hsum512(acc[r][t]);
+    if (type == BL_TYPE_F32) BL__GEMM4X4(BL__F32W, BL__F32X, BL__FMA, 16, __mmask16, (__mmask16)0xffff, (__mmask16)((1u << (K - i)) - 1))
+    else BL__GEMM4X4(BL__F16W, BL__F32X, BL__FMA, 16, __mmask16, (__mmask16)0xffff, (__mmask16)((1u << (K - i)) - 1))
+    for (r = 0; r < nr; r++) for (t = 0; t < nt; t++) y[(size_t)t * ldy + r] = bl__hsum512(out[4 * r + t]);
 }
+
+#define BL__BF16W(r, i, m) _mm512_maskz_loadu_epi16(m, (const void *)(wr[r] + 2 * (i)))
+#define BL__BF16X(t, i, m) _mm512_maskz_loadu_epi16(m, (const void *)(xt[t] + 2 * (i)))
+#define BL__DPBF(c, a, b) _mm512_dpbf16_ps(c, (__m512bh)(a), (__m512bh)(b))
 
 /* BF16 weights and BF16 activations: vdpbf16ps, 32 per step. */
 BL__AVX512BF static void bl__gemm_bf16_avx512(int type, const uint8_t *w, size_t row_bytes, int nr, const uint8_t *x, size_t xstride, int nt,
                                               int64_t K, float *y, size_t ldy) {
     const uint8_t *wr[4], *xt[4];
-    __m512 acc[4][4];
+    __m512 out[16];
+    __m512i x0, x1, x2, x3, w0;
     int64_t i;
     int r, t;
     (void)type;
     for (r = 0; r < 4; r++) wr[r] = w + (size_t)(r < nr ? r : 0) * row_bytes;
     for (t = 0; t < 4; t++) xt[t] = x + (size_t)(t < nt ? t : 0) * xstride;
-    for (r = 0; r < 4; r++) for (t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_ps();
-    for (i = 0; i < K; i += 32) {
-        __mmask32 m = K - i >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - i)) - 1);
-        __m512i wv[4], xv[4];
-        for (t = 0; t < 4; t++) xv[t] = _mm512_maskz_loadu_epi16(m, (const void *)(xt[t] + 2 * i));
-        for (r = 0; r < 4; r++) wv[r] = _mm512_maskz_loadu_epi16(m, (const void *)(wr[r] + 2 * i));
-        for (r = 0; r < 4; r++)
-            for (t = 0; t < 4; t++) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], (__m512bh)wv[r], (__m512bh)xv[t]);
-    }
-    for (r = 0; r < nr; r++) for (t = 0; t < nt; t++) y[(size_t)t * ldy + r] = bl__hsum512(acc[r][t]);
+    BL__GEMM4X4(BL__BF16W, BL__BF16X, BL__DPBF, 32, __mmask32, (__mmask32)0xffffffffu, (__mmask32)((1u << (K - i)) - 1))
+    for (r = 0; r < nr; r++) for (t = 0; t < nt; t++) y[(size_t)t * ldy + r] = bl__hsum512(out[4 * r + t]);
 }
+#undef BL__F32W
+#undef BL__F16W
+#undef BL__F32X
+#undef BL__FMA
+#undef BL__BF16W
+#undef BL__BF16X
+#undef BL__DPBF
+#undef BL__GEMM4X4
 
-/* Tiles: 32 rows x 4 tokens per pass; S weights per sub-block. */
 /* One row's codes, and per-sub-block s and o (stride sstride), as
    bl__unpack_row does, 64 codes at a time. */
 BL__AVX512 static void bl__unpack_row_avx512(int type, const uint8_t *w, int64_t K, uint8_t *u, float *s, float *o, int sstride) {
