@@ -413,6 +413,7 @@ static bl_result bl__file_open(bl__file *f, const char *path, int no_mmap, char 
         return bl__fmt(err, BL_ERR_IO, "%s: cannot size the file", path);
     }
     f->size = (size_t)sz;
+    if (f->size == 0) { fclose(fp); f->data = (const uint8_t *)""; return BL_OK; } /* as the mmap path */
     f->data = (const uint8_t *)bl__alloc(f->size);
     if (!f->data) { fclose(fp); return bl__fmt(err, BL_ERR_NOMEM, "%s: out of memory reading %zu bytes", path, f->size); }
     if (f->size && fread((void *)f->data, 1, f->size, fp) != f->size) {
@@ -528,7 +529,7 @@ static int bl__json_string(bl__json *j, size_t *pp, int as_node) {
         unsigned char ch = (unsigned char)j->src[p];
         if (ch < 0x20) { snprintf(j->err, sizeof j->err, "control character in string at byte %zu", p); return -2; }
         if (ch == '\\') {
-            if (p + 1 >= j->len) break;
+            if (p + 1 >= j->len) { p = j->len; break; }
             if (j->src[p + 1] == 'u') {
                 int k;
                 for (k = 2; k < 6; k++)
@@ -1783,7 +1784,7 @@ bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *d
         } else {
             r = bl__load_l2c(m, path);
             m->info.format = "llama2c";
-            if (r == BL_ERR_FORMAT && nh < 28) r = bl__merr(m, BL_ERR_FORMAT, "%s: not a model file berlin.h recognises (GGUF, safetensors, llama2.c)", path);
+            if (r == BL_ERR_FORMAT && (m->n_files ? m->files[0].size : nh) < 28) r = bl__merr(m, BL_ERR_FORMAT, "%s: not a model file berlin.h recognises (GGUF, safetensors, llama2.c)", path);
             else if (r == BL_ERR_FORMAT)
                 r = bl__merr(m, BL_ERR_FORMAT, "%s: not a model file berlin.h recognises (no GGUF magic, no safetensors header, and not a llama2.c "
                              "checkpoint whose size matches its header: truncated?)", path);
