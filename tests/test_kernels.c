@@ -64,6 +64,20 @@ static void test_levels(void) {
     CHECK(bl_type_activation(BL_TYPE_F32) == BL_TYPE_F32 && bl_type_activation(BL_TYPE_F16) == BL_TYPE_F32, "float types are exact");
     CHECK(bl_type_activation(BL_TYPE_BF16) == BL_TYPE_BF16, "bf16 rounds to bf16");
     CHECK(bl_type_activation(BL_TYPE_Q4_0) == BL_TYPE_Q8_0 && bl_type_activation(BL_TYPE_Q6_K) == BL_TYPE_Q8_0, "quants use q8");
+    {   /* the word-wise Q4_K scale unpacking agrees with the byte-wise one */
+        int i, j, bad = 0;
+        for (i = 0; i < 1000; i++) {
+            uint8_t q[12], sc[8], mn[8];
+            for (j = 0; j < 12; j++) q[j] = (uint8_t)rnd();
+            bl__k4_scales8(q, sc, mn);
+            for (j = 0; j < 8; j++) {
+                int s1, m1;
+                bl__k4_scale_min(j, q, &s1, &m1);
+                bad += s1 != sc[j] || m1 != mn[j];
+            }
+        }
+        CHECK(bad == 0, "bl__k4_scales8: %d mismatches", bad);
+    }
     CHECK(bl_type_activation(3) == -1 && bl_type_activation(-1) == -1 && bl_type_activation(99) == -1, "unknown types");
 }
 
