@@ -2551,15 +2551,15 @@ int bl_type_activation(int type) {
     }
 }
 
-/* One row of Q8 activations (K a multiple of 32), as five arrays:
+/* One row of Q8 activations (K a multiple of 32), as six arrays:
    q (K int8), qp (the same with the middle 16-byte quarters of each pair of
    blocks swapped, so a 32-byte load meets the low or high nibbles of two
    Q4_0 blocks), d (K/32 scales), s32 (K/32: d * sum of the block's q),
-   s16 (K/16: d * sum of each half block). */
-typedef struct bl__q8a { const int8_t *q, *qp; const float *d, *s32, *s16; } bl__q8a;
+   s16 (K/16: d * sum of each half block), i32 (K/32: the block sums). */
+typedef struct bl__q8a { const int8_t *q, *qp; const float *d, *s32, *s16; const int32_t *i32; } bl__q8a;
 
 static size_t bl__q8a_stride(int64_t K) {
-    size_t n = 2 * (size_t)K + (size_t)K / 32 * 8 + (size_t)K / 16 * 4;
+    size_t n = 2 * (size_t)K + (size_t)K / 32 * 12 + (size_t)K / 16 * 4;
     return (n + 63) & ~(size_t)63;
 }
 static bl__q8a bl__q8a_at(const uint8_t *p, int64_t K) {
@@ -2569,6 +2569,7 @@ static bl__q8a bl__q8a_at(const uint8_t *p, int64_t K) {
     a.d = (const float *)(const void *)(p + 2 * K);
     a.s32 = a.d + K / 32;
     a.s16 = a.s32 + K / 32;
+    a.i32 = (const int32_t *)(const void *)(a.s16 + K / 16);
     return a;
 }
 static size_t bl__bf16a_stride(int64_t K) { return ((size_t)K * 2 + 63) & ~(size_t)63; }
@@ -2585,9 +2586,16 @@ static void bl__bf16a_ref(const float *x, int64_t n, uint16_t *o) {
     for (i = 0; i < n; i++) o[i] = bl__f32_to_bf16(x[i]);
 }
 
-/* Fill qp from q (see bl__q8a); an odd last block stays as it is. */
+/* Fill qp and i32 from q (see bl__q8a); an odd last block stays as it is. */
 static void bl__q8a_permute(uint8_t *out, int64_t K) {
+    int32_t *is = (int32_t *)(void *)(out + 2 * K + K / 32 * 8 + K / 16 * 4);
     int64_t b;
+    int j;
+    for (b = 0; b < K / 32; b++) {
+        int s = 0;
+        for (j = 0; j < 32; j++) s += ((const int8_t *)out)[32 * b + j];
+        is[b] = s;
+    }
     memcpy(out + K, out, (size_t)K);
     for (b = 0; b + 2 <= K / 32; b += 2) {
         memcpy(out + K + 32 * b + 16, out + 32 * b + 32, 16);
@@ -3150,7 +3158,7 @@ BL__AVX2 static void bl__swiglu_avx2(float *g, const float *u, int64_t n) {
 
 /* -- AVX-512 (F, BW, VL, DQ, VNNI; BF16 where noted) -- */
 static bl__q8a bl__q8a_skip(bl__q8a a, int64_t k) { /* the same row from element k (k % 32 == 0) */
-    a.q += k; a.qp += k; a.d += k / 32; a.s32 += k / 32; a.s16 += k / 16;
+    a.q += k; a.qp += k; a.d += k / 32; a.s32 += k / 32; a.s16 += k / 16; a.i32 += k / 32;
     return a;
 }
 
@@ -3517,7 +3525,9 @@ BL__AVX512 static void bl__tile_pack_avx512(int type, const uint8_t *w, size_t r
     }
 }
 
-BL__INLINE BL__AVX512 void bl__tile_pass_avx512(const uint8_t *tile, int64_t K, int S, const uint8_t *act, size_t astride, int nt, int t0,
+/* zoff > 0: the weights are s*(u - zoff) (Q4_0, Q8_0), and the integer
+   sums start from -zoff*sum(a) instead of a float correction afterwards. */
+BL__INLINE BL__AVX512 void bl__tile_pass_avx512(const uint8_t *tile, int64_t K, int S, int zoff, const uint8_t *act, size_t astride, int nt, int t0,
                                                float *y, size_t ldy, int nr) {
     const int64_t nsub = K / S;
     const float *sv = (const float *)(const void *)(tile + (size_t)K * 32), *ov = sv + nsub * 32;
@@ -3535,7 +3545,10 @@ BL__INLINE BL__AVX512 void bl__tile_pass_avx512(const uint8_t *tile, int64_t K, 
     int64_t j;
     int k4;
     for (j = 0; j < nsub; j++) {
-        __m512i i00 = _mm512_setzero_si512(), i01 = i00, i02 = i00, i03 = i00, i10 = i00, i11 = i00, i12 = i00, i13 = i00;
+        __m512i i00 = zoff ? _mm512_set1_epi32(-zoff * a0.i32[j]) : _mm512_setzero_si512(), i10 = i00;
+        __m512i i01 = zoff ? _mm512_set1_epi32(-zoff * a1.i32[j]) : _mm512_setzero_si512(), i11 = i01;
+        __m512i i02 = zoff ? _mm512_set1_epi32(-zoff * a2.i32[j]) : _mm512_setzero_si512(), i12 = i02;
+        __m512i i03 = zoff ? _mm512_set1_epi32(-zoff * a3.i32[j]) : _mm512_setzero_si512(), i13 = i03;
         const uint8_t *w0p = tile + (size_t)j * (size_t)S * 16, *w1p = u1 + (size_t)j * (size_t)S * 16;
         const int8_t *q0 = a0.q + j * S, *q1 = a1.q + j * S, *q2 = a2.q + j * S, *q3 = a3.q + j * S;
         __m512 s0, s1, o0, o1, d;
@@ -3552,9 +3565,11 @@ BL__INLINE BL__AVX512 void bl__tile_pass_avx512(const uint8_t *tile, int64_t K, 
         d = _mm512_set1_ps(a##t.d[j * S / 32]);                                                                \
         f0##t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0##t), _mm512_mul_ps(s0, d), f0##t);                       \
         f1##t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1##t), _mm512_mul_ps(s1, d), f1##t);                       \
-        d = _mm512_set1_ps(sd##t[j]);                                                                          \
-        f0##t = _mm512_fnmadd_ps(o0, d, f0##t);                                                                \
-        f1##t = _mm512_fnmadd_ps(o1, d, f1##t);
+        if (!zoff) {                                                                                           \
+            d = _mm512_set1_ps(sd##t[j]);                                                                      \
+            f0##t = _mm512_fnmadd_ps(o0, d, f0##t);                                                            \
+            f1##t = _mm512_fnmadd_ps(o1, d, f1##t);                                                            \
+        }
         BL__TILE_ACC(0) BL__TILE_ACC(1) BL__TILE_ACC(2) BL__TILE_ACC(3)
 #undef BL__TILE_ACC
     }
@@ -3570,8 +3585,10 @@ BL__INLINE BL__AVX512 void bl__tile_pass_avx512(const uint8_t *tile, int64_t K, 
 BL__AVX512 static void bl__tile_gemm_avx512(int type, const uint8_t *tile, int64_t K, const uint8_t *act, size_t astride, int nt, float *y, size_t ldy, int nr) {
     int t0;
     for (t0 = 0; t0 < nt; t0 += 4) {
-        if (bl__tile_sub(type) == 32) bl__tile_pass_avx512(tile, K, 32, act, astride, nt, t0, y, ldy, nr);
-        else bl__tile_pass_avx512(tile, K, 16, act, astride, nt, t0, y, ldy, nr);
+        if (type == BL_TYPE_Q4_0) bl__tile_pass_avx512(tile, K, 32, 8, act, astride, nt, t0, y, ldy, nr);
+        else if (type == BL_TYPE_Q8_0) bl__tile_pass_avx512(tile, K, 32, 128, act, astride, nt, t0, y, ldy, nr);
+        else if (type == BL_TYPE_Q4_K) bl__tile_pass_avx512(tile, K, 32, 0, act, astride, nt, t0, y, ldy, nr);
+        else bl__tile_pass_avx512(tile, K, 16, 0, act, astride, nt, t0, y, ldy, nr);
     }
 }
 
@@ -4169,9 +4186,10 @@ static void bl__forward_team(bl_ctx *c, const int32_t *toks, int nb, float *out,
    the last `n_out` tokens of the batch to out (rows of n_vocab). */
 static void bl__forward(bl_ctx *c, const int32_t *toks, int nb, float *out, int n_out) {
     int nt = c->n_threads;
-    /* A model this small gains nothing from a second thread: its matrices
-       take less time than the barriers between them. */
-    if ((double)c->m->info.weight_bytes * (double)nb < 16e6) nt = 1;
+    /* A model this small (stories260K: 1 MB) gains nothing from a second
+       thread: its matrices take less time than the barriers between them,
+       and a barrier waiting on a preempted thread costs a whole time slice. */
+    if (c->m->info.weight_bytes < ((size_t)16 << 20) || (double)c->m->info.weight_bytes * (double)nb < 64e6) nt = 1;
     (void)nt;
     BL__OMP(omp parallel num_threads(nt))
     bl__forward_team(c, toks, nb, out, n_out);
