@@ -2898,6 +2898,7 @@ static void bl__swiglu_ref(float *g, const float *u, int64_t n) {
 #define BL__AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define BL__AVX512BF __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16")))
 #define BL__INLINE static inline __attribute__((always_inline))
+#define BL__UNROLL16 _Pragma("GCC unroll 16")
 
 static int32_t bl__ld32(const void *p) { int32_t v; memcpy(&v, p, 4); return v; }
 
@@ -3515,12 +3516,14 @@ BL__AVX512 static void bl__tile_pack_avx512(int type, const uint8_t *w, size_t r
             __mmask16 m = K - k >= 64 ? (__mmask16)0xffff : (__mmask16)0x00ff;
             int nc = K - k >= 64 ? 16 : 8;
             __m512i x[16], y[16];
-            for (r = 0; r < 16; r++) x[r] = _mm512_maskz_loadu_epi32(m, (const void *)(rowbuf + (size_t)r * (size_t)K + k));
-            for (i = 0; i < 8; i++) { y[i] = _mm512_permutex2var_epi32(x[i], i1a, x[i + 8]); y[i + 8] = _mm512_permutex2var_epi32(x[i], i1b, x[i + 8]); }
-            for (i = 0; i < 16; i++) if (!(i & 4)) { x[i] = _mm512_permutex2var_epi64(y[i], i2a, y[i + 4]); x[i + 4] = _mm512_permutex2var_epi64(y[i], i2b, y[i + 4]); }
-            for (i = 0; i < 16; i++) if (!(i & 2)) { y[i] = _mm512_permutex2var_epi64(x[i], i3a, x[i + 2]); y[i + 2] = _mm512_permutex2var_epi64(x[i], i3b, x[i + 2]); }
-            for (i = 0; i < 16; i += 2) { x[i] = _mm512_permutex2var_epi32(y[i], i4a, y[i + 1]); x[i + 1] = _mm512_permutex2var_epi32(y[i], i4b, y[i + 1]); }
-            for (i = 0; i < nc; i++) _mm512_storeu_si512((void *)(dst + (size_t)(k / 4 + i) * 64), x[i]);
+            /* fully unrolled, so x and y live in registers */
+            BL__UNROLL16 for (r = 0; r < 16; r++) x[r] = _mm512_maskz_loadu_epi32(m, (const void *)(rowbuf + (size_t)r * (size_t)K + k));
+            BL__UNROLL16 for (i = 0; i < 8; i++) { y[i] = _mm512_permutex2var_epi32(x[i], i1a, x[i + 8]); y[i + 8] = _mm512_permutex2var_epi32(x[i], i1b, x[i + 8]); }
+            BL__UNROLL16 for (i = 0; i < 16; i++) if (!(i & 4)) { x[i] = _mm512_permutex2var_epi64(y[i], i2a, y[i + 4]); x[i + 4] = _mm512_permutex2var_epi64(y[i], i2b, y[i + 4]); }
+            BL__UNROLL16 for (i = 0; i < 16; i++) if (!(i & 2)) { y[i] = _mm512_permutex2var_epi64(x[i], i3a, x[i + 2]); y[i + 2] = _mm512_permutex2var_epi64(x[i], i3b, x[i + 2]); }
+            BL__UNROLL16 for (i = 0; i < 16; i += 2) { x[i] = _mm512_permutex2var_epi32(y[i], i4a, y[i + 1]); x[i + 1] = _mm512_permutex2var_epi32(y[i], i4b, y[i + 1]); }
+            if (nc == 16) { BL__UNROLL16 for (i = 0; i < 16; i++) _mm512_storeu_si512((void *)(dst + (size_t)(k / 4 + i) * 64), x[i]); }
+            else for (i = 0; i < nc; i++) _mm512_storeu_si512((void *)(dst + (size_t)(k / 4 + i) * 64), x[i]);
         }
     }
 }
