@@ -56,7 +56,11 @@
        BL_NO_SIMD                    plain C kernels only [off]
        BL_API                        linkage of public functions [extern]
      None of these changes a public struct's layout; they matter only in the file
-     that defines BERLIN_IMPLEMENTATION.
+     that defines BERLIN_IMPLEMENTATION. No -march flag is needed: the x86 SIMD
+     kernels (AVX2+FMA+F16C; AVX-512 with VNNI, and BF16 where present) carry
+     their own target attributes and are chosen from cpuid when a context is
+     created. The environment variable BL_SIMD=scalar|avx2|avx512 caps the
+     level (for testing a lower path on a newer CPU).
 
    CONCEPTS
        model    bl_model: weights (mmapped, read-only), hyper-parameters and the
@@ -2407,9 +2411,19 @@ int bl_token_to_text(const bl_tokenizer *t, int32_t prev, int32_t tok, char *buf
 }
 
 /* >>kern  KERNELS ------------------------------------------------------------
-   The reference kernels: weights are converted to float exactly (F16, BF16,
-   and GGUF quant blocks dequantized) and multiplied with float activations,
-   so every weight type gives the exact-math result of its stored weights.
+   bl__dequant_row converts any weight type to float exactly (F16, BF16, and
+   GGUF quant blocks dequantized): the definition every kernel is tested
+   against. The matrix kernels follow llama.cpp's precision contract: F32 and
+   F16 weights meet float activations (exact math), BF16 weights meet
+   BF16-rounded activations (vdpbf16ps), quantized weights meet activations
+   quantized to int8 blocks of 32 (integer dot products: vpdpbusd, or
+   pmaddubsw on AVX2); bl_type_activation says which, per type.
+   Each kernel has a plain C reference, always compiled and tested, and SIMD
+   variants beside it; one table per context holds the chosen ones, and the
+   forward pass calls only through the table. Decoding (one token) runs one
+   weight row against one activation row, straight from the GGUF blocks;
+   prompt batches unpack 32 rows at a time into a tile of bytes interleaved
+   for the dot-product instructions, reused by every token of the batch.
    Block layouts follow GGUF; their sizes are checked below. */
 
 typedef struct bl__block_q4_0 { uint16_t d; uint8_t qs[16]; } bl__block_q4_0;          /* 32 weights */
@@ -4310,7 +4324,9 @@ int32_t bl_ctx_sample(bl_ctx *c, const bl_sampler_desc *d) {
 /*
    HISTORY
        0.1.0  loaders (GGUF, safetensors, llama2.c), llama forward pass,
-              SentencePiece tokenizer, sampler.
+              SentencePiece tokenizer, sampler. SIMD kernels (AVX2, AVX-512
+              VNNI/BF16) with int8/BF16 activations, tiled prompt GEMM, one
+              OpenMP team per forward step, huge-page weight copies.
 
    LICENSE
    MIT License. Copyright (c) 2026 the berlin.h authors.
