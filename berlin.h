@@ -3374,7 +3374,7 @@ BL__AVX512 static float bl__vdot_q6_k_avx512(const uint8_t *w, bl__q8a a, int64_
         __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00; \
         __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;                \
         for (i = 0; i < K; i += STEP) {                                                                               \
-            MASKT m = K - i >= STEP ? MASKALL : MASKTAIL;                                                             \
+            const MASKT m = K - i >= STEP ? MASKALL : MASKTAIL;                                                       \
             x0 = LOADX(0, i, m); x1 = LOADX(1, i, m); x2 = LOADX(2, i, m); x3 = LOADX(3, i, m);                     \
             w0 = LOADW(0, i, m);                                                                                      \
             c00 = FMA(c00, w0, x0); c01 = FMA(c01, w0, x1); c02 = FMA(c02, w0, x2); c03 = FMA(c03, w0, x3);           \
