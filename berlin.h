@@ -323,9 +323,11 @@ extern int madvise(void *addr, size_t len, int advice);
 #include <omp.h>
 #define BL__OMP(x) _Pragma(#x)
 #define BL__THREAD_ID() omp_get_thread_num()
+#define BL__N_THREADS() omp_get_num_threads()
 #else
 #define BL__OMP(x)
 #define BL__THREAD_ID() 0
+#define BL__N_THREADS() 1
 #endif
 
 #if defined(BL_MALLOC) && defined(BL_REALLOC) && defined(BL_FREE)
@@ -2891,6 +2893,17 @@ static void bl__swiglu_ref(float *g, const float *u, int64_t n) {
     for (i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
+/* Attention for one query head over n_att cached positions (rows kvs floats
+   apart): scores into s (n_att floats of scratch), the softmax-weighted sum
+   of the values into o (hd floats). */
+static void bl__attn_ref(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o) {
+    int t;
+    for (t = 0; t < n_att; t++) s[t] = bl__dot_f32(q, kc + (size_t)t * kvs, hd) * scale;
+    bl__softmax_ref(s, n_att);
+    memset(o, 0, (size_t)hd * sizeof(float));
+    for (t = 0; t < n_att; t++) bl__axpy_ref(o, s[t], vc + (size_t)t * kvs, hd);
+}
+
 /* ---- x86 SIMD variants ----------------------------------------------------
    Compiled with per-function target attributes, so the header needs no
    -march flag and one binary runs on any x86-64; bl__kern_select picks the
@@ -3169,6 +3182,14 @@ BL__AVX2 static void bl__swiglu_avx2(float *g, const float *u, int64_t n) {
         _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(v, den), _mm256_loadu_ps(u + i)));
     }
     bl__swiglu_ref(g + i, u + i, n - i);
+}
+
+BL__AVX2 static void bl__attn_avx2(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o) {
+    int t;
+    for (t = 0; t < n_att; t++) s[t] = bl__dot_avx2(q, kc + (size_t)t * kvs, hd) * scale;
+    bl__softmax_avx2(s, n_att);
+    memset(o, 0, (size_t)hd * sizeof(float));
+    for (t = 0; t < n_att; t++) bl__axpy_avx2(o, s[t], vc + (size_t)t * kvs, hd);
 }
 
 /* -- AVX-512 (F, BW, VL, DQ, VNNI; BF16 where noted) -- */
@@ -3681,6 +3702,52 @@ BL__AVX512 static void bl__swiglu_avx512(float *g, const float *u, int64_t n) {
     }
 }
 
+/* Attention for one query head over n_att cached positions: scores into s
+   (n_att floats of scratch), the weighted sum of values into o (hd). */
+BL__AVX512 static void bl__attn_avx512(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o) {
+    const __m512i fix = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    int t0, j, c;
+    if (hd % 16 || hd > 128) { bl__attn_ref(q, kc, vc, kvs, n_att, hd, scale, s, o); return; }
+    /* q.k for 16 positions at a time, the 16 sums reduced together */
+    for (t0 = 0; t0 < n_att; t0 += 16) {
+        __m512 p[16], a[8], r;
+        __mmask16 m = n_att - t0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n_att - t0)) - 1);
+        BL__UNROLL16 for (j = 0; j < 16; j++) {
+            const float *k = kc + (size_t)(t0 + j < n_att ? t0 + j : t0) * kvs;
+            p[j] = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_loadu_ps(k));
+            for (c = 16; c < hd; c += 16) p[j] = _mm512_fmadd_ps(_mm512_loadu_ps(q + c), _mm512_loadu_ps(k + c), p[j]);
+        }
+        BL__UNROLL16 for (j = 0; j < 8; j++)
+            a[j] = _mm512_add_ps(_mm512_shuffle_f32x4(p[2 * j], p[2 * j + 1], 0x44), _mm512_shuffle_f32x4(p[2 * j], p[2 * j + 1], 0xee));
+        BL__UNROLL16 for (j = 0; j < 4; j++)
+            p[j] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0x88), _mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0xdd));
+        BL__UNROLL16 for (j = 0; j < 2; j++)
+            a[j] = _mm512_add_ps(_mm512_shuffle_ps(p[2 * j], p[2 * j + 1], 0x88), _mm512_shuffle_ps(p[2 * j], p[2 * j + 1], 0xdd));
+        r = _mm512_add_ps(_mm512_shuffle_ps(a[0], a[1], 0x88), _mm512_shuffle_ps(a[0], a[1], 0xdd));
+        _mm512_mask_storeu_ps(s + t0, m, _mm512_mul_ps(_mm512_permutexvar_ps(fix, r), _mm512_set1_ps(scale)));
+    }
+    bl__softmax_avx512(s, n_att);
+    /* o = sum_t s[t] v_t, two sets of accumulators for even and odd t */
+    {
+        __m512 e[8], d[8];
+        int nc = hd / 16, t;
+        for (c = 0; c < 8; c++) e[c] = d[c] = _mm512_setzero_ps();
+        for (t = 0; t + 1 < n_att; t += 2) {
+            const float *v0 = vc + (size_t)t * kvs, *v1 = v0 + kvs;
+            __m512 w0 = _mm512_set1_ps(s[t]), w1 = _mm512_set1_ps(s[t + 1]);
+            BL__UNROLL16 for (c = 0; c < 8; c++)
+                if (c < nc) { e[c] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(v0 + 16 * c), e[c]); d[c] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(v1 + 16 * c), d[c]); }
+        }
+        if (t < n_att) {
+            const float *v0 = vc + (size_t)t * kvs;
+            __m512 w0 = _mm512_set1_ps(s[t]);
+            for (c = 0; c < nc; c++) e[c] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(v0 + 16 * c), e[c]);
+        }
+        for (c = 0; c < nc; c++) _mm512_storeu_ps(o + 16 * c, _mm512_add_ps(e[c], d[c]));
+    }
+}
+
+
 static void bl__cpuid(unsigned leaf, unsigned sub, unsigned r[4]) {
     __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
 }
@@ -3714,6 +3781,7 @@ typedef struct bl__kern {
     void (*axpy)(float *y, float a, const float *x, int64_t n);
     void (*softmax)(float *x, int n);
     void (*swiglu)(float *g, const float *u, int64_t n);
+    void (*attn)(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o);
 } bl__kern;
 
 enum { BL__SIMD_SCALAR = 0, BL__SIMD_AVX2 = 1, BL__SIMD_AVX512 = 2 };
@@ -3770,6 +3838,7 @@ static int bl__kern_init(bl__kern *k, int level) {
     k->axpy = bl__axpy_ref;
     k->softmax = bl__softmax_ref;
     k->swiglu = bl__swiglu_ref;
+    k->attn = bl__attn_ref;
 #ifdef BL__X86
     if (level >= BL__SIMD_AVX2) {
         k->name = "avx2";
@@ -3785,6 +3854,7 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->axpy = bl__axpy_avx2;
         k->softmax = bl__softmax_avx2;
         k->swiglu = bl__swiglu_avx2;
+        k->attn = bl__attn_avx2;
     }
     if (level >= BL__SIMD_AVX512) {
         k->name = "avx512";
@@ -3804,6 +3874,7 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->axpy = bl__axpy_avx512;
         k->softmax = bl__softmax_avx512;
         k->swiglu = bl__swiglu_avx512;
+        k->attn = bl__attn_avx512;
     }
 #else
     (void)f;
@@ -4108,14 +4179,24 @@ static void bl__rows(bl_ctx *c, const bl__weight *W, int64_t r0, int64_t r1, con
     }
 }
 
+/* Work items are handed out dynamically, about eight per thread at a time:
+   when another process shares a core, the thread that runs takes the work
+   instead of waiting at the next barrier for the one that does not. */
+static int bl__chunk(int64_t n_units) {
+    int64_t ch = n_units / (8 * (int64_t)BL__N_THREADS());
+    return ch < 1 ? 1 : ch > 64 ? 64 : (int)ch;
+}
+
 /* Rows per work item: tiles of 32 for batches, 16 for single tokens. */
 static int64_t bl__unit_rows(const bl_ctx *c, int nb) { return nb >= c->kern.tile_min ? 32 : 16; }
 
 /* y (+)= W x for all rows, split between the threads of the team. */
 static void bl__matmul(bl_ctx *c, const bl__weight *W, const bl__acts *A, int nb, float *y, int64_t ldy, int acc) {
     const int64_t ur = bl__unit_rows(c, nb), n_units = (W->rows + ur - 1) / ur;
+    const int ch = bl__chunk(n_units);
     int64_t u;
-    BL__OMP(omp for schedule(guided))
+    (void)ch;
+    BL__OMP(omp for schedule(dynamic, ch))
     for (u = 0; u < n_units; u++) bl__rows(c, W, u * ur, (u + 1) * ur < W->rows ? (u + 1) * ur : W->rows, A, nb, y, ldy, acc);
 }
 
@@ -4149,11 +4230,13 @@ static void bl__forward_team(bl_ctx *c, const int32_t *toks, int nb, float *out,
         const bl__layer *L = &m->layers[l];
         float *kc = c->k_cache + (size_t)l * (size_t)n_ctx * kvd, *vc = c->v_cache + (size_t)l * (size_t)n_ctx * kvd;
         const int64_t ur = bl__unit_rows(c, nb), n_ff_units = (ff + ur - 1) / ur;
+        const int ff_ch = bl__chunk(n_ff_units);
+        (void)ff_ch;
         int u, bh;
         int64_t fu;
         bl__prep(c, &A, c->x, L->attn_norm, nb, dim, bl__kinds(&L->wq, &L->wk, &L->wv));
         /* q, k and v, one head per work item */
-        BL__OMP(omp for schedule(guided))
+        BL__OMP(omp for schedule(dynamic, 1))
         for (u = 0; u < nh + 2 * nkv; u++) {
             const bl__weight *W = u < nh ? &L->wq : u < nh + nkv ? &L->wk : &L->wv;
             const float *bias = u < nh ? L->bq : u < nh + nkv ? L->bk : L->bv;
@@ -4170,20 +4253,15 @@ static void bl__forward_team(bl_ctx *c, const int32_t *toks, int nb, float *out,
         }
         BL__OMP(omp for schedule(dynamic, 1))
         for (bh = 0; bh < nb * nh; bh++) {
-            int bb = bh / nh, h = bh % nh, kh = h / group, n_att = pos0 + bb + 1, t;
-            const float *q = c->q + (size_t)bb * qd + (size_t)h * hd;
-            float *s = c->scores + (size_t)BL__THREAD_ID() * (size_t)n_ctx;
-            float *o = c->att + (size_t)bb * qd + (size_t)h * hd;
-            for (t = 0; t < n_att; t++) s[t] = kn->dot(q, kc + (size_t)t * kvd + (size_t)kh * hd, hd) * scale;
-            kn->softmax(s, n_att);
-            memset(o, 0, (size_t)hd * sizeof(float));
-            for (t = 0; t < n_att; t++) kn->axpy(o, s[t], vc + (size_t)t * kvd + (size_t)kh * hd, hd);
+            int bb = bh / nh, h = bh % nh, kh = h / group, n_att = pos0 + bb + 1;
+            kn->attn(c->q + (size_t)bb * qd + (size_t)h * hd, kc + (size_t)kh * hd, vc + (size_t)kh * hd, (size_t)kvd, n_att, hd, scale,
+                     c->scores + (size_t)BL__THREAD_ID() * (size_t)n_ctx, c->att + (size_t)bb * qd + (size_t)h * hd);
         }
         bl__prep(c, &A, c->att, NULL, nb, qd, bl__kinds(&L->wo, NULL, NULL));
         bl__matmul(c, &L->wo, &A, nb, c->x, dim, 1);
         bl__prep(c, &A, c->x, L->ffn_norm, nb, dim, bl__kinds(&L->w_gate, &L->w_up, NULL));
         /* gate and up for a block of rows, then SwiGLU on that block */
-        BL__OMP(omp for schedule(guided))
+        BL__OMP(omp for schedule(dynamic, ff_ch))
         for (fu = 0; fu < n_ff_units; fu++) {
             int64_t r0 = fu * ur, r1 = r0 + ur < ff ? r0 + ur : ff;
             bl__rows(c, &L->w_gate, r0, r1, &A, nb, c->g, ff, 0);
@@ -4208,7 +4286,7 @@ static void bl__forward(bl_ctx *c, const int32_t *toks, int nb, float *out, int 
        and a barrier waiting on a preempted thread costs a whole time slice. */
     if (c->m->info.weight_bytes < ((size_t)16 << 20) || (double)c->m->info.weight_bytes * (double)nb < 64e6) nt = 1;
     (void)nt;
-    BL__OMP(omp parallel num_threads(nt))
+    BL__OMP(omp parallel num_threads(nt) proc_bind(spread))
     bl__forward_team(c, toks, nb, out, n_out);
     c->pos += nb;
 }
