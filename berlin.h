@@ -67,6 +67,8 @@
                 tokenizer. Loaded once; may be shared by any number of threads.
        context  bl_ctx: one sequence's KV cache, scratch memory, logits and
                 sampler RNG. Belongs to one thread at a time.
+       batch    bl_batch: scratch for decoding several contexts in one forward
+                step, reading the weights once for all of them.
        tokenizer bl_tokenizer: text <-> token ids, read from the model's own files
                 (GGUF metadata, llama2.c tokenizer.bin).
        adapter, speculation: planned (fluid learning, draft models).
@@ -252,6 +254,42 @@ BL_API bl_result bl_kv_truncate(bl_ctx *c, int pos);
 BL_API void bl_ctx_reset(bl_ctx *c);
 BL_API void bl_ctx_set_seed(bl_ctx *c, uint64_t seed);
 BL_API void bl_ctx_set_threads(bl_ctx *c, int n_threads);
+
+/* Several sequences in one forward step. The rows of every sequence are
+   stacked, so each weight matrix is read once per step however many
+   contexts take part (a server decoding one token for each of 8 clients
+   reads the model once, not 8 times); positions, the KV cache and attention
+   stay each context's own. bl_ctx_decode is this with one sequence. */
+typedef struct bl_batch bl_batch;
+typedef struct bl_batch_desc {
+    int max_tokens;   /* rows per forward step, all sequences together [512] */
+    int max_seqs;     /* sequences per bl_batch_decode call [64] */
+    int n_threads;    /* OpenMP threads [all cores] */
+} bl_batch_desc;
+typedef struct bl_batch_seq {
+    bl_ctx *ctx;            /* a context of the batch's model, at most once per call */
+    const int32_t *tokens;  /* n_tokens ids to run at ctx's current position */
+    int n_tokens;
+    int logits_mode;        /* BL_LOGITS_LAST / _ALL / _NONE, kept in ctx */
+} bl_batch_seq;
+
+/* Scratch for up to max_tokens stacked rows on model m. *out is always set
+   on error (see bl_batch_last_error). Thread safety: any thread; m may be
+   shared. */
+BL_API bl_result bl_batch_create(bl_batch **out, const bl_model *m, const bl_batch_desc *desc);
+BL_API void bl_batch_destroy(bl_batch *b);
+BL_API const char *bl_batch_last_error(const bl_batch *b);
+/* Run seqs[0..n) together: afterwards each context holds its logits
+   (bl_ctx_logits, bl_ctx_sample), position and tokens exactly as if it had
+   been given to bl_ctx_decode alone. More rows than max_tokens take several
+   steps (rows are taken in the order of seqs). A sequence that cannot run
+   (cache full, token outside the vocabulary, context of another model or
+   given twice) fails alone: per_seq[i] (when not NULL) receives its code,
+   bl_ctx_last_error(ctx) the reason, and the others still run. Returns BL_OK
+   when every sequence ran, else the first failing code.
+   Thread safety: one thread per batch, and none of the contexts in use
+   elsewhere during the call. */
+BL_API bl_result bl_batch_decode(bl_batch *b, const bl_batch_seq *seqs, int n, bl_result *per_seq);
 
 /* >>samp  SAMPLER ----------------------------------------------------------- */
 typedef struct bl_sampler_desc {
@@ -3922,44 +3960,84 @@ static void bl__rope(float *v, const float *cs, const float *sn, int head_dim, i
 #define BL__SMALL_BATCH 4 /* batches below this are prepared by every thread for itself */
 
 /* >>ctx  CONTEXT AND FORWARD PASS ------------------------------------------
-   One arena per context, sized at creation for n_batch tokens, holds every
-   activation; the KV cache (F32) sits beside it. Prompts are processed a
-   batch at a time so each weight row is read once per batch.
+   A forward step runs on a workspace (bl__ws): one arena sized at creation
+   for n_batch rows holds every activation. A context owns one for its own
+   decode calls and a bl_batch owns one for several contexts at once; either
+   way the step is a list of segments (a context and its next tokens) whose
+   rows are stacked, so each weight row is read once per step. Each row
+   remembers its context and position: the embedding, RoPE, the cache write
+   and attention are per row, the matrices are for all rows at once. After
+   the last layer the rows that keep logits are gathered to the front so
+   the output matrix is read once too. The KV cache (F32) lives in the
+   context. bl_ctx_decode is a batch of one sequence: there is one path.
    One OpenMP team runs a whole forward step: every thread walks the same
    code, the matrices are split by rows between them (worksharing loops,
    each ending in a barrier), so no team is started per matrix. Models too
    small to share run on one thread. */
 
+/* One context's part of a forward step. */
+typedef struct bl__seg {
+    bl_ctx *c;
+    const int32_t *toks;  /* (n) at positions c->pos.. */
+    int n;
+    int n_out;            /* logits are kept for the last n_out rows */
+    float *out;           /* (n_out, n_vocab): where they go */
+} bl__seg;
+
+typedef struct bl__ws {
+    const bl_model *m;
+    int n_batch;          /* rows per step */
+    int n_threads;        /* threads used, at most max_threads */
+    int max_threads;      /* the per-thread buffers exist for this many */
+    float *arena;
+    float *x, *xn;        /* (n_batch, dim) */
+    float *q, *att;       /* (n_batch, n_head*head_dim) */
+    float *k, *v;         /* (n_batch, n_head_kv*head_dim) */
+    float *g, *u;         /* (n_batch, n_ff) */
+    float *rope_cs;       /* (n_batch, head_dim): cos then sin per row */
+    float *scores;        /* (max_threads, scores_cap) */
+    int scores_cap;       /* the longest attention span scores holds */
+    size_t max_cols;      /* the longest row of any matrix */
+    uint8_t *act;         /* (n_batch, q8 stride) then (n_batch, bf16 stride): converted activations */
+    uint8_t *priv;        /* (max_threads, priv_cap): each thread's own activations for small batches */
+    size_t priv_cap;
+    uint8_t *tiles;       /* (max_threads, tile_cap): unpacked weight tiles */
+    size_t tile_cap;
+    float *ytmp;          /* (max_threads, n_batch, 32): rows before they are added to the residual */
+    void *act_mem, *tiles_mem; /* the allocations behind act, priv, tiles, ytmp (64-byte aligned) */
+    bl__kern kern;        /* kernels for this CPU, chosen once at creation */
+    int32_t *row_tok;     /* (n_batch) the token of each row of a step */
+    int *row_pos;         /* (n_batch) its position in its sequence */
+    bl_ctx **row_ctx;     /* (n_batch) the context whose cache it reads and writes */
+    int *out_row;         /* (n_batch) the rows that keep logits, in output order */
+    bl__seg *segs;        /* (max_segs) the segments of a step */
+    int max_segs;
+    bl_result *seq_res;   /* (max_segs) per sequence of a decode call */
+    int *seq_done;        /* (max_segs) tokens run so far */
+    float *stage;         /* (stage_cap, n_vocab): logits of a step of several segments */
+    int stage_cap;
+} bl__ws;
+
 struct bl_ctx {
     char err[BL__ERRLEN];
     const bl_model *m;
-    int n_ctx, n_batch, n_threads;
+    int n_ctx;
     int pos;              /* tokens in the cache */
     int32_t *tokens;      /* (n_ctx) */
     uint64_t rng;
     uint64_t seed;
     float *k_cache;       /* (n_layer, n_ctx, n_head_kv*head_dim) */
     float *v_cache;       /* (n_layer, n_ctx, n_head_kv*head_dim) */
-    float *arena;
-    float *x, *xn;        /* (n_batch, dim) */
-    float *q, *att;       /* (n_batch, n_head*head_dim) */
-    float *k, *v;         /* (n_batch, n_head_kv*head_dim) */
-    float *g, *u;         /* (n_batch, n_ff) */
-    float *rope_cs;       /* (n_batch, head_dim): cos then sin per token */
-    float *scores;        /* (n_threads, n_ctx) */
-    size_t max_cols;      /* the longest row of any matrix */
-    uint8_t *act;         /* (n_batch, q8 stride) then (n_batch, bf16 stride): converted activations */
-    uint8_t *priv;        /* (n_threads, priv_cap): each thread's own activations for small batches */
-    size_t priv_cap;
-    uint8_t *tiles;       /* (n_threads, tile_cap): unpacked weight tiles */
-    size_t tile_cap;
-    float *ytmp;          /* (n_threads, n_batch, 32): rows before they are added to the residual */
-    void *act_mem, *tiles_mem; /* the allocations behind act, priv, tiles, ytmp (64-byte aligned) */
-    bl__kern kern;        /* kernels for this CPU, chosen once at creation */
+    bl__ws ws;            /* scratch of its own decode calls */
     float *logits;        /* (logits_cap, n_vocab) */
     int logits_cap, logits_rows;
     int logits_first;     /* the position of row 0 relative to the last decode call */
     void *samp_scratch;   /* (n_vocab) candidates */
+};
+
+struct bl_batch {
+    char err[BL__ERRLEN];
+    bl__ws ws;
 };
 
 static int bl__default_threads(void) {
@@ -3970,69 +4048,111 @@ static int bl__default_threads(void) {
 #endif
 }
 
+static void bl__ws_free(bl__ws *w) {
+    BL_FREE(w->arena);
+    BL_FREE(w->scores);
+    BL_FREE(w->act_mem);
+    BL_FREE(w->tiles_mem);
+    BL_FREE(w->row_tok);
+    BL_FREE(w->row_pos);
+    BL_FREE(w->row_ctx);
+    BL_FREE(w->out_row);
+    BL_FREE(w->segs);
+    BL_FREE(w->seq_res);
+    BL_FREE(w->seq_done);
+    BL_FREE(w->stage);
+    memset(w, 0, sizeof *w);
+}
+
+/* Scratch for nb rows, n_threads threads, max_segs segments per step and
+   attention over up to scores_cap positions. Returns 0, or -1 when out of
+   memory (then bl__ws_free releases what was made). */
+static int bl__ws_init(bl__ws *w, const bl_model *m, int nb_rows, int n_threads, int max_segs, int scores_cap) {
+    const bl__hparams *hp = &m->hp;
+    const size_t kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim, qd = (size_t)hp->n_head * (size_t)hp->head_dim;
+    const size_t dim = (size_t)hp->dim, ff = (size_t)hp->n_ff, nb = (size_t)nb_rows, nt = (size_t)n_threads;
+    size_t maxc = dim > ff ? dim : ff, as;
+    memset(w, 0, sizeof *w);
+    if (qd > maxc) maxc = qd;
+    w->m = m;
+    w->n_batch = nb_rows;
+    w->n_threads = w->max_threads = n_threads;
+    w->max_segs = max_segs;
+    w->scores_cap = scores_cap;
+    w->max_cols = maxc;
+    bl__kern_select(&w->kern);
+    as = bl__q8a_stride((int64_t)maxc) + bl__bf16a_stride((int64_t)maxc);
+    w->priv_cap = (BL__SMALL_BATCH * (maxc * 4 + as) + 63) & ~(size_t)63;
+    w->tile_cap = (bl__tile_bytes((int64_t)maxc) + 16 * maxc + 63) & ~(size_t)63;
+    w->act_mem = bl__alloc(nb * as + nt * w->priv_cap + 128);
+    w->tiles_mem = bl__alloc(nt * w->tile_cap + nt * nb * 32 * sizeof(float) + 64);
+    if (w->act_mem) {
+        w->act = (uint8_t *)w->act_mem + (64 - ((uintptr_t)w->act_mem & 63));
+        w->priv = w->act + nb * as;
+        w->priv += (64 - ((uintptr_t)w->priv & 63)) & 63;
+    }
+    if (w->tiles_mem) {
+        w->tiles = (uint8_t *)w->tiles_mem + (64 - ((uintptr_t)w->tiles_mem & 63));
+        w->ytmp = (float *)(void *)(w->tiles + nt * w->tile_cap);
+    }
+    w->arena = (float *)bl__alloc(nb * (2 * dim + 2 * qd + 2 * kvd + 2 * ff + (size_t)hp->head_dim) * sizeof(float));
+    w->scores = (float *)bl__alloc(nt * (size_t)scores_cap * sizeof(float));
+    w->row_tok = (int32_t *)bl__alloc(nb * sizeof *w->row_tok);
+    w->row_pos = (int *)bl__alloc(nb * sizeof *w->row_pos);
+    w->row_ctx = (bl_ctx **)bl__alloc(nb * sizeof *w->row_ctx);
+    w->out_row = (int *)bl__alloc(nb * sizeof *w->out_row);
+    w->segs = (bl__seg *)bl__alloc((size_t)max_segs * sizeof *w->segs);
+    w->seq_res = (bl_result *)bl__alloc((size_t)max_segs * sizeof *w->seq_res);
+    w->seq_done = (int *)bl__alloc((size_t)max_segs * sizeof *w->seq_done);
+    if (!w->act || !w->tiles || !w->arena || !w->scores || !w->row_tok || !w->row_pos || !w->row_ctx || !w->out_row || !w->segs ||
+        !w->seq_res || !w->seq_done)
+        return -1;
+    {
+        float *p = w->arena;
+        w->x = p; p += nb * dim;
+        w->xn = p; p += nb * dim;
+        w->q = p; p += nb * qd;
+        w->att = p; p += nb * qd;
+        w->k = p; p += nb * kvd;
+        w->v = p; p += nb * kvd;
+        w->g = p; p += nb * ff;
+        w->u = p; p += nb * ff;
+        w->rope_cs = p;
+    }
+    return 0;
+}
+
+static int bl__ctx_default_len(const bl_model *m) {
+    int t = m->hp.n_ctx_train;
+    return t > 0 && t < 4096 ? t : 4096;
+}
+
 bl_result bl_ctx_create(bl_ctx **out, const bl_model *m, const bl_ctx_desc *desc) {
     bl_ctx *c = (bl_ctx *)bl__calloc(sizeof *c);
     const bl__hparams *hp;
-    size_t kvd, qd, dim, ff, nb, total, maxc;
+    size_t kvd;
+    int n_batch, n_threads;
     *out = c;
     if (!c) return BL_ERR_NOMEM;
     if (!m || !m->layers) return bl__fmt(c->err, BL_ERR_ARG, "no loaded model");
     hp = &m->hp;
     c->m = m;
-    c->n_ctx = desc && desc->n_ctx > 0 ? desc->n_ctx : (hp->n_ctx_train > 0 && hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
-    c->n_batch = desc && desc->n_batch > 0 ? desc->n_batch : 64;
-    c->n_threads = desc && desc->n_threads > 0 ? desc->n_threads : bl__default_threads();
+    c->n_ctx = desc && desc->n_ctx > 0 ? desc->n_ctx : bl__ctx_default_len(m);
+    n_batch = desc && desc->n_batch > 0 ? desc->n_batch : 64;
+    n_threads = desc && desc->n_threads > 0 ? desc->n_threads : bl__default_threads();
     c->seed = desc && desc->seed ? desc->seed : 0x5eed;
-    if (c->n_ctx > (1 << 22) || c->n_batch > 8192 || c->n_threads > 1024) return bl__fmt(c->err, BL_ERR_ARG, "context sizes out of range");
-    if (c->n_batch > c->n_ctx) c->n_batch = c->n_ctx;
+    if (c->n_ctx > (1 << 22) || n_batch > 8192 || n_threads > 1024) return bl__fmt(c->err, BL_ERR_ARG, "context sizes out of range");
+    if (n_batch > c->n_ctx) n_batch = c->n_ctx;
     kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
-    qd = (size_t)hp->n_head * (size_t)hp->head_dim;
-    dim = (size_t)hp->dim;
-    ff = (size_t)hp->n_ff;
-    nb = (size_t)c->n_batch;
-    maxc = dim > ff ? dim : ff;
-    if (qd > maxc) maxc = qd;
     c->k_cache = (float *)bl__alloc((size_t)hp->n_layer * (size_t)c->n_ctx * kvd * sizeof(float));
     c->v_cache = (float *)bl__alloc((size_t)hp->n_layer * (size_t)c->n_ctx * kvd * sizeof(float));
-    total = nb * (2 * dim + 2 * qd + 2 * kvd + 2 * ff + (size_t)hp->head_dim) + (size_t)c->n_threads * (size_t)c->n_ctx;
-    bl__kern_select(&c->kern);
-    {
-        size_t as = bl__q8a_stride((int64_t)maxc) + bl__bf16a_stride((int64_t)maxc), nt = (size_t)c->n_threads;
-        c->max_cols = maxc;
-        c->priv_cap = (BL__SMALL_BATCH * (maxc * 4 + as) + 63) & ~(size_t)63;
-        c->tile_cap = (bl__tile_bytes((int64_t)maxc) + 16 * maxc + 63) & ~(size_t)63;
-        c->act_mem = bl__alloc(nb * as + nt * c->priv_cap + 128);
-        c->tiles_mem = bl__alloc(nt * c->tile_cap + nt * nb * 32 * sizeof(float) + 64);
-        if (c->act_mem) {
-            c->act = (uint8_t *)c->act_mem + (64 - ((uintptr_t)c->act_mem & 63));
-            c->priv = c->act + nb * as;
-            c->priv += (64 - ((uintptr_t)c->priv & 63)) & 63;
-        }
-        if (c->tiles_mem) {
-            c->tiles = (uint8_t *)c->tiles_mem + (64 - ((uintptr_t)c->tiles_mem & 63));
-            c->ytmp = (float *)(void *)(c->tiles + nt * c->tile_cap);
-        }
-    }
-    c->arena = (float *)bl__alloc(total * sizeof(float));
     c->tokens = (int32_t *)bl__alloc((size_t)c->n_ctx * sizeof(int32_t));
     c->samp_scratch = bl__alloc((size_t)hp->n_vocab * 8);
     c->logits_cap = 1;
     c->logits = (float *)bl__alloc((size_t)hp->n_vocab * sizeof(float));
-    if (!c->k_cache || !c->v_cache || !c->arena || !c->tokens || !c->samp_scratch || !c->logits || !c->act || !c->tiles)
+    if (bl__ws_init(&c->ws, m, n_batch, n_threads, 1, c->n_ctx) < 0 || !c->k_cache || !c->v_cache || !c->tokens || !c->samp_scratch ||
+        !c->logits)
         return bl__fmt(c->err, BL_ERR_NOMEM, "out of memory for a context of %d tokens", c->n_ctx);
-    {
-        float *p = c->arena;
-        c->x = p; p += nb * dim;
-        c->xn = p; p += nb * dim;
-        c->q = p; p += nb * qd;
-        c->att = p; p += nb * qd;
-        c->k = p; p += nb * kvd;
-        c->v = p; p += nb * kvd;
-        c->g = p; p += nb * ff;
-        c->u = p; p += nb * ff;
-        c->rope_cs = p; p += nb * (size_t)hp->head_dim;
-        c->scores = p;
-    }
     c->rng = c->seed;
     return BL_OK;
 }
@@ -4041,12 +4161,10 @@ void bl_ctx_destroy(bl_ctx *c) {
     if (!c) return;
     BL_FREE(c->k_cache);
     BL_FREE(c->v_cache);
-    BL_FREE(c->arena);
     BL_FREE(c->tokens);
     BL_FREE(c->samp_scratch);
     BL_FREE(c->logits);
-    BL_FREE(c->act_mem);
-    BL_FREE(c->tiles_mem);
+    bl__ws_free(&c->ws);
     BL_FREE(c);
 }
 
@@ -4057,9 +4175,32 @@ const int32_t *bl_ctx_tokens(const bl_ctx *c) { return c->tokens; }
 void bl_ctx_set_seed(bl_ctx *c, uint64_t seed) { c->seed = seed ? seed : 0x5eed; c->rng = c->seed; }
 void bl_ctx_set_threads(bl_ctx *c, int n) {
     /* the scratch holds per-thread buffers allocated at creation */
-    int cap = c->n_threads;
-    c->n_threads = n > 0 && n <= cap ? n : cap;
+    int cap = c->ws.max_threads;
+    c->ws.n_threads = n > 0 && n <= cap ? n : cap;
 }
+
+bl_result bl_batch_create(bl_batch **out, const bl_model *m, const bl_batch_desc *desc) {
+    bl_batch *b = (bl_batch *)bl__calloc(sizeof *b);
+    int max_tokens, max_seqs, n_threads;
+    *out = b;
+    if (!b) return BL_ERR_NOMEM;
+    if (!m || !m->layers) return bl__fmt(b->err, BL_ERR_ARG, "no loaded model");
+    max_tokens = desc && desc->max_tokens > 0 ? desc->max_tokens : 512;
+    max_seqs = desc && desc->max_seqs > 0 ? desc->max_seqs : 64;
+    n_threads = desc && desc->n_threads > 0 ? desc->n_threads : bl__default_threads();
+    if (max_tokens > 8192 || max_seqs > 4096 || n_threads > 1024) return bl__fmt(b->err, BL_ERR_ARG, "batch sizes out of range");
+    if (bl__ws_init(&b->ws, m, max_tokens, n_threads, max_seqs, bl__ctx_default_len(m)) < 0)
+        return bl__fmt(b->err, BL_ERR_NOMEM, "out of memory for a batch of %d rows", max_tokens);
+    return BL_OK;
+}
+
+void bl_batch_destroy(bl_batch *b) {
+    if (!b) return;
+    bl__ws_free(&b->ws);
+    BL_FREE(b);
+}
+
+const char *bl_batch_last_error(const bl_batch *b) { return b ? b->err : "out of memory"; }
 
 /* >>kv  KV CACHE ---------------------------------------------------------- */
 bl_result bl_kv_truncate(bl_ctx *c, int pos) {
@@ -4096,7 +4237,7 @@ static int bl__kinds(const bl__weight *a, const bl__weight *b, const bl__weight 
    every activation kind in `kinds`. A small batch is prepared by each thread
    into its own buffer, so no barrier is needed; a larger one is split by
    tokens between the threads and ends in a barrier. */
-static void bl__prep(bl_ctx *c, bl__acts *A, const float *x, const float *norm, int nb, int64_t K, int kinds) {
+static void bl__prep(bl__ws *c, bl__acts *A, const float *x, const float *norm, int nb, int64_t K, int kinds) {
     const bl__kern *k = &c->kern;
     float *xf;
     uint8_t *q8, *bf;
@@ -4136,7 +4277,7 @@ static void bl__prep(bl_ctx *c, bl__acts *A, const float *x, const float *norm, 
 
 /* y[b][r] = sum_c W[r][c] * x[b][c] for rows r0 <= r < r1 and b < nb, or
    y[b][r] += ... when acc. One thread; the caller splits the rows. */
-static void bl__rows(bl_ctx *c, const bl__weight *W, int64_t r0, int64_t r1, const bl__acts *A, int nb, float *y, int64_t ldy, int acc) {
+static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, const bl__acts *A, int nb, float *y, int64_t ldy, int acc) {
     const bl__kern *k = &c->kern;
     const int kind = bl__act_kind(W->type);
     const int64_t K = W->cols;
@@ -4188,10 +4329,10 @@ static int bl__chunk(int64_t n_units) {
 }
 
 /* Rows per work item: tiles of 32 for batches, 16 for single tokens. */
-static int64_t bl__unit_rows(const bl_ctx *c, int nb) { return nb >= c->kern.tile_min ? 32 : 16; }
+static int64_t bl__unit_rows(const bl__ws *c, int nb) { return nb >= c->kern.tile_min ? 32 : 16; }
 
 /* y (+)= W x for all rows, split between the threads of the team. */
-static void bl__matmul(bl_ctx *c, const bl__weight *W, const bl__acts *A, int nb, float *y, int64_t ldy, int acc) {
+static void bl__matmul(bl__ws *c, const bl__weight *W, const bl__acts *A, int nb, float *y, int64_t ldy, int acc) {
     const int64_t ur = bl__unit_rows(c, nb), n_units = (W->rows + ur - 1) / ur;
     const int ch = bl__chunk(n_units);
     int64_t u;
@@ -4200,35 +4341,35 @@ static void bl__matmul(bl_ctx *c, const bl__weight *W, const bl__acts *A, int nb
     for (u = 0; u < n_units; u++) bl__rows(c, W, u * ur, (u + 1) * ur < W->rows ? (u + 1) * ur : W->rows, A, nb, y, ldy, acc);
 }
 
-/* The body of one forward step; every thread of the team runs it. Per layer
-   there are five barriers for a single token: after q/k/v (with RoPE and
-   the cache write done by the thread that made each head), after the
-   attention, after the output projection, after gate/up/SwiGLU and after
-   the down projection. The projections back into the residual stream add
-   into x directly. */
-static void bl__forward_team(bl_ctx *c, const int32_t *toks, int nb, float *out, int n_out) {
+/* The body of one forward step over the nb rows the workspace c describes;
+   every thread of the team runs it. Per layer there are five barriers for a
+   single token: after q/k/v (with RoPE and the cache write done by the
+   thread that made each head), after the attention, after the output
+   projection, after gate/up/SwiGLU and after the down projection. The
+   projections back into the residual stream add into x directly. Logits of
+   the n_out rows c->out_row lists go to out; out_first >= 0 says they are
+   already consecutive from that row, else they are gathered first. */
+static void bl__forward_team(bl__ws *c, int nb, float *out, int n_out, int out_first) {
     const bl_model *m = c->m;
     const bl__hparams *hp = &m->hp;
     const bl__kern *kn = &c->kern;
     const int dim = hp->dim, hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv;
     const int qd = nh * hd, kvd = nkv * hd, ff = hp->n_ff, group = nh / nkv;
-    const int n_ctx = c->n_ctx, pos0 = c->pos;
     const float scale = 1.0f / sqrtf((float)hd);
     bl__acts A;
     int b, l;
     BL__OMP(omp for schedule(static))
     for (b = 0; b < nb; b++) {
         int j;
-        bl__dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)toks[b] * m->tok_embd.row_bytes, c->x + (size_t)b * dim, dim);
+        bl__dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)c->row_tok[b] * m->tok_embd.row_bytes, c->x + (size_t)b * dim, dim);
         for (j = 0; j < hd / 2; j++) {
-            double a = (double)(pos0 + b) * (double)m->rope_freq[j];
+            double a = (double)c->row_pos[b] * (double)m->rope_freq[j];
             c->rope_cs[(size_t)b * hd + j] = (float)cos(a);
             c->rope_cs[(size_t)b * hd + hd / 2 + j] = (float)sin(a);
         }
     }
     for (l = 0; l < hp->n_layer; l++) {
         const bl__layer *L = &m->layers[l];
-        float *kc = c->k_cache + (size_t)l * (size_t)n_ctx * kvd, *vc = c->v_cache + (size_t)l * (size_t)n_ctx * kvd;
         const int64_t ur = bl__unit_rows(c, nb), n_ff_units = (ff + ur - 1) / ur;
         const int ff_ch = bl__chunk(n_ff_units);
         (void)ff_ch;
@@ -4248,14 +4389,20 @@ static void bl__forward_team(bl_ctx *c, const int32_t *toks, int nb, float *out,
                 int i;
                 if (bias) for (i = 0; i < hd; i++) v[i] += bias[(size_t)h * hd + i];
                 if (u < nh + nkv) bl__rope(v, c->rope_cs + (size_t)b * hd, c->rope_cs + (size_t)b * hd + hd / 2, hd, hp->rope_neox);
-                if (u >= nh) memcpy((u < nh + nkv ? kc : vc) + (size_t)(pos0 + b) * kvd + (size_t)h * hd, v, (size_t)hd * sizeof(float));
+                if (u >= nh) {
+                    const bl_ctx *sc = c->row_ctx[b];
+                    float *cache = u < nh + nkv ? sc->k_cache : sc->v_cache;
+                    memcpy(cache + ((size_t)l * (size_t)sc->n_ctx + (size_t)c->row_pos[b]) * kvd + (size_t)h * hd, v, (size_t)hd * sizeof(float));
+                }
             }
         }
         BL__OMP(omp for schedule(dynamic, 1))
         for (bh = 0; bh < nb * nh; bh++) {
-            int bb = bh / nh, h = bh % nh, kh = h / group, n_att = pos0 + bb + 1;
-            kn->attn(c->q + (size_t)bb * qd + (size_t)h * hd, kc + (size_t)kh * hd, vc + (size_t)kh * hd, (size_t)kvd, n_att, hd, scale,
-                     c->scores + (size_t)BL__THREAD_ID() * (size_t)n_ctx, c->att + (size_t)bb * qd + (size_t)h * hd);
+            int bb = bh / nh, h = bh % nh, kh = h / group, n_att = c->row_pos[bb] + 1;
+            const bl_ctx *sc = c->row_ctx[bb];
+            const size_t lo = (size_t)l * (size_t)sc->n_ctx * kvd + (size_t)kh * hd;
+            kn->attn(c->q + (size_t)bb * qd + (size_t)h * hd, sc->k_cache + lo, sc->v_cache + lo, (size_t)kvd, n_att, hd, scale,
+                     c->scores + (size_t)BL__THREAD_ID() * (size_t)c->scores_cap, c->att + (size_t)bb * qd + (size_t)h * hd);
         }
         bl__prep(c, &A, c->att, NULL, nb, qd, bl__kinds(&L->wo, NULL, NULL));
         bl__matmul(c, &L->wo, &A, nb, c->x, dim, 1);
@@ -4272,50 +4419,170 @@ static void bl__forward_team(bl_ctx *c, const int32_t *toks, int nb, float *out,
         bl__matmul(c, &L->w_down, &A, nb, c->x, dim, 1);
     }
     if (n_out > 0) {
-        bl__prep(c, &A, c->x + (size_t)(nb - n_out) * dim, m->output_norm, n_out, dim, bl__kinds(&m->output, NULL, NULL));
+        if (out_first < 0) {
+            /* row i comes from row out_row[i] >= i, so in order nothing is
+               overwritten before it is read */
+            BL__OMP(omp single)
+            for (b = 0; b < n_out; b++)
+                if (c->out_row[b] != b) memmove(c->x + (size_t)b * dim, c->x + (size_t)c->out_row[b] * dim, (size_t)dim * sizeof(float));
+            out_first = 0;
+        }
+        bl__prep(c, &A, c->x + (size_t)out_first * dim, m->output_norm, n_out, dim, bl__kinds(&m->output, NULL, NULL));
         bl__matmul(c, &m->output, &A, n_out, out, hp->n_vocab, 0);
     }
 }
 
-/* One forward step over nb tokens at positions c->pos.. ; writes logits of
-   the last `n_out` tokens of the batch to out (rows of n_vocab). */
-static void bl__forward(bl_ctx *c, const int32_t *toks, int nb, float *out, int n_out) {
-    int nt = c->n_threads;
+/* One forward step over the segments w->segs[0..n_segs): stacks their
+   rows, runs them, hands each segment its logits and advances its context. */
+static void bl__forward(bl__ws *w, int n_segs) {
+    const size_t nv = (size_t)w->m->hp.n_vocab;
+    int nt = w->n_threads, nb = 0, n_out = 0, out_first, s, b;
+    float *out = n_segs == 1 ? w->segs[0].out : w->stage;
+    for (s = 0; s < n_segs; s++) {
+        const bl__seg *g = &w->segs[s];
+        memcpy(g->c->tokens + g->c->pos, g->toks, (size_t)g->n * sizeof(int32_t));
+        for (b = 0; b < g->n; b++, nb++) {
+            w->row_tok[nb] = g->toks[b];
+            w->row_pos[nb] = g->c->pos + b;
+            w->row_ctx[nb] = g->c;
+            if (b >= g->n - g->n_out) w->out_row[n_out++] = nb;
+        }
+    }
+    out_first = n_out ? w->out_row[0] : 0;
+    for (b = 1; b < n_out; b++)
+        if (w->out_row[b] != out_first + b) { out_first = -1; break; }
     /* A model this small (stories260K: 1 MB) gains nothing from a second
        thread: its matrices take less time than the barriers between them,
        and a barrier waiting on a preempted thread costs a whole time slice. */
-    if (c->m->info.weight_bytes < ((size_t)16 << 20) || (double)c->m->info.weight_bytes * (double)nb < 64e6) nt = 1;
+    if (w->m->info.weight_bytes < ((size_t)16 << 20) || (double)w->m->info.weight_bytes * (double)nb < 64e6) nt = 1;
     (void)nt;
     BL__OMP(omp parallel num_threads(nt) proc_bind(spread))
-    bl__forward_team(c, toks, nb, out, n_out);
-    c->pos += nb;
+    bl__forward_team(w, nb, out, n_out, out_first);
+    for (s = 0, b = 0; s < n_segs; s++) {
+        bl__seg *g = &w->segs[s];
+        if (n_segs > 1 && g->n_out) memcpy(g->out, w->stage + (size_t)b * nv, (size_t)g->n_out * nv * sizeof(float));
+        b += g->n_out;
+        g->c->pos += g->n;
+    }
 }
 
-bl_result bl_ctx_decode(bl_ctx *c, const int32_t *tokens, int n, int logits_mode) {
-    int done = 0, i;
-    const int nv = c->m->hp.n_vocab;
-    if (n <= 0 || !tokens) return bl__fmt(c->err, BL_ERR_ARG, "no tokens to decode");
+/* Whether sequence i of seqs can run on w; the reason goes to its context. */
+static bl_result bl__seq_check(const bl__ws *w, const bl_batch_seq *seqs, int i) {
+    const bl_batch_seq *q = &seqs[i];
+    bl_ctx *c = q->ctx;
+    const int nv = w->m->hp.n_vocab, n = q->n_tokens;
+    int j;
+    if (!c) return BL_ERR_ARG;
+    if (c->m != w->m) return bl__fmt(c->err, BL_ERR_ARG, "the context belongs to another model than the batch");
+    for (j = 0; j < i; j++)
+        if (seqs[j].ctx == c) return bl__fmt(c->err, BL_ERR_ARG, "the context is given twice in one batch (sequences %d and %d)", j, i);
+    if (n <= 0 || !q->tokens) return bl__fmt(c->err, BL_ERR_ARG, "no tokens to decode");
     if (n > c->n_ctx - c->pos) return bl__fmt(c->err, BL_ERR_CTX_FULL, "%d tokens do not fit: %d of %d positions are used", n, c->pos, c->n_ctx);
-    for (i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= nv) return bl__fmt(c->err, BL_ERR_ARG, "token %d (id %d) is outside the vocabulary of %d", i, tokens[i], nv);
-    if (logits_mode == BL_LOGITS_ALL && n > c->logits_cap) {
+    for (j = 0; j < n; j++)
+        if (q->tokens[j] < 0 || q->tokens[j] >= nv) return bl__fmt(c->err, BL_ERR_ARG, "token %d (id %d) is outside the vocabulary of %d", j, q->tokens[j], nv);
+    if (q->logits_mode == BL_LOGITS_ALL && n > c->logits_cap) {
         float *nl = (float *)BL_REALLOC(c->logits, (size_t)n * (size_t)nv * sizeof(float));
         if (!nl) return bl__fmt(c->err, BL_ERR_NOMEM, "out of memory for %d rows of logits", n);
         c->logits = nl;
         c->logits_cap = n;
     }
-    while (done < n) {
-        int nb = n - done < c->n_batch ? n - done : c->n_batch;
-        int n_out = 0;
-        float *out = c->logits;
-        if (logits_mode == BL_LOGITS_ALL) { n_out = nb; out = c->logits + (size_t)done * nv; }
-        else if (logits_mode == BL_LOGITS_LAST && done + nb == n) n_out = 1;
-        memcpy(c->tokens + c->pos, tokens + done, (size_t)nb * sizeof(int32_t));
-        bl__forward(c, tokens + done, nb, out, n_out);
-        done += nb;
-    }
-    c->logits_rows = logits_mode == BL_LOGITS_ALL ? n : logits_mode == BL_LOGITS_LAST ? 1 : 0;
     return BL_OK;
+}
+
+/* Make room in w for attention over span positions and, when several
+   sequences share a step, for out_rows rows of staged logits. */
+static int bl__ws_grow(bl__ws *w, int span, int out_rows) {
+    if (span > w->scores_cap) {
+        float *s = (float *)bl__alloc((size_t)w->max_threads * (size_t)span * sizeof(float));
+        if (!s) return -1;
+        BL_FREE(w->scores);
+        w->scores = s;
+        w->scores_cap = span;
+    }
+    if (out_rows > w->stage_cap) {
+        float *s = (float *)BL_REALLOC(w->stage, (size_t)out_rows * (size_t)w->m->hp.n_vocab * sizeof(float));
+        if (!s) return -1;
+        w->stage = s;
+        w->stage_cap = out_rows;
+    }
+    return 0;
+}
+
+/* Run seqs[0..n) (n <= w->max_segs) on workspace w, in steps of at most
+   w->n_batch rows; w->seq_res receives each sequence's result. The one path
+   of bl_ctx_decode and bl_batch_decode. Returns the first failing code. */
+static bl_result bl__decode(bl__ws *w, const bl_batch_seq *seqs, int n) {
+    const size_t nv = (size_t)w->m->hp.n_vocab;
+    bl_result first = BL_OK;
+    int i, span = 0, out_rows = 0;
+    for (i = 0; i < n; i++) {
+        w->seq_res[i] = bl__seq_check(w, seqs, i);
+        w->seq_done[i] = 0;
+        if (w->seq_res[i] != BL_OK) continue;
+        if (seqs[i].ctx->n_ctx > span) span = seqs[i].ctx->n_ctx;
+        out_rows += seqs[i].logits_mode == BL_LOGITS_ALL ? seqs[i].n_tokens : seqs[i].logits_mode == BL_LOGITS_LAST ? 1 : 0;
+    }
+    if (bl__ws_grow(w, span, n > 1 ? (out_rows < w->n_batch ? out_rows : w->n_batch) : 0) < 0)
+        for (i = 0; i < n; i++)
+            if (w->seq_res[i] == BL_OK)
+                w->seq_res[i] = bl__fmt(seqs[i].ctx->err, BL_ERR_NOMEM, "out of memory for the scratch of a batch");
+    for (;;) {
+        int ns = 0, rows = 0;
+        for (i = 0; i < n && rows < w->n_batch; i++) {
+            const bl_batch_seq *q = &seqs[i];
+            bl__seg *g;
+            int left = q->n_tokens - w->seq_done[i], take;
+            if (w->seq_res[i] != BL_OK || left <= 0) continue;
+            take = left < w->n_batch - rows ? left : w->n_batch - rows;
+            g = &w->segs[ns++];
+            g->c = q->ctx;
+            g->toks = q->tokens + w->seq_done[i];
+            g->n = take;
+            g->n_out = 0;
+            g->out = q->ctx->logits;
+            if (q->logits_mode == BL_LOGITS_ALL) { g->n_out = take; g->out = q->ctx->logits + (size_t)w->seq_done[i] * nv; }
+            else if (q->logits_mode == BL_LOGITS_LAST && take == left) g->n_out = 1;
+            w->seq_done[i] += take;
+            rows += take;
+        }
+        if (!ns) break;
+        bl__forward(w, ns);
+    }
+    for (i = 0; i < n; i++) {
+        if (w->seq_res[i] != BL_OK) {
+            if (first == BL_OK) first = w->seq_res[i];
+            continue;
+        }
+        seqs[i].ctx->logits_rows = seqs[i].logits_mode == BL_LOGITS_ALL ? seqs[i].n_tokens : seqs[i].logits_mode == BL_LOGITS_LAST ? 1 : 0;
+    }
+    return first;
+}
+
+bl_result bl_ctx_decode(bl_ctx *c, const int32_t *tokens, int n, int logits_mode) {
+    bl_batch_seq s;
+    s.ctx = c;
+    s.tokens = tokens;
+    s.n_tokens = n;
+    s.logits_mode = logits_mode;
+    return bl__decode(&c->ws, &s, 1);
+}
+
+bl_result bl_batch_decode(bl_batch *b, const bl_batch_seq *seqs, int n, bl_result *per_seq) {
+    bl_result r;
+    int i, n_bad = 0, first_bad = -1;
+    if (!b) return BL_ERR_ARG;
+    if (n <= 0 || !seqs) return bl__fmt(b->err, BL_ERR_ARG, "no sequences to decode");
+    if (n > b->ws.max_segs) return bl__fmt(b->err, BL_ERR_ARG, "%d sequences: the batch takes at most %d", n, b->ws.max_segs);
+    r = bl__decode(&b->ws, seqs, n);
+    for (i = 0; i < n; i++) {
+        if (per_seq) per_seq[i] = b->ws.seq_res[i];
+        if (b->ws.seq_res[i] != BL_OK && n_bad++ == 0) first_bad = i;
+    }
+    b->err[0] = 0;
+    if (n_bad)
+        bl__fmt(b->err, r, "%d of %d sequences failed; sequence %d: %s", n_bad, n, first_bad,
+                seqs[first_bad].ctx ? seqs[first_bad].ctx->err : "no context");
+    return r;
 }
 
 float *bl_ctx_logits(bl_ctx *c, int i) {
