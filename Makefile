@@ -43,5 +43,15 @@ test: tools $(TESTS) $(STESTS)
 test-plain: tools $(TESTS)
 	@sh tests/run.sh $(TESTS)
 
+# test_quantize drives the quantize tool, so it is rebuilt with it.
+$(BUILD)/test_quantize $(BUILD)/san/test_quantize: tools/quantize.c
+
+# Speed is measured, not asserted: a random-weight TinyLlama-1.1B-shape model
+# (performance does not depend on the weight values) and the embedded model.
+bench: $(BUILD)/berlin-bench $(BUILD)/berlin-quantize
+	@test -f $(BUILD)/tinyllama-1.1b-Q4_0.gguf || ./$(BUILD)/berlin-quantize --random tinyllama-1.1b \
+	    --vocab $(BERLIN_SHARED)/tokenizers/gguf/ggml-vocab-llama-spm.gguf $(BUILD)/tinyllama-1.1b-Q4_0.gguf Q4_0
+	./$(BUILD)/berlin-bench -m models/stories260K.gguf,$(BUILD)/tinyllama-1.1b-Q4_0.gguf -p 64 -n 16 -r 3
+
 clean:
 	rm -rf $(BUILD)

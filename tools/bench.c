@@ -1,0 +1,446 @@
+/* berlin-bench - prompt-processing and generation speed, like llama-bench.
+
+   usage: berlin-bench [-m MODEL]... [-p N,N] [-n N,N] [-t N,N] [-r REPS] [-o md|json|jsonl|csv]
+
+   For every model and thread count: a pp test per -p value (one
+   bl_ctx_decode of N tokens from an empty cache, logits of the last token
+   only) and a tg test per -n value (N single-token decodes from an empty
+   cache). Each test runs REPS times after one warm-up decode; the table
+   shows the median tokens/s with the min-max range and the standard
+   deviation. JSON/CSV records use llama-bench's field names (avg_ns,
+   avg_ts, samples_ts, ...), so scripts written for one read the other;
+   berlin's own fields are appended (median_ts, weight_bytes_per_token,
+   effective_gbps, mem_read_gbps, mem_read_share).
+
+   Why the bandwidth figure: token generation on a CPU is bound by reading
+   the weights once per token, so bytes/token * tokens/s, set against what
+   this machine can read at all (a STREAM-style sum over a buffer far larger
+   than the caches, same thread count, best of a few), says how close the
+   kernels are to the limit. */
+#define _POSIX_C_SOURCE 200809L
+#define BERLIN_IMPLEMENTATION
+#include "berlin.h"
+#include <time.h>
+
+#define BN_MAX 32
+
+typedef struct bn_list { int v[BN_MAX]; int n; } bn_list;
+
+typedef struct bn_result {
+    const char *model;
+    char model_type[96];
+    uint64_t model_size, n_params, weight_bytes;
+    int n_threads, n_prompt, n_gen, n_batch, reps;
+    double *ns, *ts;            /* (reps) */
+    double avg_ns, sd_ns, avg_ts, sd_ts, med_ts, min_ts, max_ts;
+    double bytes_per_token, eff_gbps, mem_gbps;
+    char test_time[32];
+} bn_result;
+
+static double bn_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static int bn_parse_list(const char *s, bn_list *l) {
+    l->n = 0;
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 0 || v > 1000000 || l->n == BN_MAX) return 0;
+        l->v[l->n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return 0;
+    }
+    return l->n > 0;
+}
+
+/* STREAM-style read bandwidth in GB/s: sum a buffer much larger than the
+   caches, best of 5. Measured at start and again before every test, since
+   on a shared machine what the others are doing changes it. */
+static double bn_mem_read_gbps(const uint64_t *buf, size_t n, int threads) {
+    double best = 0;
+    size_t i;
+    int rep;
+    volatile uint64_t sink = 0;
+    if (!buf) return 0;
+    for (rep = 0; rep < 6; rep++) {
+        uint64_t s0 = 0;
+        double t0 = bn_now(), dt;
+        (void)threads;
+        /* an integer sum vectorizes (it is associative), so the loop is bound by the loads */
+        BL__OMP(omp parallel for simd num_threads(threads) schedule(static) reduction(+:s0))
+        for (i = 0; i < n; i++) s0 += buf[i];
+        dt = bn_now() - t0;
+        sink += s0;
+        if (rep > 0 && (double)(n * sizeof(uint64_t)) / dt > best) best = (double)(n * sizeof(uint64_t)) / dt; /* bytes/ns = GB/s */
+    }
+    (void)sink;
+    return best;
+}
+
+static void bn_stats(bn_result *r) {
+    int i, k;
+    double s = 0, st = 0, tmp[1024];
+    int n = r->reps;
+    for (i = 0; i < n; i++) {
+        r->ts[i] = (double)(r->n_prompt + r->n_gen) * 1e9 / r->ns[i];
+        s += r->ns[i];
+        st += r->ts[i];
+    }
+    r->avg_ns = s / n;
+    r->avg_ts = st / n;
+    r->sd_ns = r->sd_ts = 0;
+    if (n > 1) {
+        double a = 0, b = 0;
+        for (i = 0; i < n; i++) { a += (r->ns[i] - r->avg_ns) * (r->ns[i] - r->avg_ns); b += (r->ts[i] - r->avg_ts) * (r->ts[i] - r->avg_ts); }
+        r->sd_ns = sqrt(a / (n - 1));
+        r->sd_ts = sqrt(b / (n - 1));
+    }
+    for (i = 0; i < n && i < 1024; i++) { /* insertion sort for the median */
+        double v = r->ts[i];
+        for (k = i; k > 0 && tmp[k - 1] > v; k--) tmp[k] = tmp[k - 1];
+        tmp[k] = v;
+    }
+    if (n > 1024) n = 1024;
+    r->min_ts = tmp[0];
+    r->max_ts = tmp[n - 1];
+    r->med_ts = n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
+}
+
+static void bn_human(double v, char *out, size_t cap, const char *const units[4]) {
+    if (v >= 1e9) snprintf(out, cap, "%.2f %s", v / 1e9, units[3]);
+    else if (v >= 1e6) snprintf(out, cap, "%.2f %s", v / 1e6, units[2]);
+    else if (v >= 1e3) snprintf(out, cap, "%.2f %s", v / 1e3, units[1]);
+    else snprintf(out, cap, "%.0f %s", v, units[0]);
+}
+
+static void bn_size(uint64_t b, char *out, size_t cap) {
+    if (b >= (1ull << 30)) snprintf(out, cap, "%.2f GiB", (double)b / (1ull << 30));
+    else if (b >= (1ull << 20)) snprintf(out, cap, "%.2f MiB", (double)b / (1ull << 20));
+    else snprintf(out, cap, "%.2f KiB", (double)b / 1024);
+}
+
+static void bn_json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') fprintf(f, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20) fprintf(f, "\\u%04x", *s);
+        else fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static void bn_cpu_info(char *out, size_t cap) {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    snprintf(out, cap, "unknown CPU");
+    if (!f) return;
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "model name", 10)) {
+            char *p = strchr(line, ':');
+            if (p) {
+                p++;
+                while (*p == ' ') p++;
+                p[strcspn(p, "\n")] = 0;
+                snprintf(out, cap, "%s", p);
+            }
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/* One record, llama-bench's fields first; one line when oneline (jsonl). */
+static void bn_print_json(FILE *f, const bn_result *r, const char *cpu, int oneline) {
+    const char *pre = oneline ? " " : "\n    ";
+    int i;
+    fprintf(f, "%s{", oneline ? "" : "  ");
+#define BN_S(k, v) do { fprintf(f, "%s\"%s\": ", pre, k); bn_json_str(f, v); fputc(',', f); } while (0)
+#define BN_N(k, fmt, v) fprintf(f, "%s\"%s\": " fmt ",", pre, k, v)
+    BN_S("build_commit", "berlin.h");
+    BN_N("build_number", "%d", BERLIN_VERSION_MAJOR * 10000 + BERLIN_VERSION_MINOR * 100 + BERLIN_VERSION_PATCH);
+    BN_S("cpu_info", cpu);
+    BN_S("gpu_info", "");
+    BN_S("backends", "CPU");
+    BN_S("model_filename", r->model);
+    BN_S("model_type", r->model_type);
+    BN_N("model_size", "%llu", (unsigned long long)r->model_size);
+    BN_N("model_n_params", "%llu", (unsigned long long)r->n_params);
+    BN_N("n_batch", "%d", r->n_batch);
+    BN_N("n_ubatch", "%d", r->n_batch);
+    BN_N("n_threads", "%d", r->n_threads);
+    BN_S("cpu_mask", "0x0");
+    BN_N("cpu_strict", "%s", "false");
+    BN_N("poll", "%d", 50);
+    BN_S("type_k", "f32");
+    BN_S("type_v", "f32");
+    BN_N("n_gpu_layers", "%d", 0);
+    BN_S("split_mode", "layer");
+    BN_N("main_gpu", "%d", 0);
+    BN_N("no_kv_offload", "%s", "false");
+    BN_N("flash_attn", "%s", "false");
+    BN_S("tensor_split", "0.00");
+    BN_N("use_mmap", "%s", "true");
+    BN_N("embeddings", "%s", "false");
+    BN_N("n_prompt", "%d", r->n_prompt);
+    BN_N("n_gen", "%d", r->n_gen);
+    BN_N("n_depth", "%d", 0);
+    BN_S("test_time", r->test_time);
+    BN_N("avg_ns", "%.0f", r->avg_ns);
+    BN_N("stddev_ns", "%.0f", r->sd_ns);
+    BN_N("avg_ts", "%.6f", r->avg_ts);
+    BN_N("stddev_ts", "%.6f", r->sd_ts);
+    fprintf(f, "%s\"samples_ns\": [", pre);
+    for (i = 0; i < r->reps; i++) fprintf(f, "%s%.0f", i ? ", " : " ", r->ns[i]);
+    fprintf(f, " ],%s\"samples_ts\": [", pre);
+    for (i = 0; i < r->reps; i++) fprintf(f, "%s%.6f", i ? ", " : " ", r->ts[i]);
+    fprintf(f, " ],");
+    BN_N("median_ts", "%.6f", r->med_ts);
+    BN_N("min_ts", "%.6f", r->min_ts);
+    BN_N("max_ts", "%.6f", r->max_ts);
+    BN_N("weight_bytes_per_token", "%.0f", r->bytes_per_token);
+    BN_N("effective_gbps", "%.4f", r->eff_gbps);
+    BN_N("mem_read_gbps", "%.4f", r->mem_gbps);
+    fprintf(f, "%s\"mem_read_share\": %.4f%s}", pre, r->mem_gbps > 0 ? r->eff_gbps / r->mem_gbps : 0.0, oneline ? " " : "\n  ");
+#undef BN_S
+#undef BN_N
+}
+
+static void bn_print_csv_head(FILE *f) {
+    fprintf(f, "build_commit,build_number,cpu_info,backends,model_filename,model_type,model_size,model_n_params,n_batch,n_ubatch,n_threads,"
+               "type_k,type_v,n_prompt,n_gen,n_depth,test_time,avg_ns,stddev_ns,avg_ts,stddev_ts,median_ts,min_ts,max_ts,"
+               "weight_bytes_per_token,effective_gbps,mem_read_gbps,mem_read_share\n");
+}
+
+static void bn_print_csv(FILE *f, const bn_result *r, const char *cpu) {
+    fprintf(f, "\"berlin.h\",%d,\"%s\",\"CPU\",\"%s\",\"%s\",%llu,%llu,%d,%d,%d,\"f32\",\"f32\",%d,%d,0,\"%s\",%.0f,%.0f,%.6f,%.6f,%.6f,%.6f,%.6f,%.0f,%.4f,%.4f,%.4f\n",
+            BERLIN_VERSION_MAJOR * 10000 + BERLIN_VERSION_MINOR * 100 + BERLIN_VERSION_PATCH, cpu, r->model, r->model_type,
+            (unsigned long long)r->model_size, (unsigned long long)r->n_params, r->n_batch, r->n_batch, r->n_threads, r->n_prompt, r->n_gen,
+            r->test_time, r->avg_ns, r->sd_ns, r->avg_ts, r->sd_ts, r->med_ts, r->min_ts, r->max_ts, r->bytes_per_token, r->eff_gbps, r->mem_gbps,
+            r->mem_gbps > 0 ? r->eff_gbps / r->mem_gbps : 0.0);
+}
+
+static void bn_print_md_head(FILE *f) {
+    fprintf(f, "| model | size | params | backend | threads | test | t/s | min - max | GB/s | %% of read bw |\n");
+    fprintf(f, "| ----- | ---: | -----: | ------- | ------: | ---: | --: | --------: | ---: | -----------: |\n");
+}
+
+static void bn_print_md(FILE *f, const bn_result *r) {
+    static const char *const pu[4] = {"", "K", "M", "B"};
+    char size[32], params[32], test[32];
+    bn_size(r->model_size, size, sizeof size);
+    bn_human((double)r->n_params, params, sizeof params, pu);
+    if (r->n_gen) snprintf(test, sizeof test, "tg%d", r->n_gen);
+    else snprintf(test, sizeof test, "pp%d", r->n_prompt);
+    fprintf(f, "| %s | %s | %s | CPU | %d | %s | %.2f ± %.2f | %.2f - %.2f | %.2f | %.1f%% |\n", r->model_type, size, params, r->n_threads, test,
+            r->med_ts, r->sd_ts, r->min_ts, r->max_ts, r->eff_gbps, r->mem_gbps > 0 ? 100.0 * r->eff_gbps / r->mem_gbps : 0.0);
+}
+
+static void bn_usage(FILE *f) {
+    fprintf(f, "usage: berlin-bench [options]\n"
+               "  -m, --model FILE       model (repeatable, or a comma list) [models/stories260K.gguf]\n"
+               "  -p, --n-prompt N,...   prompt tokens of the pp tests, 0: none [512]\n"
+               "  -n, --n-gen N,...      generated tokens of the tg tests, 0: none [128]\n"
+               "  -t, --threads N,...    thread counts [all cores]\n"
+               "  -r, --repetitions N    runs per test [5]\n"
+               "  -b, --batch-size N     tokens per forward step in pp [512]\n"
+               "  -o, --output FMT       md, json, jsonl or csv [md]\n"
+               "  --bw-mib N             buffer of the read-bandwidth test in MiB, 0: skip [1024]\n"
+               "  --no-warmup            skip the warm-up decode\n");
+}
+
+int main(int argc, char **argv) {
+    const char *models[BN_MAX];
+    char *model_buf[BN_MAX];
+    int n_models = 0, n_bufs = 0;
+    bn_list pl, nl, tl;
+    int reps = 5, n_batch = 512, warmup = 1, i, mi, ti, k, rc = 0, first = 1;
+    size_t bw_mib = 1024;
+    const char *fmt = "md";
+    char cpu[256];
+    double mem_gbps[BN_MAX];
+    uint64_t *bw_buf = NULL;
+    size_t bw_n = 0;
+    FILE *out = stdout;
+    pl.n = nl.n = tl.n = 0;
+    pl.v[pl.n++] = 512;
+    nl.v[nl.n++] = 128;
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define BN_IS(s, l) (!strcmp(a, s) || !strcmp(a, l))
+        if (BN_IS("-h", "--help")) { bn_usage(stdout); return 0; }
+        else if (!strcmp(a, "--no-warmup")) warmup = 0;
+        else if (!v) { fprintf(stderr, "berlin-bench: '%s' needs a value\n", a); bn_usage(stderr); return 1; }
+        else if (BN_IS("-m", "--model")) {
+            char *s = (char *)malloc(strlen(v) + 1), *tok;
+            if (!s || n_bufs == BN_MAX) { free(s); fprintf(stderr, "berlin-bench: too many models\n"); return 1; }
+            strcpy(s, v);
+            model_buf[n_bufs++] = s;
+            for (tok = strtok(s, ","); tok; tok = strtok(NULL, ","))
+                if (n_models < BN_MAX) models[n_models++] = tok;
+            i++;
+        } else if (BN_IS("-p", "--n-prompt")) { if (!bn_parse_list(v, &pl)) goto badval; i++; }
+        else if (BN_IS("-n", "--n-gen")) { if (!bn_parse_list(v, &nl)) goto badval; i++; }
+        else if (BN_IS("-t", "--threads")) { if (!bn_parse_list(v, &tl)) goto badval; i++; }
+        else if (BN_IS("-r", "--repetitions")) { reps = atoi(v); if (reps < 1 || reps > 1000) goto badval; i++; }
+        else if (BN_IS("-b", "--batch-size")) { n_batch = atoi(v); if (n_batch < 1 || n_batch > 8192) goto badval; i++; }
+        else if (BN_IS("-o", "--output")) {
+            fmt = v;
+            if (strcmp(fmt, "md") && strcmp(fmt, "json") && strcmp(fmt, "jsonl") && strcmp(fmt, "csv")) goto badval;
+            i++;
+        } else if (!strcmp(a, "--bw-mib")) { bw_mib = (size_t)atol(v); i++; }
+        else { fprintf(stderr, "berlin-bench: unknown option '%s'\n", a); bn_usage(stderr); return 1; }
+        continue;
+    badval:
+        fprintf(stderr, "berlin-bench: bad value '%s' for %s\n", v, a);
+        return 1;
+#undef BN_IS
+    }
+    if (!n_models) models[n_models++] = "models/stories260K.gguf";
+    if (!tl.n) {
+        int nt = 1;
+#if defined(_OPENMP)
+        nt = omp_get_max_threads();
+#endif
+        tl.v[tl.n++] = nt;
+    }
+    bn_cpu_info(cpu, sizeof cpu);
+    if (bw_mib) {
+        size_t w;
+        int maxt = 1;
+        bw_n = bw_mib * ((size_t)1 << 20) / sizeof(uint64_t);
+        bw_buf = (uint64_t *)malloc(bw_n * sizeof(uint64_t));
+        if (!bw_buf) fprintf(stderr, "berlin-bench: no memory for the %zu MiB bandwidth buffer: skipped\n", bw_mib);
+        for (ti = 0; ti < tl.n; ti++) if (tl.v[ti] > maxt) maxt = tl.v[ti];
+        (void)maxt;
+        BL__OMP(omp parallel for num_threads(maxt) schedule(static))
+        for (w = 0; w < (bw_buf ? bw_n : 0); w++) bw_buf[w] = w; /* first touch by the threads that read it */
+    }
+    for (ti = 0; ti < tl.n; ti++) {
+        if (tl.v[ti] < 1) { fprintf(stderr, "berlin-bench: threads must be >= 1\n"); return 1; }
+        mem_gbps[ti] = bn_mem_read_gbps(bw_buf, bw_n, tl.v[ti]);
+        if (bw_buf) fprintf(stderr, "berlin-bench: read bandwidth, %zu MiB, %d threads: %.2f GB/s\n", bw_mib, tl.v[ti], mem_gbps[ti]);
+    }
+    if (!strcmp(fmt, "md")) bn_print_md_head(out);
+    else if (!strcmp(fmt, "csv")) bn_print_csv_head(out);
+    else if (!strcmp(fmt, "json")) fprintf(out, "[\n");
+    for (mi = 0; mi < n_models; mi++) {
+        bl_model *m = NULL;
+        const bl_model_info *in;
+        uint64_t total = 0;
+        int max_p = 0, max_n = 0;
+        if (bl_model_load(&m, models[mi], NULL) != BL_OK) {
+            fprintf(stderr, "berlin-bench: %s\n", bl_model_last_error(m));
+            bl_model_destroy(m);
+            rc = 1;
+            continue;
+        }
+        in = bl_model_get_info(m);
+        for (k = 0; k < m->n_tensors; k++) total += m->tensors[k].nbytes;
+        for (k = 0; k < pl.n; k++) if (pl.v[k] > max_p) max_p = pl.v[k];
+        for (k = 0; k < nl.n; k++) if (nl.v[k] > max_n) max_n = nl.v[k];
+        for (ti = 0; ti < tl.n; ti++) {
+            bl_ctx *c = NULL;
+            bl_ctx_desc cd;
+            int32_t *toks;
+            int test;
+            uint64_t rng = 0x9E3779B97F4A7C15ull;
+            memset(&cd, 0, sizeof cd);
+            cd.n_ctx = (max_p > max_n ? max_p : max_n) + 2;
+            cd.n_batch = n_batch;
+            cd.n_threads = tl.v[ti];
+            toks = (int32_t *)malloc((size_t)cd.n_ctx * sizeof *toks);
+            if (!toks || bl_ctx_create(&c, m, &cd) != BL_OK) {
+                fprintf(stderr, "berlin-bench: %s\n", c ? bl_ctx_last_error(c) : "out of memory");
+                bl_ctx_destroy(c);
+                free(toks);
+                rc = 1;
+                continue;
+            }
+            for (k = 0; k < cd.n_ctx; k++) { /* random tokens, as llama-bench uses */
+                rng ^= rng >> 12; rng ^= rng << 25; rng ^= rng >> 27;
+                toks[k] = (int32_t)((rng * 0x2545F4914F6CDD1Dull >> 33) % (uint64_t)in->n_vocab);
+            }
+            if (warmup) {
+                bl_ctx_decode(c, toks, 1, BL_LOGITS_LAST);
+                bl_ctx_reset(c);
+            }
+            for (test = 0; test < pl.n + nl.n; test++) {
+                bn_result r;
+                int is_pp = test < pl.n, n_tok = is_pp ? pl.v[test] : nl.v[test - pl.n], rep;
+                time_t now = time(NULL);
+                struct tm tmv;
+                if (n_tok <= 0) continue;
+                memset(&r, 0, sizeof r);
+                r.model = models[mi];
+                {
+                    static const char *const pu[4] = {"", "K", "M", "B"};
+                    char pbuf[32], *sp;
+                    bn_human((double)in->n_params, pbuf, sizeof pbuf, pu);
+                    sp = strchr(pbuf, ' ');
+                    if (sp) memmove(sp, sp + 1, strlen(sp)); /* "1.10B" */
+                    snprintf(r.model_type, sizeof r.model_type, "%s %s %s", in->arch, pbuf,
+                             bl_type_name(in->weight_type) ? bl_type_name(in->weight_type) : "?");
+                }
+                r.model_size = total;
+                r.n_params = (uint64_t)in->n_params;
+                r.weight_bytes = in->weight_bytes;
+                r.n_threads = tl.v[ti];
+                r.n_batch = n_batch;
+                r.n_prompt = is_pp ? n_tok : 0;
+                r.n_gen = is_pp ? 0 : n_tok;
+                r.reps = reps;
+                r.ns = (double *)calloc((size_t)reps, sizeof(double));
+                r.ts = (double *)calloc((size_t)reps, sizeof(double));
+                gmtime_r(&now, &tmv);
+                strftime(r.test_time, sizeof r.test_time, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+                if (!r.ns || !r.ts) { free(r.ns); free(r.ts); rc = 1; continue; }
+                fprintf(stderr, "berlin-bench: %s, %d threads, %s%d ", models[mi], tl.v[ti], is_pp ? "pp" : "tg", n_tok);
+                for (rep = 0; rep < reps; rep++) {
+                    double t0;
+                    bl_result br = BL_OK;
+                    bl_ctx_reset(c);
+                    t0 = bn_now();
+                    if (is_pp) br = bl_ctx_decode(c, toks, n_tok, BL_LOGITS_LAST);
+                    else
+                        for (k = 0; k < n_tok && br == BL_OK; k++) br = bl_ctx_decode(c, toks + k, 1, BL_LOGITS_LAST);
+                    r.ns[rep] = bn_now() - t0;
+                    if (br != BL_OK) { fprintf(stderr, "\nberlin-bench: decode failed: %s\n", bl_ctx_last_error(c)); rc = 1; break; }
+                    fputc('.', stderr);
+                }
+                fputc('\n', stderr);
+                if (rep == reps) {
+                    int batches = is_pp ? (n_tok + n_batch - 1) / n_batch : n_tok;
+                    bn_stats(&r);
+                    /* weights are read once per forward step: per batch in pp, per token in tg */
+                    r.bytes_per_token = (double)in->weight_bytes * (double)batches / (double)n_tok;
+                    r.eff_gbps = r.bytes_per_token * r.med_ts / 1e9;
+                    r.mem_gbps = bn_mem_read_gbps(bw_buf, bw_n, tl.v[ti]); /* under the same load as the test */
+                    if (!strcmp(fmt, "md")) bn_print_md(out, &r);
+                    else if (!strcmp(fmt, "csv")) bn_print_csv(out, &r, cpu);
+                    else if (!strcmp(fmt, "jsonl")) { bn_print_json(out, &r, cpu, 1); fputc('\n', out); }
+                    else { if (!first) fprintf(out, ",\n"); bn_print_json(out, &r, cpu, 0); }
+                    first = 0;
+                    fflush(out);
+                }
+                free(r.ns);
+                free(r.ts);
+            }
+            bl_ctx_destroy(c);
+            free(toks);
+        }
+        bl_model_destroy(m);
+    }
+    if (!strcmp(fmt, "json")) fprintf(out, "\n]\n");
+    if (!strcmp(fmt, "md") && bw_mib) {
+        fprintf(out, "\nread bandwidth at start (STREAM-style sum over %zu MiB, best of 5; re-measured before each test for %% of read bw):", bw_mib);
+        for (ti = 0; ti < tl.n; ti++) fprintf(out, " %d threads %.2f GB/s;", tl.v[ti], mem_gbps[ti]);
+        fprintf(out, " GB/s = weight bytes read per token x t/s (median)\n");
+    }
+    for (i = 0; i < n_bufs; i++) free(model_buf[i]);
+    free(bw_buf);
+    return rc;
+}
