@@ -3462,6 +3462,24 @@ BL__AVX512 static void bl__gemm_f_avx512(int type, const uint8_t *w, size_t row_
     int r, t;
     if (type == BL_TYPE_BF16) { bl__gemm_f_avx2(type, w, row_bytes, nr, x, xstride, nt, K, y, ldy); return; }
     for (r = 0; r < 4; r++) wr[r] = w + (size_t)(r < nr ? r : 0) * row_bytes;
+    if (nt == 1) { /* one token: four rows, nothing computed twice */
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const float *xf = (const float *)(const void *)x;
+        for (i = 0; i < K; i += 16) {
+            const __mmask16 m = K - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - i)) - 1);
+            x0 = _mm512_maskz_loadu_ps(m, xf + i);
+            if (type == BL_TYPE_F32) {
+                a0 = _mm512_fmadd_ps(BL__F32W(0, i, m), x0, a0); a1 = _mm512_fmadd_ps(BL__F32W(1, i, m), x0, a1);
+                a2 = _mm512_fmadd_ps(BL__F32W(2, i, m), x0, a2); a3 = _mm512_fmadd_ps(BL__F32W(3, i, m), x0, a3);
+            } else {
+                a0 = _mm512_fmadd_ps(BL__F16W(0, i, m), x0, a0); a1 = _mm512_fmadd_ps(BL__F16W(1, i, m), x0, a1);
+                a2 = _mm512_fmadd_ps(BL__F16W(2, i, m), x0, a2); a3 = _mm512_fmadd_ps(BL__F16W(3, i, m), x0, a3);
+            }
+        }
+        out[0] = a0; out[4] = a1; out[8] = a2; out[12] = a3;
+        for (r = 0; r < nr; r++) y[r] = bl__hsum512(out[4 * r]);
+        return;
+    }
     for (t = 0; t < 4; t++) xt[t] = x + (size_t)(t < nt ? t : 0) * xstride;
     if (type == BL_TYPE_F32) BL__GEMM4X4(BL__F32W, BL__F32X, BL__FMA, 16, __mmask16, (__mmask16)0xffff, (__mmask16)((1u << (K - i)) - 1))
     else BL__GEMM4X4(BL__F16W, BL__F32X, BL__FMA, 16, __mmask16, (__mmask16)0xffff, (__mmask16)((1u << (K - i)) - 1))
@@ -3482,6 +3500,18 @@ BL__AVX512BF static void bl__gemm_bf16_avx512(int type, const uint8_t *w, size_t
     int r, t;
     (void)type;
     for (r = 0; r < 4; r++) wr[r] = w + (size_t)(r < nr ? r : 0) * row_bytes;
+    if (nt == 1) { /* one token: four rows, nothing computed twice */
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (i = 0; i < K; i += 32) {
+            const __mmask32 m = K - i >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - i)) - 1);
+            x0 = _mm512_maskz_loadu_epi16(m, (const void *)(x + 2 * i));
+            a0 = BL__DPBF(a0, BL__BF16W(0, i, m), x0); a1 = BL__DPBF(a1, BL__BF16W(1, i, m), x0);
+            a2 = BL__DPBF(a2, BL__BF16W(2, i, m), x0); a3 = BL__DPBF(a3, BL__BF16W(3, i, m), x0);
+        }
+        out[0] = a0; out[4] = a1; out[8] = a2; out[12] = a3;
+        for (r = 0; r < nr; r++) y[r] = bl__hsum512(out[4 * r]);
+        return;
+    }
     for (t = 0; t < 4; t++) xt[t] = x + (size_t)(t < nt ? t : 0) * xstride;
     BL__GEMM4X4(BL__BF16W, BL__BF16X, BL__DPBF, 32, __mmask32, (__mmask32)0xffffffffu, (__mmask32)((1u << (K - i)) - 1))
     for (r = 0; r < nr; r++) for (t = 0; t < nt; t++) y[(size_t)t * ldy + r] = bl__hsum512(out[4 * r + t]);
@@ -3745,7 +3775,17 @@ BL__AVX512 static void bl__swiglu_avx512(float *g, const float *u, int64_t n) {
 BL__AVX512 static void bl__attn_avx512(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o) {
     const __m512i fix = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     int t0, j, c;
-    if (hd % 16 || hd > 128) { bl__attn_ref(q, kc, vc, kvs, n_att, hd, scale, s, o); return; }
+    if (hd % 16) {
+        /* short heads: 16 positions at a time, one gathered column per element */
+        const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)kvs));
+        for (t0 = 0; t0 < n_att; t0 += 16) {
+            __mmask16 m = n_att - t0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n_att - t0)) - 1);
+            __m512 acc = _mm512_setzero_ps();
+            for (j = 0; j < hd; j++)
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(q[j]), _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, kc + (size_t)t0 * kvs + j, 4), acc);
+            _mm512_mask_storeu_ps(s + t0, m, _mm512_mul_ps(acc, _mm512_set1_ps(scale)));
+        }
+    } else
     /* q.k for 16 positions at a time, the 16 sums reduced together */
     for (t0 = 0; t0 < n_att; t0 += 16) {
         __m512 p[16], a[8], r;
@@ -3765,6 +3805,20 @@ BL__AVX512 static void bl__attn_avx512(const float *q, const float *kc, const fl
         _mm512_mask_storeu_ps(s + t0, m, _mm512_mul_ps(_mm512_permutexvar_ps(fix, r), _mm512_set1_ps(scale)));
     }
     bl__softmax_avx512(s, n_att);
+    if (hd % 16 || hd > 128) { /* o = sum_t s[t] v_t, 16 elements at a time */
+        for (c = 0; c < hd; c += 16) {
+            __mmask16 m = hd - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - c)) - 1);
+            __m512 e0 = _mm512_setzero_ps(), e1 = e0;
+            int t;
+            for (t = 0; t + 1 < n_att; t += 2) {
+                e0 = _mm512_fmadd_ps(_mm512_set1_ps(s[t]), _mm512_maskz_loadu_ps(m, vc + (size_t)t * kvs + c), e0);
+                e1 = _mm512_fmadd_ps(_mm512_set1_ps(s[t + 1]), _mm512_maskz_loadu_ps(m, vc + (size_t)(t + 1) * kvs + c), e1);
+            }
+            if (t < n_att) e0 = _mm512_fmadd_ps(_mm512_set1_ps(s[t]), _mm512_maskz_loadu_ps(m, vc + (size_t)t * kvs + c), e0);
+            _mm512_mask_storeu_ps(o + c, m, _mm512_add_ps(e0, e1));
+        }
+        return;
+    }
     /* o = sum_t s[t] v_t, two sets of accumulators for even and odd t */
     {
         __m512 e[8], d[8];
@@ -4325,6 +4379,7 @@ static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, con
    instead of waiting at the next barrier for the one that does not. */
 static int bl__chunk(int64_t n_units) {
     int64_t ch = n_units / (8 * (int64_t)BL__N_THREADS());
+    if (BL__N_THREADS() == 1) return n_units < INT_MAX ? (int)n_units + 1 : INT_MAX; /* one grab */
     return ch < 1 ? 1 : ch > 64 ? 64 : (int)ch;
 }
 
@@ -4371,13 +4426,15 @@ static void bl__forward_team(bl__ws *c, int nb, float *out, int n_out, int out_f
     for (l = 0; l < hp->n_layer; l++) {
         const bl__layer *L = &m->layers[l];
         const int64_t ur = bl__unit_rows(c, nb), n_ff_units = (ff + ur - 1) / ur;
-        const int ff_ch = bl__chunk(n_ff_units);
+        const int ff_ch = bl__chunk(n_ff_units), qkv_ch = BL__N_THREADS() == 1 ? nh + 2 * nkv : 1, att_ch = BL__N_THREADS() == 1 ? nb * nh : 1;
         (void)ff_ch;
+        (void)qkv_ch;
+        (void)att_ch;
         int u, bh;
         int64_t fu;
         bl__prep(c, &A, c->x, L->attn_norm, nb, dim, bl__kinds(&L->wq, &L->wk, &L->wv));
         /* q, k and v, one head per work item */
-        BL__OMP(omp for schedule(dynamic, 1))
+        BL__OMP(omp for schedule(dynamic, qkv_ch))
         for (u = 0; u < nh + 2 * nkv; u++) {
             const bl__weight *W = u < nh ? &L->wq : u < nh + nkv ? &L->wk : &L->wv;
             const float *bias = u < nh ? L->bq : u < nh + nkv ? L->bk : L->bv;
@@ -4396,7 +4453,7 @@ static void bl__forward_team(bl__ws *c, int nb, float *out, int n_out, int out_f
                 }
             }
         }
-        BL__OMP(omp for schedule(dynamic, 1))
+        BL__OMP(omp for schedule(dynamic, att_ch))
         for (bh = 0; bh < nb * nh; bh++) {
             int bb = bh / nh, h = bh % nh, kh = h / group, n_att = c->row_pos[bb] + 1;
             const bl_ctx *sc = c->row_ctx[bb];
@@ -4455,8 +4512,12 @@ static void bl__forward(bl__ws *w, int n_segs) {
        thread: its matrices take less time than the barriers between them,
        and a barrier waiting on a preempted thread costs a whole time slice. */
     if (w->m->info.weight_bytes < ((size_t)16 << 20) || (double)w->m->info.weight_bytes * (double)nb < 64e6) nt = 1;
+    /* One thread starts no team, but still gets a region of its own: called
+       from inside an application's OpenMP team, the worksharing loops would
+       otherwise bind to that team and the thread ids index past the
+       per-thread scratch. */
     (void)nt;
-    BL__OMP(omp parallel num_threads(nt) proc_bind(spread))
+    BL__OMP(omp parallel if (nt > 1) num_threads(nt) proc_bind(spread))
     bl__forward_team(w, nb, out, n_out, out_first);
     for (s = 0, b = 0; s < n_segs; s++) {
         bl__seg *g = &w->segs[s];

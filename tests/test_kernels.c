@@ -277,10 +277,10 @@ static void test_misc(const bl__kern *k) {
 
 /* Attention of one head: every level against the reference, odd lengths. */
 static void test_attn(const bl__kern *k) {
-    static const int hds[] = {8, 16, 32, 64, 128, 256};
+    static const int hds[] = {8, 16, 32, 64, 128, 256, 6, 20, 72};
     static const int ns[] = {1, 2, 15, 16, 17, 33, 100};
     int hi, ni;
-    for (hi = 0; hi < 6; hi++)
+    for (hi = 0; hi < 9; hi++)
         for (ni = 0; ni < 7; ni++) {
             int hd = hds[hi], n = ns[ni], kvs = hd * 3, i;
             float *q = (float *)malloc((size_t)hd * 4), *kv = (float *)malloc((size_t)n * kvs * 4), *vv = (float *)malloc((size_t)n * kvs * 4);
