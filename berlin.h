@@ -44,7 +44,7 @@
        >>map     one weight mapper for every format and naming
        >>tok     tokenizer (SentencePiece-style BPE)
        >>kern    kernels: conversion, dequantization, dot products, matmul
-       >>fwd     the llama forward pass
+       >>ctx     contexts, batches of contexts, the llama forward pass
        >>kv      KV cache
        >>samp    sampling
 
@@ -4733,6 +4733,9 @@ int32_t bl_ctx_sample(bl_ctx *c, const bl_sampler_desc *d) {
               SentencePiece tokenizer, sampler. SIMD kernels (AVX2, AVX-512
               VNNI/BF16) with int8/BF16 activations, tiled prompt GEMM, one
               OpenMP team per forward step, huge-page weight copies.
+              bl_batch_decode: several contexts in one forward step (the
+              weights read once per step); bl_ctx_decode is its one-sequence
+              case.
 
    LICENSE
    MIT License. Copyright (c) 2026 the berlin.h authors.
