@@ -4342,11 +4342,16 @@ static void bl__forward(bl_ctx *c, const int32_t *toks, int nb, float *out, int 
        thread: its matrices take less time than the barriers between them,
        and a barrier waiting on a preempted thread costs a whole time slice. */
     if (c->m->info.weight_bytes < ((size_t)16 << 20) || (double)c->m->info.weight_bytes * (double)nb < 64e6) nt = 1;
-    if (nt == 1) bl__forward_team(c, toks, nb, out, n_out); /* no team to start */
-    else {
+#if defined(_OPENMP) && !defined(BL_NO_THREADS)
+    /* One thread needs no team of its own, unless the caller is inside a
+       parallel region: the worksharing loops would then bind to that one. */
+    if (nt > 1 || omp_in_parallel()) {
         BL__OMP(omp parallel num_threads(nt) proc_bind(spread))
         bl__forward_team(c, toks, nb, out, n_out);
-    }
+    } else
+#endif
+    bl__forward_team(c, toks, nb, out, n_out);
+    (void)nt;
     c->pos += nb;
 }
 
