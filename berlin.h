@@ -3230,6 +3230,73 @@ BL__AVX2 static void bl__attn_avx2(const float *q, const float *kc, const float 
     for (t = 0; t < n_att; t++) bl__axpy_avx2(o, s[t], vc + (size_t)t * kvs, hd);
 }
 
+/* Tiles on AVX2: 16 rows by 2 tokens per pass; pmaddubsw needs codes <= 63
+   so that pairs of products fit in 16 bits (Q4_0, Q4_K, Q6_K; Q8_0 uses vdot). */
+BL__INLINE BL__AVX2 void bl__tile_pass_avx2(const uint8_t *tile, int64_t K, int S, int zoff, int g, const uint8_t *act, size_t astride, int nt,
+                                           int t0, float *y, size_t ldy, int nr) {
+    const int64_t nsub = K / S;
+    const float *sv = (const float *)(const void *)(tile + (size_t)K * 32) + 16 * g, *ov = sv + nsub * 32;
+    const uint8_t *u = tile + (size_t)g * (size_t)K * 16;
+    const bl__q8a a0 = bl__q8a_at(act + (size_t)(t0 < nt ? t0 : nt - 1) * astride, K);
+    const bl__q8a a1 = bl__q8a_at(act + (size_t)(t0 + 1 < nt ? t0 + 1 : nt - 1) * astride, K);
+    const float *sd0 = S == 32 ? a0.s32 : a0.s16, *sd1 = S == 32 ? a1.s32 : a1.s16;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 f00 = _mm256_setzero_ps(), f01 = f00, f10 = f00, f11 = f00;
+    int64_t j;
+    int k4, r, t;
+    for (j = 0; j < nsub; j++) {
+        __m256i i00 = zoff ? _mm256_set1_epi32(-zoff * a0.i32[j]) : _mm256_setzero_si256(), i10 = i00;
+        __m256i i01 = zoff ? _mm256_set1_epi32(-zoff * a1.i32[j]) : _mm256_setzero_si256(), i11 = i01;
+        const uint8_t *wp = u + (size_t)j * (size_t)S * 16;
+        const int8_t *q0 = a0.q + j * S, *q1 = a1.q + j * S;
+        __m256 d, s0, s1;
+        for (k4 = 0; k4 < S / 4; k4++) {
+            __m256i w0 = _mm256_loadu_si256((const __m256i *)(const void *)(wp + 64 * k4));
+            __m256i w1 = _mm256_loadu_si256((const __m256i *)(const void *)(wp + 64 * k4 + 32));
+            __m256i v = _mm256_set1_epi32(bl__ld32(q0 + 4 * k4));
+            i00 = _mm256_add_epi32(i00, _mm256_madd_epi16(_mm256_maddubs_epi16(w0, v), ones));
+            i10 = _mm256_add_epi32(i10, _mm256_madd_epi16(_mm256_maddubs_epi16(w1, v), ones));
+            v = _mm256_set1_epi32(bl__ld32(q1 + 4 * k4));
+            i01 = _mm256_add_epi32(i01, _mm256_madd_epi16(_mm256_maddubs_epi16(w0, v), ones));
+            i11 = _mm256_add_epi32(i11, _mm256_madd_epi16(_mm256_maddubs_epi16(w1, v), ones));
+        }
+        s0 = _mm256_loadu_ps(sv + 32 * j);
+        s1 = _mm256_loadu_ps(sv + 32 * j + 8);
+        d = _mm256_set1_ps(a0.d[j * S / 32]);
+        f00 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i00), _mm256_mul_ps(s0, d), f00);
+        f10 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i10), _mm256_mul_ps(s1, d), f10);
+        d = _mm256_set1_ps(a1.d[j * S / 32]);
+        f01 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i01), _mm256_mul_ps(s0, d), f01);
+        f11 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i11), _mm256_mul_ps(s1, d), f11);
+        if (!zoff) {
+            __m256 o0 = _mm256_loadu_ps(ov + 32 * j), o1 = _mm256_loadu_ps(ov + 32 * j + 8);
+            d = _mm256_set1_ps(sd0[j]);
+            f00 = _mm256_fnmadd_ps(o0, d, f00);
+            f10 = _mm256_fnmadd_ps(o1, d, f10);
+            d = _mm256_set1_ps(sd1[j]);
+            f01 = _mm256_fnmadd_ps(o0, d, f01);
+            f11 = _mm256_fnmadd_ps(o1, d, f11);
+        }
+    }
+    for (t = 0; t < 2 && t0 + t < nt; t++) {
+        float o[16];
+        _mm256_storeu_ps(o, t ? f01 : f00);
+        _mm256_storeu_ps(o + 8, t ? f11 : f10);
+        for (r = 0; r < 16 && 16 * g + r < nr; r++) y[(size_t)(t0 + t) * ldy + (size_t)(16 * g + r)] = o[r];
+    }
+}
+
+BL__AVX2 static void bl__tile_gemm_avx2(int type, const uint8_t *tile, int64_t K, const uint8_t *act, size_t astride, int nt, float *y, size_t ldy, int nr) {
+    int t0, g;
+    if (type == BL_TYPE_Q8_0) { bl__tile_gemm_ref(type, tile, K, act, astride, nt, y, ldy, nr); return; } /* not reached: Q8_0 uses vdot here */
+    for (g = 0; g < 2 && 16 * g < nr; g++)
+        for (t0 = 0; t0 < nt; t0 += 2) {
+            if (type == BL_TYPE_Q4_0) bl__tile_pass_avx2(tile, K, 32, 8, g, act, astride, nt, t0, y, ldy, nr);
+            else if (type == BL_TYPE_Q4_K) bl__tile_pass_avx2(tile, K, 32, 0, g, act, astride, nt, t0, y, ldy, nr);
+            else bl__tile_pass_avx2(tile, K, 16, 0, g, act, astride, nt, t0, y, ldy, nr);
+        }
+}
+
 /* -- AVX-512 (F, BW, VL, DQ, VNNI; BF16 where noted) -- */
 static bl__q8a bl__q8a_skip(bl__q8a a, int64_t k) { /* the same row from element k (k % 32 == 0) */
     a.q += k; a.qp += k; a.d += k / 32; a.s32 += k / 32; a.s16 += k / 16; a.i32 += k / 32;
@@ -3869,6 +3936,7 @@ typedef struct bl__kern {
     void (*tile_pack)(int type, const uint8_t *w, size_t row_bytes, int nr, int64_t K, uint8_t *tile, uint8_t *rowbuf);
     bl__tile_fn tile_gemm; /* quantized tiles by a batch of tokens */
     int tile_min;          /* batches at least this long use tile_gemm, shorter ones vdot */
+    int tile_q8_0;         /* 1: Q8_0 goes through tiles too (its codes need vpdpbusd) */
     float (*dot)(const float *a, const float *b, int64_t n);
     void (*axpy)(float *y, float a, const float *x, int64_t n);
     void (*softmax)(float *x, int n);
@@ -3947,6 +4015,8 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->softmax = bl__softmax_avx2;
         k->swiglu = bl__swiglu_avx2;
         k->attn = bl__attn_avx2;
+        k->tile_gemm = bl__tile_gemm_avx2;
+        k->tile_min = 8;
     }
     if (level >= BL__SIMD_AVX512) {
         k->name = "avx512";
@@ -3962,6 +4032,7 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->tile_pack = bl__tile_pack_avx512;
         k->tile_gemm = bl__tile_gemm_avx512;
         k->tile_min = 4;
+        k->tile_q8_0 = 1;
         k->dot = bl__dot_avx512;
         k->axpy = bl__axpy_avx512;
         k->softmax = bl__softmax_avx512;
@@ -4347,7 +4418,7 @@ static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, con
         nr = (int)n;
         dst = acc ? tmp : y + r;
         ld = acc ? 32 : (size_t)ldy;
-        if (kind == BL__ACT_Q8 && nb >= k->tile_min) {
+        if (kind == BL__ACT_Q8 && nb >= k->tile_min && (W->type != BL_TYPE_Q8_0 || k->tile_q8_0)) {
             uint8_t *tile = c->tiles + (size_t)BL__THREAD_ID() * c->tile_cap;
             k->tile_pack(W->type, W->data + (size_t)r * rb, rb, nr, K, tile, tile + bl__tile_bytes(K));
             k->tile_gemm(W->type, tile, K, A->q8, A->sq8, nb, dst, ld, nr);
@@ -4512,13 +4583,16 @@ static void bl__forward(bl__ws *w, int n_segs) {
        thread: its matrices take less time than the barriers between them,
        and a barrier waiting on a preempted thread costs a whole time slice. */
     if (w->m->info.weight_bytes < ((size_t)16 << 20) || (double)w->m->info.weight_bytes * (double)nb < 64e6) nt = 1;
-    /* One thread starts no team, but still gets a region of its own: called
-       from inside an application's OpenMP team, the worksharing loops would
-       otherwise bind to that team and the thread ids index past the
-       per-thread scratch. */
-    (void)nt;
-    BL__OMP(omp parallel if (nt > 1) num_threads(nt) proc_bind(spread))
+#if defined(_OPENMP) && !defined(BL_NO_THREADS)
+    /* One thread needs no team of its own, unless the caller is inside a
+       parallel region: the worksharing loops would then bind to that one. */
+    if (nt > 1 || omp_in_parallel()) {
+        BL__OMP(omp parallel num_threads(nt) proc_bind(spread))
+        bl__forward_team(w, nb, out, n_out, out_first);
+    } else
+#endif
     bl__forward_team(w, nb, out, n_out, out_first);
+    (void)nt;
     for (s = 0, b = 0; s < n_segs; s++) {
         bl__seg *g = &w->segs[s];
         if (n_segs > 1 && g->n_out) memcpy(g->out, w->stage + (size_t)b * nv, (size_t)g->n_out * nv * sizeof(float));
