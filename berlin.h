@@ -48,7 +48,7 @@
        >>detok   streaming detokenizer (whole UTF-8 characters only)
        >>chat    chat templates (ChatML, Llama-3, Llama-2, Mistral, Gemma, Phi-3)
        >>kern    kernels: conversion, dequantization, dot products, matmul
-       >>fwd     the llama forward pass
+       >>ctx     contexts, batches of contexts, the llama forward pass
        >>kv      KV cache
        >>samp    sampling
 
@@ -60,13 +60,19 @@
        BL_NO_SIMD                    plain C kernels only [off]
        BL_API                        linkage of public functions [extern]
      None of these changes a public struct's layout; they matter only in the file
-     that defines BERLIN_IMPLEMENTATION.
+     that defines BERLIN_IMPLEMENTATION. No -march flag is needed: the x86 SIMD
+     kernels (AVX2+FMA+F16C; AVX-512 with VNNI, and BF16 where present) carry
+     their own target attributes and are chosen from cpuid when a context is
+     created. The environment variable BL_SIMD=scalar|avx2|avx512 caps the
+     level (for testing a lower path on a newer CPU).
 
    CONCEPTS
        model    bl_model: weights (mmapped, read-only), hyper-parameters and the
                 tokenizer. Loaded once; may be shared by any number of threads.
        context  bl_ctx: one sequence's KV cache, scratch memory, logits and
                 sampler RNG. Belongs to one thread at a time.
+       batch    bl_batch: scratch for decoding several contexts in one forward
+                step, reading the weights once for all of them.
        tokenizer bl_tokenizer: text <-> token ids exactly as the model's reference
                 tokenizer: SentencePiece-style and byte-level BPE read from GGUF
                 metadata, Hugging Face tokenizer.json (+ tokenizer_config.json)
@@ -133,6 +139,11 @@ typedef enum bl_type {
 
 /* Name of a weight type ("Q4_0"), or NULL if it is not one we read. */
 BL_API const char *bl_type_name(int type);
+/* What activations are rounded to before the dot products with weights of
+   this type: BL_TYPE_F32 (nothing: exact math, for F32 and F16 weights),
+   BL_TYPE_BF16 (BF16 weights), BL_TYPE_Q8_0 (int8 blocks of 32, for every
+   quantized type); -1 if we do not read the type. Thread safety: any thread. */
+BL_API int bl_type_activation(int type);
 
 /* >>model  MODEL ------------------------------------------------------------ */
 typedef struct bl_model bl_model;
@@ -142,6 +153,9 @@ typedef struct bl_ctx bl_ctx;
 typedef struct bl_model_desc {
     const char *tokenizer_path; /* GGUF, tokenizer.json, folder or tokenizer.bin; NULL: the model's own [NULL] */
     int no_mmap;                /* 1: read weights into memory [0: mmap] */
+    int huge_pages;             /* 1: copy the matrices into anonymous memory backed by
+                                   transparent huge pages (fewer TLB misses; costs a copy
+                                   and private memory) [0: read them where they are] */
 } bl_model_desc;
 
 typedef struct bl_model_info {
@@ -334,6 +348,42 @@ BL_API void bl_ctx_reset(bl_ctx *c);
 BL_API void bl_ctx_set_seed(bl_ctx *c, uint64_t seed);
 BL_API void bl_ctx_set_threads(bl_ctx *c, int n_threads);
 
+/* Several sequences in one forward step. The rows of every sequence are
+   stacked, so each weight matrix is read once per step however many
+   contexts take part (a server decoding one token for each of 8 clients
+   reads the model once, not 8 times); positions, the KV cache and attention
+   stay each context's own. bl_ctx_decode is this with one sequence. */
+typedef struct bl_batch bl_batch;
+typedef struct bl_batch_desc {
+    int max_tokens;   /* rows per forward step, all sequences together [512] */
+    int max_seqs;     /* sequences per bl_batch_decode call [64] */
+    int n_threads;    /* OpenMP threads [all cores] */
+} bl_batch_desc;
+typedef struct bl_batch_seq {
+    bl_ctx *ctx;            /* a context of the batch's model, at most once per call */
+    const int32_t *tokens;  /* n_tokens ids to run at ctx's current position */
+    int n_tokens;
+    int logits_mode;        /* BL_LOGITS_LAST / _ALL / _NONE, kept in ctx */
+} bl_batch_seq;
+
+/* Scratch for up to max_tokens stacked rows on model m. *out is always set
+   on error (see bl_batch_last_error). Thread safety: any thread; m may be
+   shared. */
+BL_API bl_result bl_batch_create(bl_batch **out, const bl_model *m, const bl_batch_desc *desc);
+BL_API void bl_batch_destroy(bl_batch *b);
+BL_API const char *bl_batch_last_error(const bl_batch *b);
+/* Run seqs[0..n) together: afterwards each context holds its logits
+   (bl_ctx_logits, bl_ctx_sample), position and tokens exactly as if it had
+   been given to bl_ctx_decode alone. More rows than max_tokens take several
+   steps (rows are taken in the order of seqs). A sequence that cannot run
+   (cache full, token outside the vocabulary, context of another model or
+   given twice) fails alone: per_seq[i] (when not NULL) receives its code,
+   bl_ctx_last_error(ctx) the reason, and the others still run. Returns BL_OK
+   when every sequence ran, else the first failing code.
+   Thread safety: one thread per batch, and none of the contexts in use
+   elsewhere during the call. */
+BL_API bl_result bl_batch_decode(bl_batch *b, const bl_batch_seq *seqs, int n, bl_result *per_seq);
+
 /* >>samp  SAMPLER ----------------------------------------------------------- */
 typedef struct bl_sampler_desc {
     float temperature;    /* <= 0: greedy [0] */
@@ -378,6 +428,22 @@ BL_API int32_t bl_sample_logits(float *logits, int n_vocab, const bl_sampler_des
 #include <sys/stat.h>
 #include <unistd.h>
 #endif
+/* madvise (read-ahead, huge pages) and anonymous maps are hidden by strict
+   ISO C modes; on these Linux targets their values are fixed by the kernel. */
+#if defined(BL__POSIX_MMAP) && defined(__linux__)
+#if defined(MADV_HUGEPAGE) && defined(MADV_WILLNEED) && defined(MAP_ANONYMOUS)
+#define BL__MADVISE 1
+#define BL__MAP_ANON MAP_ANONYMOUS
+#define BL__MADV_HUGEPAGE MADV_HUGEPAGE
+#define BL__MADV_WILLNEED MADV_WILLNEED
+#elif (defined(__x86_64__) || defined(__aarch64__) || defined(__i386__)) && !defined(__cplusplus)
+extern int madvise(void *addr, size_t len, int advice);
+#define BL__MADVISE 1
+#define BL__MAP_ANON 0x20
+#define BL__MADV_HUGEPAGE 14
+#define BL__MADV_WILLNEED 3
+#endif
+#endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <dirent.h>
 #include <sys/stat.h>
@@ -388,9 +454,11 @@ BL_API int32_t bl_sample_logits(float *logits, int n_vocab, const bl_sampler_des
 #include <omp.h>
 #define BL__OMP(x) _Pragma(#x)
 #define BL__THREAD_ID() omp_get_thread_num()
+#define BL__N_THREADS() omp_get_num_threads()
 #else
 #define BL__OMP(x)
 #define BL__THREAD_ID() 0
+#define BL__N_THREADS() 1
 #endif
 
 #if defined(BL_MALLOC) && defined(BL_REALLOC) && defined(BL_FREE)
@@ -487,6 +555,10 @@ static bl_result bl__file_open(bl__file *f, const char *path, int no_mmap, char 
             if (p != MAP_FAILED) {
                 f->data = (const uint8_t *)p;
                 f->mapped = 1;
+#ifdef BL__MADVISE
+                /* start reading ahead now: every page is read on the first token */
+                madvise(p, f->size, BL__MADV_WILLNEED);
+#endif
                 return BL_OK;
             }
         }
@@ -1163,6 +1235,9 @@ struct bl_model {
     bl__layer *layers;    /* (n_layer) */
     float *rope_freq;     /* (head_dim/2) angle per position for each pair */
     float *vecs;          /* storage of all norm/bias vectors as F32 */
+    void *anon;           /* the matrices' copy with desc.huge_pages, or NULL */
+    size_t anon_size;
+    int anon_mapped;      /* 1: munmap anon, 0: BL_FREE it */
     bl_tokenizer *tok;
 };
 
@@ -1844,6 +1919,54 @@ static int bl__dir_single_gguf(const char *dir, char *out, size_t cap) {
 #endif
 }
 
+/* Copy every matrix the forward pass reads into one anonymous region,
+   2 MiB-aligned and marked for transparent huge pages, and point the
+   weights there. The forward pass touches all of it per token, so 4 KiB
+   pages cost a TLB miss every 4 KiB; 2 MiB pages almost never. */
+static bl_result bl__model_huge_pages(bl_model *m) {
+    bl__weight *ws[2 + 7 * 1024];
+    int n = 0, l, i;
+    size_t total = 0, off = 0, align = (size_t)2 << 20;
+    uint8_t *base = NULL;
+    ws[n++] = &m->tok_embd;
+    if (!m->info.tied_output) ws[n++] = &m->output;
+    for (l = 0; l < m->hp.n_layer; l++) {
+        bl__layer *L = &m->layers[l];
+        ws[n++] = &L->wq; ws[n++] = &L->wk; ws[n++] = &L->wv; ws[n++] = &L->wo;
+        ws[n++] = &L->w_gate; ws[n++] = &L->w_up; ws[n++] = &L->w_down;
+    }
+    for (i = 0; i < n; i++) total += ((size_t)ws[i]->rows * ws[i]->row_bytes + 63) & ~(size_t)63;
+    m->anon_size = (total + align - 1) & ~(align - 1);
+#ifdef BL__MADVISE
+    {
+        /* over-allocate by 2 MiB and trim so the region starts on a huge page */
+        void *p = mmap(NULL, m->anon_size + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | BL__MAP_ANON, -1, 0);
+        if (p != MAP_FAILED) {
+            uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+            if (a > (uintptr_t)p) munmap(p, a - (uintptr_t)p);
+            if ((uintptr_t)p + align > a) munmap((void *)(a + m->anon_size), (uintptr_t)p + align - a);
+            madvise((void *)a, m->anon_size, BL__MADV_HUGEPAGE);
+            base = (uint8_t *)a;
+            m->anon = base;
+            m->anon_mapped = 1;
+        }
+    }
+#endif
+    if (!base) {
+        m->anon = bl__alloc(total + 64);
+        if (!m->anon) return bl__merr(m, BL_ERR_NOMEM, "out of memory copying %zu bytes of weights", total);
+        base = (uint8_t *)m->anon + ((64 - ((uintptr_t)m->anon & 63)) & 63);
+    }
+    for (i = 0; i < n; i++) {
+        size_t sz = (size_t)ws[i]->rows * ws[i]->row_bytes;
+        memcpy(base + off, ws[i]->data, sz);
+        ws[i]->data = base + off;
+        off += (sz + 63) & ~(size_t)63;
+    }
+    if (m->info.tied_output) m->output = m->tok_embd;
+    return BL_OK;
+}
+
 bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *desc) {
     bl_model *m = (bl_model *)bl__calloc(sizeof *m);
     bl_result r;
@@ -1886,6 +2009,7 @@ bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *d
         }
     }
     if (r == BL_OK) r = bl__model_build(m);
+    if (r == BL_OK && desc && desc->huge_pages) r = bl__model_huge_pages(m);
     if (r == BL_OK) {
         const char *tp = desc ? desc->tokenizer_path : NULL;
         if (tp) {
@@ -1932,6 +2056,11 @@ void bl_model_destroy(bl_model *m) {
     BL_FREE(m->tensors);
     BL_FREE(m->layers);
     BL_FREE(m->vecs);
+#ifdef BL__POSIX_MMAP
+    if (m->anon && m->anon_mapped) munmap(m->anon, m->anon_size);
+    else
+#endif
+    BL_FREE(m->anon);
     bl_tokenizer_destroy(m->tok);
     BL_FREE(m);
 }
@@ -7089,9 +7218,19 @@ int bl_chat_format(int tmpl, const bl_chat_msg *msgs, int n, int add_generation_
 }
 
 /* >>kern  KERNELS ------------------------------------------------------------
-   The reference kernels: weights are converted to float exactly (F16, BF16,
-   and GGUF quant blocks dequantized) and multiplied with float activations,
-   so every weight type gives the exact-math result of its stored weights.
+   bl__dequant_row converts any weight type to float exactly (F16, BF16, and
+   GGUF quant blocks dequantized): the definition every kernel is tested
+   against. The matrix kernels follow llama.cpp's precision contract: F32 and
+   F16 weights meet float activations (exact math), BF16 weights meet
+   BF16-rounded activations (vdpbf16ps), quantized weights meet activations
+   quantized to int8 blocks of 32 (integer dot products: vpdpbusd, or
+   pmaddubsw on AVX2); bl_type_activation says which, per type.
+   Each kernel has a plain C reference, always compiled and tested, and SIMD
+   variants beside it; one table per context holds the chosen ones, and the
+   forward pass calls only through the table. Decoding (one token) runs one
+   weight row against one activation row, straight from the GGUF blocks;
+   prompt batches unpack 32 rows at a time into a tile of bytes interleaved
+   for the dot-product instructions, reused by every token of the batch.
    Block layouts follow GGUF; their sizes are checked below. */
 
 typedef struct bl__block_q4_0 { uint16_t d; uint8_t qs[16]; } bl__block_q4_0;          /* 32 weights */
@@ -7205,6 +7344,195 @@ static void bl__dequant_row(int type, const uint8_t *src, float *dst, int64_t n)
     }
 }
 
+/* ---- activation formats ---------------------------------------------------
+   Where the weights are quantized, the activations are quantized too, to
+   int8 blocks of 32 with a float scale (finer than the Q8_K blocks of 256,
+   so at least as accurate), and integer dot products do the work. The
+   block sums (scaled) are kept beside the quants: Q4_0, Q4_K and Q6_K store
+   unsigned codes with an offset, and sum(a) times the offset corrects the
+   integer dot. BF16 weights meet BF16-rounded activations; F32 and F16
+   weights meet the float activations unchanged (exact math). */
+
+enum { BL__ACT_F32 = 0, BL__ACT_BF16 = 1, BL__ACT_Q8 = 2 };
+
+static int bl__act_kind(int type) {
+    switch (type) {
+    case BL_TYPE_BF16: return BL__ACT_BF16;
+    case BL_TYPE_Q4_0: case BL_TYPE_Q8_0: case BL_TYPE_Q4_K: case BL_TYPE_Q6_K: return BL__ACT_Q8;
+    default: return BL__ACT_F32;
+    }
+}
+
+int bl_type_activation(int type) {
+    if (type < 0 || type >= 40 || !bl__types[type].bytes) return -1;
+    switch (bl__act_kind(type)) {
+    case BL__ACT_BF16: return BL_TYPE_BF16;
+    case BL__ACT_Q8: return BL_TYPE_Q8_0;
+    default: return BL_TYPE_F32;
+    }
+}
+
+/* One row of Q8 activations (K a multiple of 32), as six arrays:
+   q (K int8), qp (the same with the middle 16-byte quarters of each pair of
+   blocks swapped, so a 32-byte load meets the low or high nibbles of two
+   Q4_0 blocks), d (K/32 scales), s32 (K/32: d * sum of the block's q),
+   s16 (K/16: d * sum of each half block), i32 (K/32: the block sums). */
+typedef struct bl__q8a { const int8_t *q, *qp; const float *d, *s32, *s16; const int32_t *i32; } bl__q8a;
+
+static size_t bl__q8a_stride(int64_t K) {
+    size_t n = 2 * (size_t)K + (size_t)K / 32 * 12 + (size_t)K / 16 * 4;
+    return (n + 63) & ~(size_t)63;
+}
+static bl__q8a bl__q8a_at(const uint8_t *p, int64_t K) {
+    bl__q8a a;
+    a.q = (const int8_t *)p;
+    a.qp = (const int8_t *)p + K;
+    a.d = (const float *)(const void *)(p + 2 * K);
+    a.s32 = a.d + K / 32;
+    a.s16 = a.s32 + K / 32;
+    a.i32 = (const int32_t *)(const void *)(a.s16 + K / 16);
+    return a;
+}
+static size_t bl__bf16a_stride(int64_t K) { return ((size_t)K * 2 + 63) & ~(size_t)63; }
+
+static uint16_t bl__f32_to_bf16(float f) { /* round to nearest even; NaN stays NaN */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 64);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+static void bl__bf16a_ref(const float *x, int64_t n, uint16_t *o) {
+    int64_t i;
+    for (i = 0; i < n; i++) o[i] = bl__f32_to_bf16(x[i]);
+}
+
+/* Fill qp and i32 from q (see bl__q8a); an odd last block stays as it is. */
+static void bl__q8a_permute(uint8_t *out, int64_t K) {
+    int32_t *is = (int32_t *)(void *)(out + 2 * K + K / 32 * 8 + K / 16 * 4);
+    int64_t b;
+    int j;
+    for (b = 0; b < K / 32; b++) {
+        int s = 0;
+        for (j = 0; j < 32; j++) s += ((const int8_t *)out)[32 * b + j];
+        is[b] = s;
+    }
+    memcpy(out + K, out, (size_t)K);
+    for (b = 0; b + 2 <= K / 32; b += 2) {
+        memcpy(out + K + 32 * b + 16, out + 32 * b + 32, 16);
+        memcpy(out + K + 32 * b + 32, out + 32 * b + 16, 16);
+    }
+}
+
+static void bl__q8a_ref(const float *x, int64_t K, uint8_t *out) {
+    int8_t *q = (int8_t *)out;
+    float *d = (float *)(void *)(out + 2 * K), *s32 = d + K / 32, *s16 = s32 + K / 32;
+    int64_t b;
+    int j;
+    for (b = 0; b < K / 32; b++) {
+        float amax = 0, id;
+        int sum0 = 0, sum1 = 0;
+        for (j = 0; j < 32; j++) { float v = fabsf(x[32 * b + j]); if (v > amax) amax = v; }
+        id = amax > 0 ? 127.0f / amax : 0.0f;
+        d[b] = amax / 127.0f;
+        for (j = 0; j < 32; j++) {
+            int v = (int)lrintf(x[32 * b + j] * id);
+            q[32 * b + j] = (int8_t)v;
+            if (j < 16) sum0 += v; else sum1 += v;
+        }
+        s16[2 * b] = d[b] * (float)sum0;
+        s16[2 * b + 1] = d[b] * (float)sum1;
+        s32[b] = d[b] * (float)(sum0 + sum1);
+    }
+    bl__q8a_permute(out, K);
+}
+
+/* Q4_K's 8 6-bit scales and mins, unpacked four at a time in 32-bit words. */
+static void bl__k4_scales8(const uint8_t *q, uint8_t sc[8], uint8_t mn[8]) {
+    uint32_t a, b, c, v;
+    memcpy(&a, q, 4);
+    memcpy(&b, q + 4, 4);
+    memcpy(&c, q + 8, 4);
+    v = a & 0x3f3f3f3fu; memcpy(sc, &v, 4);
+    v = (c & 0x0f0f0f0fu) | ((a >> 2) & 0x30303030u); memcpy(sc + 4, &v, 4);
+    v = b & 0x3f3f3f3fu; memcpy(mn, &v, 4);
+    v = ((c >> 4) & 0x0f0f0f0fu) | ((b >> 2) & 0x30303030u); memcpy(mn + 4, &v, 4);
+}
+
+/* ---- reference dot products of one weight row with one activation row --- */
+
+static float bl__vdot_q4_0_ref(const uint8_t *w, bl__q8a a, int64_t K) {
+    float acc = 0;
+    int64_t b;
+    int j;
+    for (b = 0; b < K / 32; b++) {
+        const bl__block_q4_0 *x = (const bl__block_q4_0 *)(const void *)(w + b * 18);
+        const int8_t *q = a.q + 32 * b;
+        int is = 0;
+        for (j = 0; j < 16; j++) is += (x->qs[j] & 15) * q[j] + (x->qs[j] >> 4) * q[j + 16];
+        acc += bl__f16_to_f32(x->d) * (a.d[b] * (float)is - 8.0f * a.s32[b]);
+    }
+    return acc;
+}
+
+static float bl__vdot_q8_0_ref(const uint8_t *w, bl__q8a a, int64_t K) {
+    float acc = 0;
+    int64_t b;
+    int j;
+    for (b = 0; b < K / 32; b++) {
+        const bl__block_q8_0 *x = (const bl__block_q8_0 *)(const void *)(w + b * 34);
+        const int8_t *q = a.q + 32 * b;
+        int is = 0;
+        for (j = 0; j < 32; j++) is += x->qs[j] * q[j];
+        acc += bl__f16_to_f32(x->d) * a.d[b] * (float)is;
+    }
+    return acc;
+}
+
+static float bl__vdot_q4_k_ref(const uint8_t *w, bl__q8a a, int64_t K) {
+    float acc = 0;
+    int64_t b;
+    int j, l;
+    for (b = 0; b < K / 256; b++) {
+        const bl__block_q4_k *x = (const bl__block_q4_k *)(const void *)(w + b * 144);
+        float d = bl__f16_to_f32(x->d), dmin = bl__f16_to_f32(x->dmin);
+        for (j = 0; j < 8; j++) {
+            const uint8_t *qs = x->qs + 32 * (j / 2);
+            const int8_t *q = a.q + 256 * b + 32 * j;
+            int sc, mn, is = 0;
+            bl__k4_scale_min(j, x->scales, &sc, &mn);
+            for (l = 0; l < 32; l++) is += ((j & 1) ? qs[l] >> 4 : qs[l] & 15) * q[l];
+            acc += d * (float)sc * a.d[8 * b + j] * (float)is - dmin * (float)mn * a.s32[8 * b + j];
+        }
+    }
+    return acc;
+}
+
+/* The 6-bit code of element e (0..255) of a Q6_K block, 0..63. */
+static int bl__q6k_code(const bl__block_q6_k *x, int e) {
+    int h = e / 128, k = (e % 128) / 32, l = e % 32;
+    int lo = x->ql[64 * h + l + 32 * (k & 1)];
+    lo = k < 2 ? lo & 15 : lo >> 4;
+    return lo | (((x->qh[32 * h + l] >> (2 * k)) & 3) << 4);
+}
+
+static float bl__vdot_q6_k_ref(const uint8_t *w, bl__q8a a, int64_t K) {
+    float acc = 0;
+    int64_t b;
+    int g, l;
+    for (b = 0; b < K / 256; b++) {
+        const bl__block_q6_k *x = (const bl__block_q6_k *)(const void *)(w + b * 210);
+        float d = bl__f16_to_f32(x->d);
+        for (g = 0; g < 16; g++) {
+            const int8_t *q = a.q + 256 * b + 16 * g;
+            int is = 0;
+            for (l = 0; l < 16; l++) is += bl__q6k_code(x, 16 * g + l) * q[l];
+            acc += d * (float)x->scales[g] * (a.d[8 * b + g / 2] * (float)is - 32.0f * a.s16[16 * b + g]);
+        }
+    }
+    return acc;
+}
+
 static float bl__dot_f32(const float *a, const float *b, int64_t n) {
     float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i;
@@ -7215,31 +7543,1296 @@ static float bl__dot_f32(const float *a, const float *b, int64_t n) {
     return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 }
 
-/* y[b][r] = sum_c W[r][c] * x[b][c] for b < nb, with row scratch rowbuf
-   (one W->cols float buffer per thread). */
-static void bl__matmul(const bl__weight *W, const float *x, int nb, float *y, int64_t ldy, float *rowbuf, int n_threads) {
-    int64_t r;
-    (void)n_threads;
-    BL__OMP(omp parallel for num_threads(n_threads) schedule(static))
-    for (r = 0; r < W->rows; r++) {
-        const float *row;
-        int b;
-        if (W->type == BL_TYPE_F32) row = (const float *)(const void *)(W->data + (size_t)r * W->row_bytes);
-        else {
-            float *buf = rowbuf + (size_t)BL__THREAD_ID() * (size_t)W->cols;
-            bl__dequant_row(W->type, W->data + (size_t)r * W->row_bytes, buf, W->cols);
-            row = buf;
+/* Float-type weights (F32, F16, BF16): y[t*ldy + r] = dot(row r, x_t) for
+   r < nr, t < nt; x rows are float (F32, F16 weights) or bf16 (BF16). */
+static void bl__gemm_f_ref(int type, const uint8_t *w, size_t row_bytes, int nr, const uint8_t *x, size_t xstride, int nt,
+                           int64_t K, float *y, size_t ldy) {
+    int r, t, k;
+    int64_t i;
+    for (r = 0; r < nr; r++) {
+        const uint8_t *wr = w + (size_t)r * row_bytes;
+        for (t = 0; t < nt; t++) {
+            const uint8_t *xt = x + (size_t)t * xstride;
+            float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            if (type == BL_TYPE_F32) { y[(size_t)t * ldy + r] = bl__dot_f32((const float *)(const void *)wr, (const float *)(const void *)xt, K); continue; }
+            for (i = 0; i < K; i++) {
+                uint16_t h, xb;
+                float wv, xv;
+                memcpy(&h, wr + 2 * i, 2);
+                if (type == BL_TYPE_F16) { wv = bl__f16_to_f32(h); memcpy(&xv, xt + 4 * i, 4); }
+                else { wv = bl__bf16_to_f32(h); memcpy(&xb, xt + 2 * i, 2); xv = bl__bf16_to_f32(xb); }
+                s[i & 7] += wv * xv;
+            }
+            for (k = 0; k < 4; k++) s[k] += s[k + 4];
+            y[(size_t)t * ldy + r] = (s[0] + s[1]) + (s[2] + s[3]);
         }
-        for (b = 0; b < nb; b++) y[(size_t)b * (size_t)ldy + (size_t)r] = bl__dot_f32(row, x + (size_t)b * (size_t)W->cols, W->cols);
     }
 }
 
+/* ---- tiles for prompt batches ---------------------------------------------
+   A tile holds 32 rows of a quantized matrix unpacked to one unsigned byte
+   per weight, interleaved so that one 64-byte vector holds 4 consecutive
+   weights of 16 rows: u[(k/4)*64 + r*4 + k%4] for rows 0..15, then the same
+   for rows 16..31. Each row's value is s*u - o per sub-block (S = 32
+   weights; 16 for Q6_K), with s[j][32] and o[j][32] floats after the bytes.
+   An integer dot product of a 64-byte vector with 4 broadcast activation
+   bytes then advances 16 rows at once, and a tile is reused by every token
+   of the batch. */
+
+static int bl__tile_sub(int type) { return type == BL_TYPE_Q6_K ? 16 : 32; }
+static size_t bl__tile_bytes(int64_t K) { return (size_t)K * 32 + (size_t)(K / 16) * 32 * 4 * 2; }
+
+/* Unpack one row into codes u[K] and per-sub-block s, o (stride sstride). */
+static void bl__unpack_row(int type, const uint8_t *w, int64_t K, uint8_t *u, float *s, float *o, int sstride) {
+    int64_t b;
+    int j, l;
+    switch (type) {
+    case BL_TYPE_Q4_0:
+        for (b = 0; b < K / 32; b++) {
+            const bl__block_q4_0 *x = (const bl__block_q4_0 *)(const void *)(w + b * 18);
+            float d = bl__f16_to_f32(x->d);
+            for (j = 0; j < 16; j++) { u[32 * b + j] = (uint8_t)(x->qs[j] & 15); u[32 * b + j + 16] = (uint8_t)(x->qs[j] >> 4); }
+            s[b * sstride] = d;
+            o[b * sstride] = 8.0f * d;
+        }
+        break;
+    case BL_TYPE_Q8_0:
+        for (b = 0; b < K / 32; b++) {
+            const bl__block_q8_0 *x = (const bl__block_q8_0 *)(const void *)(w + b * 34);
+            float d = bl__f16_to_f32(x->d);
+            for (j = 0; j < 32; j++) u[32 * b + j] = (uint8_t)(x->qs[j] ^ 0x80);
+            s[b * sstride] = d;
+            o[b * sstride] = 128.0f * d;
+        }
+        break;
+    case BL_TYPE_Q4_K:
+        for (b = 0; b < K / 256; b++) {
+            const bl__block_q4_k *x = (const bl__block_q4_k *)(const void *)(w + b * 144);
+            float d = bl__f16_to_f32(x->d), dmin = bl__f16_to_f32(x->dmin);
+            uint8_t sc[8], mn[8];
+            bl__k4_scales8(x->scales, sc, mn);
+            for (j = 0; j < 8; j++) {
+                const uint8_t *qs = x->qs + 32 * (j / 2);
+                for (l = 0; l < 32; l++) u[256 * b + 32 * j + l] = (uint8_t)((j & 1) ? qs[l] >> 4 : qs[l] & 15);
+                s[(8 * b + j) * sstride] = d * (float)sc[j];
+                o[(8 * b + j) * sstride] = dmin * (float)mn[j];
+            }
+        }
+        break;
+    default: /* Q6_K */
+        for (b = 0; b < K / 256; b++) {
+            const bl__block_q6_k *x = (const bl__block_q6_k *)(const void *)(w + b * 210);
+            float d = bl__f16_to_f32(x->d);
+            for (j = 0; j < 256; j++) u[256 * b + j] = (uint8_t)bl__q6k_code(x, j);
+            for (j = 0; j < 16; j++) {
+                s[(16 * b + j) * sstride] = d * (float)x->scales[j];
+                o[(16 * b + j) * sstride] = 32.0f * d * (float)x->scales[j];
+            }
+        }
+        break;
+    }
+}
+
+/* Build the tile of rows [0, nr) (nr <= 32; the rest are zero) in tile,
+   with rowbuf (16*K bytes) as scratch. */
+static void bl__tile_pack(int type, const uint8_t *w, size_t row_bytes, int nr, int64_t K, uint8_t *tile, uint8_t *rowbuf) {
+    int64_t nsub = K / bl__tile_sub(type), k4;
+    float *s = (float *)(void *)(tile + (size_t)K * 32), *o = s + nsub * 32;
+    int r;
+    for (r = 0; r < 32; r++) {
+        uint8_t *dst = tile + (size_t)(r / 16) * (size_t)K * 16 + (size_t)(r % 16) * 4;
+        if (r >= nr) {
+            int64_t j;
+            for (k4 = 0; k4 < K / 4; k4++) memset(dst + k4 * 64, 0, 4);
+            for (j = 0; j < nsub; j++) { s[j * 32 + r] = 0; o[j * 32 + r] = 0; }
+            continue;
+        }
+        bl__unpack_row(type, w + (size_t)r * row_bytes, K, rowbuf, s + r, o + r, 32);
+        for (k4 = 0; k4 < K / 4; k4++) memcpy(dst + k4 * 64, rowbuf + 4 * k4, 4);
+    }
+}
+
+/* y[t*ldy + r] for the tile's rows r < nr and tokens t < nt (activation
+   rows at act + t*astride). */
+static void bl__tile_gemm_ref(int type, const uint8_t *tile, int64_t K, const uint8_t *act, size_t astride, int nt, float *y, size_t ldy, int nr) {
+    int S = bl__tile_sub(type), r, t, l;
+    int64_t nsub = K / S, j;
+    const float *s = (const float *)(const void *)(tile + (size_t)K * 32), *o = s + nsub * 32;
+    for (t = 0; t < nt; t++) {
+        bl__q8a a = bl__q8a_at(act + (size_t)t * astride, K);
+        const float *sd = S == 32 ? a.s32 : a.s16;
+        for (r = 0; r < nr; r++) {
+            const uint8_t *u = tile + (size_t)(r / 16) * (size_t)K * 16 + (size_t)(r % 16) * 4;
+            float acc = 0;
+            for (j = 0; j < nsub; j++) {
+                int is = 0;
+                for (l = 0; l < S; l++) {
+                    int64_t k = j * S + l;
+                    is += u[(k / 4) * 64 + k % 4] * a.q[k];
+                }
+                acc += s[j * 32 + r] * (a.d[j * S / 32] * (float)is) - o[j * 32 + r] * sd[j];
+            }
+            y[(size_t)t * ldy + r] = acc;
+        }
+    }
+}
+
+/* ---- other reference kernels --------------------------------------------- */
+
+static void bl__axpy_ref(float *y, float a, const float *x, int64_t n) {
+    int64_t i;
+    for (i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static void bl__softmax_ref(float *x, int n) {
+    float mx = x[0], sum = 0;
+    int i;
+    for (i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
+    for (i = 0; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
+    for (i = 0; i < n; i++) x[i] /= sum;
+}
+
+/* g[i] = silu(g[i]) * u[i] */
+static void bl__swiglu_ref(float *g, const float *u, int64_t n) {
+    int64_t i;
+    for (i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* Attention for one query head over n_att cached positions (rows kvs floats
+   apart): scores into s (n_att floats of scratch), the softmax-weighted sum
+   of the values into o (hd floats). */
+static void bl__attn_ref(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o) {
+    int t;
+    for (t = 0; t < n_att; t++) s[t] = bl__dot_f32(q, kc + (size_t)t * kvs, hd) * scale;
+    bl__softmax_ref(s, n_att);
+    memset(o, 0, (size_t)hd * sizeof(float));
+    for (t = 0; t < n_att; t++) bl__axpy_ref(o, s[t], vc + (size_t)t * kvs, hd);
+}
+
+/* ---- x86 SIMD variants ----------------------------------------------------
+   Compiled with per-function target attributes, so the header needs no
+   -march flag and one binary runs on any x86-64; bl__kern_select picks the
+   level once per context from cpuid (and BL_SIMD=scalar|avx2|avx512 may ask
+   for a lower one). */
+#if !defined(BL_NO_SIMD) && (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define BL__X86 1
+#if defined(__GNUC__) && !defined(__clang__)
+/* GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), which g++
+   -Wall reports as maybe-uninitialized at every use. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#define BL__DIAG_PUSHED 1
+#endif
+#include <immintrin.h>
+#include <cpuid.h>
+#define BL__AVX2 __attribute__((target("avx2,fma,f16c")))
+#define BL__AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define BL__AVX512BF __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16")))
+#define BL__INLINE static inline __attribute__((always_inline))
+#define BL__UNROLL16 _Pragma("GCC unroll 16")
+
+static int32_t bl__ld32(const void *p) { int32_t v; memcpy(&v, p, 4); return v; }
+
+/* -- AVX2 -- */
+
+BL__AVX2 static float bl__hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+BL__AVX2 static int bl__hsum256i(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+BL__AVX2 static __m256i bl__u8dot256(__m256i u, __m256i q) { /* 8 int32 sums of 4 u8*s8 products */
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, q), _mm256_set1_epi16(1));
+}
+
+BL__AVX2 static void bl__q8a_avx2(const float *x, int64_t K, uint8_t *out) {
+    int8_t *q = (int8_t *)out;
+    float *d = (float *)(void *)(out + 2 * K), *s32 = d + K / 32, *s16 = s32 + K / 32;
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    int64_t b;
+    for (b = 0; b < K / 32; b++) {
+        const float *xb = x + 32 * b;
+        __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8), v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+        __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, absm), _mm256_and_ps(v1, absm)),
+                                  _mm256_max_ps(_mm256_and_ps(v2, absm), _mm256_and_ps(v3, absm)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        float amax, id;
+        __m256 vid;
+        __m256i i0, i1, i2, i3, p;
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        amax = _mm_cvtss_f32(m4);
+        id = amax > 0 ? 127.0f / amax : 0.0f;
+        d[b] = amax / 127.0f;
+        vid = _mm256_set1_ps(id);
+        i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, vid));
+        i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, vid));
+        i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, vid));
+        i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, vid));
+        {
+            int sa = bl__hsum256i(_mm256_add_epi32(i0, i1)), sb = bl__hsum256i(_mm256_add_epi32(i2, i3));
+            s16[2 * b] = d[b] * (float)sa;
+            s16[2 * b + 1] = d[b] * (float)sb;
+            s32[b] = d[b] * (float)(sa + sb);
+        }
+        p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        _mm256_storeu_si256((__m256i *)(void *)(q + 32 * b), _mm256_permutevar8x32_epi32(p, perm));
+    }
+    bl__q8a_permute(out, K);
+}
+
+BL__AVX2 static float bl__vdot_q4_0_avx2(const uint8_t *w, bl__q8a a, int64_t K) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(15);
+    float cor = 0;
+    int64_t b;
+    for (b = 0; b < K / 32; b++) {
+        const uint8_t *x = w + b * 18;
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(x + 2));
+        __m256i u = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), m4);
+        __m256i s = bl__u8dot256(u, _mm256_loadu_si256((const __m256i *)(const void *)(a.q + 32 * b)));
+        float dw = _cvtsh_ss((unsigned short)(x[0] | (x[1] << 8)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * a.d[b]), acc);
+        cor += dw * a.s32[b];
+    }
+    return bl__hsum256(acc) - 8.0f * cor;
+}
+
+BL__AVX2 static float bl__vdot_q8_0_avx2(const uint8_t *w, bl__q8a a, int64_t K) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t b;
+    for (b = 0; b < K / 32; b++) {
+        const uint8_t *x = w + b * 34;
+        __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(x + 2));
+        __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(a.q + 32 * b));
+        __m256i s = bl__u8dot256(_mm256_abs_epi8(v), _mm256_sign_epi8(q, v));
+        float dw = _cvtsh_ss((unsigned short)(x[0] | (x[1] << 8)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * a.d[b]), acc);
+    }
+    return bl__hsum256(acc);
+}
+
+BL__AVX2 static float bl__vdot_q4_k_avx2(const uint8_t *w, bl__q8a a, int64_t K) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(15);
+    float cor = 0;
+    int64_t b;
+    int j;
+    for (b = 0; b < K / 256; b++) {
+        const bl__block_q4_k *x = (const bl__block_q4_k *)(const void *)(w + b * 144);
+        float d = _cvtsh_ss(x->d), dmin = _cvtsh_ss(x->dmin);
+        for (j = 0; j < 8; j += 2) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(x->qs + 16 * j));
+            const int8_t *q = a.q + 256 * b + 32 * j;
+            int sc0, mn0, sc1, mn1;
+            __m256i s0 = bl__u8dot256(_mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(const void *)q));
+            __m256i s1 = bl__u8dot256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), _mm256_loadu_si256((const __m256i *)(const void *)(q + 32)));
+            bl__k4_scale_min(j, x->scales, &sc0, &mn0);
+            bl__k4_scale_min(j + 1, x->scales, &sc1, &mn1);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d * (float)sc0 * a.d[8 * b + j]), acc);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(d * (float)sc1 * a.d[8 * b + j + 1]), acc);
+            cor += dmin * ((float)mn0 * a.s32[8 * b + j] + (float)mn1 * a.s32[8 * b + j + 1]);
+        }
+    }
+    return bl__hsum256(acc) - cor;
+}
+
+BL__AVX2 static float bl__vdot_q6_k_avx2(const uint8_t *w, bl__q8a a, int64_t K) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+    float cor = 0;
+    int64_t b;
+    int h, k, g;
+    for (b = 0; b < K / 256; b++) {
+        const bl__block_q6_k *x = (const bl__block_q6_k *)(const void *)(w + b * 210);
+        float d = _cvtsh_ss(x->d), sg[16];
+        for (g = 0; g < 16; g++) {
+            float ds = d * (float)x->scales[g];
+            sg[g] = ds * a.d[8 * b + g / 2];
+            cor += ds * a.s16[16 * b + g];
+        }
+        for (h = 0; h < 2; h++) {
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(x->qh + 32 * h));
+            for (k = 0; k < 4; k++) {
+                __m256i ql = _mm256_loadu_si256((const __m256i *)(const void *)(x->ql + 64 * h + 32 * (k & 1)));
+                __m256i lo = k < 2 ? _mm256_and_si256(ql, m4) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4);
+                __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), m3), 4);
+                __m256i s = bl__u8dot256(_mm256_or_si256(lo, hi), _mm256_loadu_si256((const __m256i *)(const void *)(a.q + 256 * b + 128 * h + 32 * k)));
+                int g0 = 8 * h + 2 * k;
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set_m128(_mm_set1_ps(sg[g0 + 1]), _mm_set1_ps(sg[g0])), acc);
+            }
+        }
+    }
+    return bl__hsum256(acc) - 32.0f * cor;
+}
+
+/* 8 weights of row p from element i, as floats. */
+BL__AVX2 static __m256 bl__ld8_avx2(int type, const uint8_t *p, int64_t i) {
+    if (type == BL_TYPE_F32) return _mm256_loadu_ps((const float *)(const void *)p + i);
+    if (type == BL_TYPE_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p + 2 * i)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p + 2 * i))), 16));
+}
+
+BL__AVX2 static void bl__gemm_f_avx2(int type, const uint8_t *w, size_t row_bytes, int nr, const uint8_t *x, size_t xstride, int nt,
+                                     int64_t K, float *y, size_t ldy) {
+    int xtype = type == BL_TYPE_BF16 ? BL_TYPE_BF16 : BL_TYPE_F32;
+    int t, r;
+    for (t = 0; t < nt; t += 2) {
+        const uint8_t *x0 = x + (size_t)t * xstride, *x1 = t + 1 < nt ? x0 + xstride : x0;
+        const uint8_t *wr[4];
+        __m256 acc[4][2];
+        int64_t i;
+        for (r = 0; r < 4; r++) { wr[r] = w + (size_t)(r < nr ? r : 0) * row_bytes; acc[r][0] = acc[r][1] = _mm256_setzero_ps(); }
+        for (i = 0; i + 8 <= K; i += 8) {
+            __m256 a0 = bl__ld8_avx2(xtype, x0, i), a1 = bl__ld8_avx2(xtype, x1, i);
+            for (r = 0; r < 4; r++) {
+                __m256 wv = bl__ld8_avx2(type, wr[r], i);
+                acc[r][0] = _mm256_fmadd_ps(wv, a0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(wv, a1, acc[r][1]);
+            }
+        }
+        for (r = 0; r < nr; r++) {
+            float s0 = bl__hsum256(acc[r][0]), s1 = bl__hsum256(acc[r][1]);
+            if (i < K) {
+                float tail[2];
+                bl__gemm_f_ref(type, wr[r] + (size_t)i * (type == BL_TYPE_F32 ? 4 : 2), row_bytes, 1, x0 + (size_t)i * (xtype == BL_TYPE_F32 ? 4 : 2), xstride,
+                               t + 1 < nt ? 2 : 1, K - i, tail, 1);
+                s0 += tail[0];
+                if (t + 1 < nt) s1 += tail[1];
+            }
+            y[(size_t)t * ldy + r] = s0;
+            if (t + 1 < nt) y[(size_t)(t + 1) * ldy + r] = s1;
+        }
+    }
+}
+
+BL__AVX2 static float bl__dot_avx2(const float *a, const float *b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    float r;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    r = bl__hsum256(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
+BL__AVX2 static void bl__axpy_avx2(float *y, float a, const float *x, int64_t n) {
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+/* e^x to about 2 ulp on [-87, 88]: 2^n * p(r), r = x - n ln2, |r| <= ln2/2. */
+BL__AVX2 static __m256 bl__exp256(__m256 x) {
+    __m256 n, r, p;
+    __m256i e;
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+    p = _mm256_set1_ps(1.0f / 5040);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+BL__AVX2 static void bl__softmax_avx2(float *x, int n) {
+    __m256 vm = _mm256_set1_ps(-FLT_MAX), vs = _mm256_setzero_ps();
+    float mx = -FLT_MAX, sum, inv;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
+    {
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        mx = _mm_cvtss_f32(m4);
+    }
+    for (; i < n; i++) if (x[i] > mx) mx = x[i];
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 e = bl__exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(mx)));
+        _mm256_storeu_ps(x + i, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    sum = bl__hsum256(vs);
+    for (; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
+    inv = 1.0f / sum;
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(inv)));
+    for (; i < n; i++) x[i] *= inv;
+}
+
+BL__AVX2 static void bl__swiglu_avx2(float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(g + i);
+        __m256 den = _mm256_add_ps(_mm256_set1_ps(1.0f), bl__exp256(_mm256_sub_ps(_mm256_setzero_ps(), v)));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(v, den), _mm256_loadu_ps(u + i)));
+    }
+    bl__swiglu_ref(g + i, u + i, n - i);
+}
+
+BL__AVX2 static void bl__attn_avx2(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o) {
+    int t;
+    for (t = 0; t < n_att; t++) s[t] = bl__dot_avx2(q, kc + (size_t)t * kvs, hd) * scale;
+    bl__softmax_avx2(s, n_att);
+    memset(o, 0, (size_t)hd * sizeof(float));
+    for (t = 0; t < n_att; t++) bl__axpy_avx2(o, s[t], vc + (size_t)t * kvs, hd);
+}
+
+/* Tiles on AVX2: 16 rows by 2 tokens per pass; pmaddubsw needs codes <= 63
+   so that pairs of products fit in 16 bits (Q4_0, Q4_K, Q6_K; Q8_0 uses vdot). */
+BL__INLINE BL__AVX2 void bl__tile_pass_avx2(const uint8_t *tile, int64_t K, int S, int zoff, int g, const uint8_t *act, size_t astride, int nt,
+                                           int t0, float *y, size_t ldy, int nr) {
+    const int64_t nsub = K / S;
+    const float *sv = (const float *)(const void *)(tile + (size_t)K * 32) + 16 * g, *ov = sv + nsub * 32;
+    const uint8_t *u = tile + (size_t)g * (size_t)K * 16;
+    const bl__q8a a0 = bl__q8a_at(act + (size_t)(t0 < nt ? t0 : nt - 1) * astride, K);
+    const bl__q8a a1 = bl__q8a_at(act + (size_t)(t0 + 1 < nt ? t0 + 1 : nt - 1) * astride, K);
+    const float *sd0 = S == 32 ? a0.s32 : a0.s16, *sd1 = S == 32 ? a1.s32 : a1.s16;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 f00 = _mm256_setzero_ps(), f01 = f00, f10 = f00, f11 = f00;
+    int64_t j;
+    int k4, r, t;
+    for (j = 0; j < nsub; j++) {
+        __m256i i00 = zoff ? _mm256_set1_epi32(-zoff * a0.i32[j]) : _mm256_setzero_si256(), i10 = i00;
+        __m256i i01 = zoff ? _mm256_set1_epi32(-zoff * a1.i32[j]) : _mm256_setzero_si256(), i11 = i01;
+        const uint8_t *wp = u + (size_t)j * (size_t)S * 16;
+        const int8_t *q0 = a0.q + j * S, *q1 = a1.q + j * S;
+        __m256 d, s0, s1;
+        for (k4 = 0; k4 < S / 4; k4++) {
+            __m256i w0 = _mm256_loadu_si256((const __m256i *)(const void *)(wp + 64 * k4));
+            __m256i w1 = _mm256_loadu_si256((const __m256i *)(const void *)(wp + 64 * k4 + 32));
+            __m256i v = _mm256_set1_epi32(bl__ld32(q0 + 4 * k4));
+            i00 = _mm256_add_epi32(i00, _mm256_madd_epi16(_mm256_maddubs_epi16(w0, v), ones));
+            i10 = _mm256_add_epi32(i10, _mm256_madd_epi16(_mm256_maddubs_epi16(w1, v), ones));
+            v = _mm256_set1_epi32(bl__ld32(q1 + 4 * k4));
+            i01 = _mm256_add_epi32(i01, _mm256_madd_epi16(_mm256_maddubs_epi16(w0, v), ones));
+            i11 = _mm256_add_epi32(i11, _mm256_madd_epi16(_mm256_maddubs_epi16(w1, v), ones));
+        }
+        s0 = _mm256_loadu_ps(sv + 32 * j);
+        s1 = _mm256_loadu_ps(sv + 32 * j + 8);
+        d = _mm256_set1_ps(a0.d[j * S / 32]);
+        f00 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i00), _mm256_mul_ps(s0, d), f00);
+        f10 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i10), _mm256_mul_ps(s1, d), f10);
+        d = _mm256_set1_ps(a1.d[j * S / 32]);
+        f01 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i01), _mm256_mul_ps(s0, d), f01);
+        f11 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i11), _mm256_mul_ps(s1, d), f11);
+        if (!zoff) {
+            __m256 o0 = _mm256_loadu_ps(ov + 32 * j), o1 = _mm256_loadu_ps(ov + 32 * j + 8);
+            d = _mm256_set1_ps(sd0[j]);
+            f00 = _mm256_fnmadd_ps(o0, d, f00);
+            f10 = _mm256_fnmadd_ps(o1, d, f10);
+            d = _mm256_set1_ps(sd1[j]);
+            f01 = _mm256_fnmadd_ps(o0, d, f01);
+            f11 = _mm256_fnmadd_ps(o1, d, f11);
+        }
+    }
+    for (t = 0; t < 2 && t0 + t < nt; t++) {
+        float o[16];
+        _mm256_storeu_ps(o, t ? f01 : f00);
+        _mm256_storeu_ps(o + 8, t ? f11 : f10);
+        for (r = 0; r < 16 && 16 * g + r < nr; r++) y[(size_t)(t0 + t) * ldy + (size_t)(16 * g + r)] = o[r];
+    }
+}
+
+BL__AVX2 static void bl__tile_gemm_avx2(int type, const uint8_t *tile, int64_t K, const uint8_t *act, size_t astride, int nt, float *y, size_t ldy, int nr) {
+    int t0, g;
+    if (type == BL_TYPE_Q8_0) { bl__tile_gemm_ref(type, tile, K, act, astride, nt, y, ldy, nr); return; } /* not reached: Q8_0 uses vdot here */
+    for (g = 0; g < 2 && 16 * g < nr; g++)
+        for (t0 = 0; t0 < nt; t0 += 2) {
+            if (type == BL_TYPE_Q4_0) bl__tile_pass_avx2(tile, K, 32, 8, g, act, astride, nt, t0, y, ldy, nr);
+            else if (type == BL_TYPE_Q4_K) bl__tile_pass_avx2(tile, K, 32, 0, g, act, astride, nt, t0, y, ldy, nr);
+            else bl__tile_pass_avx2(tile, K, 16, 0, g, act, astride, nt, t0, y, ldy, nr);
+        }
+}
+
+/* -- AVX-512 (F, BW, VL, DQ, VNNI; BF16 where noted) -- */
+static bl__q8a bl__q8a_skip(bl__q8a a, int64_t k) { /* the same row from element k (k % 32 == 0) */
+    a.q += k; a.qp += k; a.d += k / 32; a.s32 += k / 32; a.s16 += k / 16; a.i32 += k / 32;
+    return a;
+}
+
+/* Horizontal sums and maxima (GCC 12's _mm512_reduce_* trip -Wuninitialized in C++). */
+BL__AVX512 static float bl__hsum512(__m512 v) {
+    return bl__hsum256(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_castps512_ps256(_mm512_shuffle_f32x4(v, v, 0xee))));
+}
+BL__AVX512 static float bl__hmax512(__m512 v) {
+    __m256 m8 = _mm256_max_ps(_mm512_castps512_ps256(v), _mm512_castps512_ps256(_mm512_shuffle_f32x4(v, v, 0xee)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    return _mm_cvtss_f32(m4);
+}
+BL__AVX512 static int bl__hsum512i(__m512i v) {
+    return bl__hsum256i(_mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_castsi512_si256(_mm512_shuffle_i64x2(v, v, 0xee))));
+}
+
+BL__AVX512 static void bl__q8a_avx512(const float *x, int64_t K, uint8_t *out) {
+    int8_t *q = (int8_t *)out;
+    float *d = (float *)(void *)(out + 2 * K), *s32 = d + K / 32, *s16 = s32 + K / 32;
+    int64_t b;
+    for (b = 0; b < K / 32; b++) {
+        __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
+        float amax = bl__hmax512(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float id = amax > 0 ? 127.0f / amax : 0.0f;
+        __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, _mm512_set1_ps(id)));
+        __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, _mm512_set1_ps(id)));
+        int sa = bl__hsum512i(i0), sb = bl__hsum512i(i1);
+        d[b] = amax / 127.0f;
+        s16[2 * b] = d[b] * (float)sa;
+        s16[2 * b + 1] = d[b] * (float)sb;
+        s32[b] = d[b] * (float)(sa + sb);
+        _mm_storeu_si128((__m128i *)(void *)(q + 32 * b), _mm512_cvtepi32_epi8(i0));
+        _mm_storeu_si128((__m128i *)(void *)(q + 32 * b + 16), _mm512_cvtepi32_epi8(i1));
+    }
+    bl__q8a_permute(out, K);
+}
+
+BL__AVX512 static void bl__bf16a_avx512(const float *x, int64_t n, uint16_t *o) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i u = _mm512_castps_si512(_mm512_loadu_ps(x + i));
+        __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)));
+        __mmask16 nan = _mm512_cmp_ps_mask(_mm512_castsi512_ps(u), _mm512_castsi512_ps(u), _CMP_UNORD_Q);
+        r = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x400000));
+        _mm256_storeu_si256((__m256i *)(void *)(o + i), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+    }
+    bl__bf16a_ref(x + i, n - i, o + i);
+}
+
+/* The f16 scales of 16 blocks of `stride` bytes, as floats (gathered by
+   scalar loads: a vpgatherdd costs more than the 16 blocks' arithmetic). */
+BL__AVX512 static __m512 bl__scales16(const uint8_t *blk, int stride) {
+    uint16_t h[16];
+    int i;
+    for (i = 0; i < 16; i++) memcpy(&h[i], blk + i * stride, 2);
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(void *)h));
+}
+
+/* Decoding kernels work on 256-bit vectors: on Zen 4, which splits 512-bit
+   operations in two, they cost the same per byte and need fewer shuffles. */
+BL__AVX512 static float bl__vdot_q4_0_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+    __m512 cor = _mm512_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(15);
+    int64_t nb = K / 32, b = 0;
+    int p;
+    float r, scs[16];
+    for (; b + 16 <= nb; b += 16) {
+        const uint8_t *blk = w + b * 18;
+        const int8_t *qp = a.qp + 32 * b;
+        __m512 dw = bl__scales16(blk, 18);
+        _mm512_storeu_ps(scs, _mm512_mul_ps(dw, _mm512_loadu_ps(a.d + b)));
+        cor = _mm512_fmadd_ps(dw, _mm512_loadu_ps(a.s32 + b), cor);
+        for (p = 0; p < 8; p += 2) {
+#define BL__Q40_PAIR(pp, acc)                                                                                                \
+            {                                                                                                                \
+                const uint8_t *x0 = blk + 36 * (pp) + 2;                                                                     \
+                __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)x0)), \
+                                                    _mm_loadu_si128((const __m128i *)(const void *)(x0 + 18)), 1);           \
+                __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_and_si256(v, m4),                             \
+                                                _mm256_loadu_si256((const __m256i *)(const void *)(qp + 64 * (pp))));        \
+                __m256 sv = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(scs[2 * (pp)])), _mm_set1_ps(scs[2 * (pp) + 1]), 1); \
+                s = _mm256_dpbusd_epi32(s, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),                                    \
+                                        _mm256_loadu_si256((const __m256i *)(const void *)(qp + 64 * (pp) + 32)));           \
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sv, acc);                                                       \
+            }
+            BL__Q40_PAIR(p, acc0)
+            BL__Q40_PAIR(p + 1, acc1)
+#undef BL__Q40_PAIR
+        }
+    }
+    r = bl__hsum256(_mm256_add_ps(acc0, acc1)) - 8.0f * bl__hsum512(cor);
+    if (b < nb) r += bl__vdot_q4_0_avx2(w + b * 18, bl__q8a_skip(a, b * 32), (nb - b) * 32);
+    return r;
+}
+
+BL__AVX512 static float bl__vdot_q8_0_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+    int64_t nb = K / 32, b = 0;
+    int p;
+    float r, scs[16];
+    for (; b + 16 <= nb; b += 16) {
+        const uint8_t *blk = w + b * 34;
+        _mm512_storeu_ps(scs, _mm512_mul_ps(bl__scales16(blk, 34), _mm512_loadu_ps(a.d + b)));
+        for (p = 0; p < 16; p += 2) {
+#define BL__Q80_BLOCK(pp, acc)                                                                                               \
+            {                                                                                                                \
+                __m256i z = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 34 * (pp) + 2));                       \
+                __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(a.q + 32 * (b + (pp))));                      \
+                __m256i qs = _mm256_mask_sub_epi8(q, _mm256_movepi8_mask(z), _mm256_setzero_si256(), q);                     \
+                __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(z), qs);                             \
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(scs[pp]), acc);                                  \
+            }
+            BL__Q80_BLOCK(p, acc0)
+            BL__Q80_BLOCK(p + 1, acc1)
+#undef BL__Q80_BLOCK
+        }
+    }
+    r = bl__hsum256(_mm256_add_ps(acc0, acc1));
+    if (b < nb) r += bl__vdot_q8_0_avx2(w + b * 34, bl__q8a_skip(a, b * 32), (nb - b) * 32);
+    return r;
+}
+
+BL__AVX512 static float bl__vdot_q4_k_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+    __m256 cor = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(15);
+    const __m512i idx0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), two = _mm512_set1_epi32(2);
+    int64_t b;
+    int c;
+    for (b = 0; b < K / 256; b++) {
+        const bl__block_q4_k *x = (const bl__block_q4_k *)(const void *)(w + b * 144);
+        uint8_t sc[8], mn[8];
+        __m512 s8;
+        __m512i idx = idx0;
+        bl__k4_scales8(x->scales, sc, mn);
+        s8 = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(void *)sc))),
+                                                                _mm256_set1_ps(_cvtsh_ss(x->d))),
+                                                  _mm256_loadu_ps(a.d + 8 * b)));
+        cor = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(void *)mn))), _mm256_set1_ps(_cvtsh_ss(x->dmin))),
+                              _mm256_loadu_ps(a.s32 + 8 * b), cor);
+        for (c = 0; c < 4; c += 2) {
+#define BL__Q4K_CHUNK(cc, acc)                                                                                              \
+            {                                                                                                               \
+                __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(x->qs + 32 * (cc)));                         \
+                __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m4)), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1); \
+                __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), z, _mm512_loadu_si512((const void *)(a.q + 256 * b + 64 * (cc)))); \
+                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(idx, s8), acc);                          \
+                idx = _mm512_add_epi32(idx, two);                                                                           \
+            }
+            BL__Q4K_CHUNK(c, acc0)
+            BL__Q4K_CHUNK(c + 1, acc1)
+#undef BL__Q4K_CHUNK
+        }
+    }
+    return bl__hsum512(_mm512_add_ps(acc0, acc1)) - bl__hsum256(cor);
+}
+
+BL__AVX512 static float bl__vdot_q6_k_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, cor = acc0;
+    const __m512i m4 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(3);
+    const __m512i half = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i quad = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m512i q4 = _mm512_add_epi32(quad, _mm512_set1_epi32(4)), q8 = _mm512_add_epi32(quad, _mm512_set1_epi32(8)), q12 = _mm512_add_epi32(quad, _mm512_set1_epi32(12));
+    int64_t b;
+    for (b = 0; b < K / 256; b++) {
+        const bl__block_q6_k *x = (const bl__block_q6_k *)(const void *)(w + b * 210);
+        __m512 ds = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)x->scales))), _mm512_set1_ps(_cvtsh_ss(x->d)));
+        __m512 sg = _mm512_mul_ps(ds, _mm512_permutexvar_ps(half, _mm512_castps256_ps512(_mm256_loadu_ps(a.d + 8 * b))));
+        cor = _mm512_fmadd_ps(ds, _mm512_loadu_ps(a.s16 + 16 * b), cor);
+#define BL__Q6K_HALF(h, ia, ib)                                                                                            \
+        {                                                                                                                  \
+            __m512i l = _mm512_loadu_si512((const void *)(x->ql + 64 * (h)));                                             \
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(x->qh + 32 * (h)));                           \
+            __m512i qz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);                     \
+            __m512i u01 = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(_mm512_and_si512(qz, m3), 4));       \
+            __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qz, 4), m3), 4)); \
+            const int8_t *q = a.q + 256 * b + 128 * (h);                                                                  \
+            __m512i s01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, _mm512_loadu_si512((const void *)q));          \
+            __m512i s23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u23, _mm512_loadu_si512((const void *)(q + 64)));   \
+            acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s01), _mm512_permutexvar_ps(ia, sg), acc0);                         \
+            acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s23), _mm512_permutexvar_ps(ib, sg), acc1);                         \
+        }
+        BL__Q6K_HALF(0, quad, q4)
+        BL__Q6K_HALF(1, q8, q12)
+#undef BL__Q6K_HALF
+    }
+    return bl__hsum512(_mm512_add_ps(acc0, acc1)) - 32.0f * bl__hsum512(cor);
+}
+
+/* 4 rows by 4 tokens of float-type weights, 16 accumulators in registers.
+   LOADW(r, i, m) yields row r's vector at element i under mask m, LOADX
+   token t's; STEP is the element count per vector and FMA the multiply-add. */
+#define BL__GEMM4X4(LOADW, LOADX, FMA, STEP, MASKT, MASKALL, MASKTAIL)                                               \
+    {                                                                                                                 \
+        __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00; \
+        __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;                \
+        for (i = 0; i < K; i += STEP) {                                                                               \
+            const MASKT m = K - i >= STEP ? MASKALL : MASKTAIL;                                                       \
+            x0 = LOADX(0, i, m); x1 = LOADX(1, i, m); x2 = LOADX(2, i, m); x3 = LOADX(3, i, m);                     \
+            w0 = LOADW(0, i, m);                                                                                      \
+            c00 = FMA(c00, w0, x0); c01 = FMA(c01, w0, x1); c02 = FMA(c02, w0, x2); c03 = FMA(c03, w0, x3);           \
+            w0 = LOADW(1, i, m);                                                                                      \
+            c10 = FMA(c10, w0, x0); c11 = FMA(c11, w0, x1); c12 = FMA(c12, w0, x2); c13 = FMA(c13, w0, x3);           \
+            w0 = LOADW(2, i, m);                                                                                      \
+            c20 = FMA(c20, w0, x0); c21 = FMA(c21, w0, x1); c22 = FMA(c22, w0, x2); c23 = FMA(c23, w0, x3);           \
+            w0 = LOADW(3, i, m);                                                                                      \
+            c30 = FMA(c30, w0, x0); c31 = FMA(c31, w0, x1); c32 = FMA(c32, w0, x2); c33 = FMA(c33, w0, x3);           \
+        }                                                                                                             \
+        out[0] = c00; out[1] = c01; out[2] = c02; out[3] = c03; out[4] = c10; out[5] = c11; out[6] = c12; out[7] = c13; \
+        out[8] = c20; out[9] = c21; out[10] = c22; out[11] = c23; out[12] = c30; out[13] = c31; out[14] = c32; out[15] = c33; \
+    }
+
+#define BL__F32W(r, i, m) _mm512_maskz_loadu_ps(m, (const float *)(const void *)wr[r] + (i))
+#define BL__F16W(r, i, m) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const void *)(wr[r] + 2 * (i))))
+#define BL__F32X(t, i, m) _mm512_maskz_loadu_ps(m, (const float *)(const void *)xt[t] + (i))
+#define BL__FMA(c, a, b) _mm512_fmadd_ps(a, b, c)
+
+/* F32 and F16 weights: 4 rows x 4 tokens, 16 lanes along k, masked tail. */
+BL__AVX512 static void bl__gemm_f_avx512(int type, const uint8_t *w, size_t row_bytes, int nr, const uint8_t *x, size_t xstride, int nt,
+                                         int64_t K, float *y, size_t ldy) {
+    const uint8_t *wr[4], *xt[4];
+    __m512 out[16], x0, x1, x2, x3, w0;
+    int64_t i;
+    int r, t;
+    if (type == BL_TYPE_BF16) { bl__gemm_f_avx2(type, w, row_bytes, nr, x, xstride, nt, K, y, ldy); return; }
+    for (r = 0; r < 4; r++) wr[r] = w + (size_t)(r < nr ? r : 0) * row_bytes;
+    if (nt == 1) { /* one token: four rows, nothing computed twice */
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const float *xf = (const float *)(const void *)x;
+        for (i = 0; i < K; i += 16) {
+            const __mmask16 m = K - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - i)) - 1);
+            x0 = _mm512_maskz_loadu_ps(m, xf + i);
+            if (type == BL_TYPE_F32) {
+                a0 = _mm512_fmadd_ps(BL__F32W(0, i, m), x0, a0); a1 = _mm512_fmadd_ps(BL__F32W(1, i, m), x0, a1);
+                a2 = _mm512_fmadd_ps(BL__F32W(2, i, m), x0, a2); a3 = _mm512_fmadd_ps(BL__F32W(3, i, m), x0, a3);
+            } else {
+                a0 = _mm512_fmadd_ps(BL__F16W(0, i, m), x0, a0); a1 = _mm512_fmadd_ps(BL__F16W(1, i, m), x0, a1);
+                a2 = _mm512_fmadd_ps(BL__F16W(2, i, m), x0, a2); a3 = _mm512_fmadd_ps(BL__F16W(3, i, m), x0, a3);
+            }
+        }
+        out[0] = a0; out[4] = a1; out[8] = a2; out[12] = a3;
+        for (r = 0; r < nr; r++) y[r] = bl__hsum512(out[4 * r]);
+        return;
+    }
+    for (t = 0; t < 4; t++) xt[t] = x + (size_t)(t < nt ? t : 0) * xstride;
+    if (type == BL_TYPE_F32) BL__GEMM4X4(BL__F32W, BL__F32X, BL__FMA, 16, __mmask16, (__mmask16)0xffff, (__mmask16)((1u << (K - i)) - 1))
+    else BL__GEMM4X4(BL__F16W, BL__F32X, BL__FMA, 16, __mmask16, (__mmask16)0xffff, (__mmask16)((1u << (K - i)) - 1))
+    for (r = 0; r < nr; r++) for (t = 0; t < nt; t++) y[(size_t)t * ldy + r] = bl__hsum512(out[4 * r + t]);
+}
+
+#define BL__BF16W(r, i, m) _mm512_maskz_loadu_epi16(m, (const void *)(wr[r] + 2 * (i)))
+#define BL__BF16X(t, i, m) _mm512_maskz_loadu_epi16(m, (const void *)(xt[t] + 2 * (i)))
+#define BL__DPBF(c, a, b) _mm512_dpbf16_ps(c, (__m512bh)(a), (__m512bh)(b))
+
+/* BF16 weights and BF16 activations: vdpbf16ps, 32 per step. */
+BL__AVX512BF static void bl__gemm_bf16_avx512(int type, const uint8_t *w, size_t row_bytes, int nr, const uint8_t *x, size_t xstride, int nt,
+                                              int64_t K, float *y, size_t ldy) {
+    const uint8_t *wr[4], *xt[4];
+    __m512 out[16];
+    __m512i x0, x1, x2, x3, w0;
+    int64_t i;
+    int r, t;
+    (void)type;
+    for (r = 0; r < 4; r++) wr[r] = w + (size_t)(r < nr ? r : 0) * row_bytes;
+    if (nt == 1) { /* one token: four rows, nothing computed twice */
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (i = 0; i < K; i += 32) {
+            const __mmask32 m = K - i >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - i)) - 1);
+            x0 = _mm512_maskz_loadu_epi16(m, (const void *)(x + 2 * i));
+            a0 = BL__DPBF(a0, BL__BF16W(0, i, m), x0); a1 = BL__DPBF(a1, BL__BF16W(1, i, m), x0);
+            a2 = BL__DPBF(a2, BL__BF16W(2, i, m), x0); a3 = BL__DPBF(a3, BL__BF16W(3, i, m), x0);
+        }
+        out[0] = a0; out[4] = a1; out[8] = a2; out[12] = a3;
+        for (r = 0; r < nr; r++) y[r] = bl__hsum512(out[4 * r]);
+        return;
+    }
+    for (t = 0; t < 4; t++) xt[t] = x + (size_t)(t < nt ? t : 0) * xstride;
+    BL__GEMM4X4(BL__BF16W, BL__BF16X, BL__DPBF, 32, __mmask32, (__mmask32)0xffffffffu, (__mmask32)((1u << (K - i)) - 1))
+    for (r = 0; r < nr; r++) for (t = 0; t < nt; t++) y[(size_t)t * ldy + r] = bl__hsum512(out[4 * r + t]);
+}
+#undef BL__F32W
+#undef BL__F16W
+#undef BL__F32X
+#undef BL__FMA
+#undef BL__BF16W
+#undef BL__BF16X
+#undef BL__DPBF
+#undef BL__GEMM4X4
+
+/* One row's codes, and per-sub-block s and o (stride sstride), as
+   bl__unpack_row does, 64 codes at a time. */
+BL__AVX512 static void bl__unpack_row_avx512(int type, const uint8_t *w, int64_t K, uint8_t *u, float *s, float *o, int sstride) {
+    const __m512i m4 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(3);
+    int64_t b;
+    int j, h;
+    switch (type) {
+    case BL_TYPE_Q4_0:
+        for (b = 0; b < K / 32; b++) {
+            const uint8_t *x = w + b * 18;
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(x + 2));
+            __m256i z = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), _mm512_castsi512_si256(m4));
+            float d = _cvtsh_ss((unsigned short)(x[0] | (x[1] << 8)));
+            _mm256_storeu_si256((__m256i *)(void *)(u + 32 * b), z);
+            s[b * sstride] = d;
+            o[b * sstride] = 8.0f * d;
+        }
+        break;
+    case BL_TYPE_Q8_0:
+        for (b = 0; b < K / 32; b++) {
+            const uint8_t *x = w + b * 34;
+            __m256i z = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(x + 2)), _mm256_set1_epi8((char)0x80));
+            float d = _cvtsh_ss((unsigned short)(x[0] | (x[1] << 8)));
+            _mm256_storeu_si256((__m256i *)(void *)(u + 32 * b), z);
+            s[b * sstride] = d;
+            o[b * sstride] = 128.0f * d;
+        }
+        break;
+    case BL_TYPE_Q4_K:
+        for (b = 0; b < K / 256; b++) {
+            const bl__block_q4_k *x = (const bl__block_q4_k *)(const void *)(w + b * 144);
+            float d = _cvtsh_ss(x->d), dmin = _cvtsh_ss(x->dmin);
+            for (j = 0; j < 4; j++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(x->qs + 32 * j));
+                __m512i z = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), m4);
+                _mm512_storeu_si512((void *)(u + 256 * b + 64 * j), z);
+            }
+            for (j = 0; j < 8; j++) {
+                int sc, mn;
+                bl__k4_scale_min(j, x->scales, &sc, &mn);
+                s[(8 * b + j) * sstride] = d * (float)sc;
+                o[(8 * b + j) * sstride] = dmin * (float)mn;
+            }
+        }
+        break;
+    default: /* Q6_K */
+        for (b = 0; b < K / 256; b++) {
+            const bl__block_q6_k *x = (const bl__block_q6_k *)(const void *)(w + b * 210);
+            float d = _cvtsh_ss(x->d);
+            for (h = 0; h < 2; h++) {
+                __m512i l = _mm512_loadu_si512((const void *)(x->ql + 64 * h));
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(x->qh + 32 * h));
+                __m512i qz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+                _mm512_storeu_si512((void *)(u + 256 * b + 128 * h), _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(_mm512_and_si512(qz, m3), 4)));
+                _mm512_storeu_si512((void *)(u + 256 * b + 128 * h + 64),
+                                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qz, 4), m3), 4)));
+            }
+            for (j = 0; j < 16; j++) {
+                s[(16 * b + j) * sstride] = d * (float)x->scales[j];
+                o[(16 * b + j) * sstride] = 32.0f * d * (float)x->scales[j];
+            }
+        }
+        break;
+    }
+}
+
+/* bl__tile_pack with SIMD: 16 rows are unpacked into rowbuf (16*K bytes),
+   then each 16x16 block of 4-byte groups is transposed in registers. */
+BL__AVX512 static void bl__tile_pack_avx512(int type, const uint8_t *w, size_t row_bytes, int nr, int64_t K, uint8_t *tile, uint8_t *rowbuf) {
+    const int64_t nsub = K / bl__tile_sub(type);
+    float *s = (float *)(void *)(tile + (size_t)K * 32), *o = s + nsub * 32;
+    const __m512i i1a = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+    const __m512i i1b = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    const __m512i i2a = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), i2b = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    const __m512i i3a = _mm512_setr_epi64(0, 8, 2, 10, 4, 12, 6, 14), i3b = _mm512_setr_epi64(1, 9, 3, 11, 5, 13, 7, 15);
+    const __m512i i4a = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+    const __m512i i4b = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+    int g, r, i;
+    for (g = 0; g < 2; g++) {
+        uint8_t *dst = tile + (size_t)g * (size_t)K * 16;
+        int64_t k;
+        for (r = 0; r < 16; r++) {
+            int row = 16 * g + r;
+            if (row < nr) bl__unpack_row_avx512(type, w + (size_t)row * row_bytes, K, rowbuf + (size_t)r * (size_t)K, s + row, o + row, 32);
+            else {
+                int64_t j;
+                memset(rowbuf + (size_t)r * (size_t)K, 0, (size_t)K);
+                for (j = 0; j < nsub; j++) { s[j * 32 + row] = 0; o[j * 32 + row] = 0; }
+            }
+        }
+        for (k = 0; k < K; k += 64) {
+            __mmask16 m = K - k >= 64 ? (__mmask16)0xffff : (__mmask16)0x00ff;
+            int nc = K - k >= 64 ? 16 : 8;
+            __m512i x[16], y[16];
+            /* fully unrolled, so x and y live in registers */
+            BL__UNROLL16 for (r = 0; r < 16; r++) x[r] = _mm512_maskz_loadu_epi32(m, (const void *)(rowbuf + (size_t)r * (size_t)K + k));
+            BL__UNROLL16 for (i = 0; i < 8; i++) { y[i] = _mm512_permutex2var_epi32(x[i], i1a, x[i + 8]); y[i + 8] = _mm512_permutex2var_epi32(x[i], i1b, x[i + 8]); }
+            BL__UNROLL16 for (i = 0; i < 16; i++) if (!(i & 4)) { x[i] = _mm512_permutex2var_epi64(y[i], i2a, y[i + 4]); x[i + 4] = _mm512_permutex2var_epi64(y[i], i2b, y[i + 4]); }
+            BL__UNROLL16 for (i = 0; i < 16; i++) if (!(i & 2)) { y[i] = _mm512_permutex2var_epi64(x[i], i3a, x[i + 2]); y[i + 2] = _mm512_permutex2var_epi64(x[i], i3b, x[i + 2]); }
+            BL__UNROLL16 for (i = 0; i < 16; i += 2) { x[i] = _mm512_permutex2var_epi32(y[i], i4a, y[i + 1]); x[i + 1] = _mm512_permutex2var_epi32(y[i], i4b, y[i + 1]); }
+            if (nc == 16) { BL__UNROLL16 for (i = 0; i < 16; i++) _mm512_storeu_si512((void *)(dst + (size_t)(k / 4 + i) * 64), x[i]); }
+            else for (i = 0; i < nc; i++) _mm512_storeu_si512((void *)(dst + (size_t)(k / 4 + i) * 64), x[i]);
+        }
+    }
+}
+
+/* zoff > 0: the weights are s*(u - zoff) (Q4_0, Q8_0), and the integer
+   sums start from -zoff*sum(a) instead of a float correction afterwards. */
+BL__INLINE BL__AVX512 void bl__tile_pass_avx512(const uint8_t *tile, int64_t K, int S, int zoff, const uint8_t *act, size_t astride, int nt, int t0,
+                                               float *y, size_t ldy, int nr) {
+    const int64_t nsub = K / S;
+    const float *sv = (const float *)(const void *)(tile + (size_t)K * 32), *ov = sv + nsub * 32;
+    const uint8_t *u1 = tile + (size_t)K * 16;
+    const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
+    const __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : nr <= 16 ? (__mmask16)0 : (__mmask16)((1u << (nr - 16)) - 1);
+    /* four tokens; past the end of the batch the last one is repeated */
+    const bl__q8a a0 = bl__q8a_at(act + (size_t)(t0 < nt ? t0 : nt - 1) * astride, K);
+    const bl__q8a a1 = bl__q8a_at(act + (size_t)(t0 + 1 < nt ? t0 + 1 : nt - 1) * astride, K);
+    const bl__q8a a2 = bl__q8a_at(act + (size_t)(t0 + 2 < nt ? t0 + 2 : nt - 1) * astride, K);
+    const bl__q8a a3 = bl__q8a_at(act + (size_t)(t0 + 3 < nt ? t0 + 3 : nt - 1) * astride, K);
+    const float *sd0 = S == 32 ? a0.s32 : a0.s16, *sd1 = S == 32 ? a1.s32 : a1.s16;
+    const float *sd2 = S == 32 ? a2.s32 : a2.s16, *sd3 = S == 32 ? a3.s32 : a3.s16;
+    __m512 f00 = _mm512_setzero_ps(), f01 = f00, f02 = f00, f03 = f00, f10 = f00, f11 = f00, f12 = f00, f13 = f00;
+    int64_t j;
+    int k4;
+    for (j = 0; j < nsub; j++) {
+        __m512i i00 = zoff ? _mm512_set1_epi32(-zoff * a0.i32[j]) : _mm512_setzero_si512(), i10 = i00;
+        __m512i i01 = zoff ? _mm512_set1_epi32(-zoff * a1.i32[j]) : _mm512_setzero_si512(), i11 = i01;
+        __m512i i02 = zoff ? _mm512_set1_epi32(-zoff * a2.i32[j]) : _mm512_setzero_si512(), i12 = i02;
+        __m512i i03 = zoff ? _mm512_set1_epi32(-zoff * a3.i32[j]) : _mm512_setzero_si512(), i13 = i03;
+        const uint8_t *w0p = tile + (size_t)j * (size_t)S * 16, *w1p = u1 + (size_t)j * (size_t)S * 16;
+        const int8_t *q0 = a0.q + j * S, *q1 = a1.q + j * S, *q2 = a2.q + j * S, *q3 = a3.q + j * S;
+        __m512 s0, s1, o0, o1, d;
+        for (k4 = 0; k4 < S / 4; k4++) {
+            __m512i w0 = _mm512_loadu_si512((const void *)(w0p + 64 * k4)), w1 = _mm512_loadu_si512((const void *)(w1p + 64 * k4)), v;
+            v = _mm512_set1_epi32(bl__ld32(q0 + 4 * k4)); i00 = _mm512_dpbusd_epi32(i00, w0, v); i10 = _mm512_dpbusd_epi32(i10, w1, v);
+            v = _mm512_set1_epi32(bl__ld32(q1 + 4 * k4)); i01 = _mm512_dpbusd_epi32(i01, w0, v); i11 = _mm512_dpbusd_epi32(i11, w1, v);
+            v = _mm512_set1_epi32(bl__ld32(q2 + 4 * k4)); i02 = _mm512_dpbusd_epi32(i02, w0, v); i12 = _mm512_dpbusd_epi32(i12, w1, v);
+            v = _mm512_set1_epi32(bl__ld32(q3 + 4 * k4)); i03 = _mm512_dpbusd_epi32(i03, w0, v); i13 = _mm512_dpbusd_epi32(i13, w1, v);
+        }
+        s0 = _mm512_loadu_ps(sv + 32 * j); s1 = _mm512_loadu_ps(sv + 32 * j + 16);
+        o0 = _mm512_loadu_ps(ov + 32 * j); o1 = _mm512_loadu_ps(ov + 32 * j + 16);
+#define BL__TILE_ACC(t)                                                                                        \
+        d = _mm512_set1_ps(a##t.d[j * S / 32]);                                                                \
+        f0##t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0##t), _mm512_mul_ps(s0, d), f0##t);                       \
+        f1##t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1##t), _mm512_mul_ps(s1, d), f1##t);                       \
+        if (!zoff) {                                                                                           \
+            d = _mm512_set1_ps(sd##t[j]);                                                                      \
+            f0##t = _mm512_fnmadd_ps(o0, d, f0##t);                                                            \
+            f1##t = _mm512_fnmadd_ps(o1, d, f1##t);                                                            \
+        }
+        BL__TILE_ACC(0) BL__TILE_ACC(1) BL__TILE_ACC(2) BL__TILE_ACC(3)
+#undef BL__TILE_ACC
+    }
+#define BL__TILE_STORE(t)                                                                                      \
+    if (t0 + t < nt) {                                                                                         \
+        _mm512_mask_storeu_ps(y + (size_t)(t0 + t) * ldy, m0, f0##t);                                          \
+        if (m1) _mm512_mask_storeu_ps(y + (size_t)(t0 + t) * ldy + 16, m1, f1##t);                             \
+    }
+    BL__TILE_STORE(0) BL__TILE_STORE(1) BL__TILE_STORE(2) BL__TILE_STORE(3)
+#undef BL__TILE_STORE
+}
+
+BL__AVX512 static void bl__tile_gemm_avx512(int type, const uint8_t *tile, int64_t K, const uint8_t *act, size_t astride, int nt, float *y, size_t ldy, int nr) {
+    int t0;
+    for (t0 = 0; t0 < nt; t0 += 4) {
+        if (type == BL_TYPE_Q4_0) bl__tile_pass_avx512(tile, K, 32, 8, act, astride, nt, t0, y, ldy, nr);
+        else if (type == BL_TYPE_Q8_0) bl__tile_pass_avx512(tile, K, 32, 128, act, astride, nt, t0, y, ldy, nr);
+        else if (type == BL_TYPE_Q4_K) bl__tile_pass_avx512(tile, K, 32, 0, act, astride, nt, t0, y, ldy, nr);
+        else bl__tile_pass_avx512(tile, K, 16, 0, act, astride, nt, t0, y, ldy, nr);
+    }
+}
+
+BL__AVX512 static float bl__dot_avx512(const float *a, const float *b, int64_t n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+    }
+    return bl__hsum512(_mm512_add_ps(s0, s1));
+}
+
+BL__AVX512 static void bl__axpy_avx512(float *y, float a, const float *x, int64_t n) {
+    __m512 va = _mm512_set1_ps(a);
+    int64_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+BL__AVX512 static __m512 bl__exp512(__m512 x) {
+    __m512 n, r, p;
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+BL__AVX512 static void bl__softmax_avx512(float *x, int n) {
+    __m512 vm = _mm512_set1_ps(-FLT_MAX), vs = _mm512_setzero_ps(), inv;
+    float mx;
+    int i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        vm = _mm512_mask_max_ps(vm, m, vm, _mm512_maskz_loadu_ps(m, x + i));
+    }
+    mx = bl__hmax512(vm);
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = _mm512_maskz_mov_ps(m, bl__exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_set1_ps(mx))));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        vs = _mm512_add_ps(vs, e);
+    }
+    inv = _mm512_set1_ps(1.0f / bl__hsum512(vs));
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
+    }
+}
+
+BL__AVX512 static void bl__swiglu_avx512(float *g, const float *u, int64_t n) {
+    int64_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, g + i);
+        __m512 den = _mm512_add_ps(_mm512_set1_ps(1.0f), bl__exp512(_mm512_sub_ps(_mm512_setzero_ps(), v)));
+        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(_mm512_div_ps(v, den), _mm512_maskz_loadu_ps(m, u + i)));
+    }
+}
+
+/* Attention for one query head over n_att cached positions: scores into s
+   (n_att floats of scratch), the weighted sum of values into o (hd). */
+BL__AVX512 static void bl__attn_avx512(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o) {
+    const __m512i fix = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    int t0, j, c;
+    if (hd % 16) {
+        /* short heads: 16 positions at a time, one gathered column per element */
+        const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)kvs));
+        for (t0 = 0; t0 < n_att; t0 += 16) {
+            __mmask16 m = n_att - t0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n_att - t0)) - 1);
+            __m512 acc = _mm512_setzero_ps();
+            for (j = 0; j < hd; j++)
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(q[j]), _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, kc + (size_t)t0 * kvs + j, 4), acc);
+            _mm512_mask_storeu_ps(s + t0, m, _mm512_mul_ps(acc, _mm512_set1_ps(scale)));
+        }
+    } else
+    /* q.k for 16 positions at a time, the 16 sums reduced together */
+    for (t0 = 0; t0 < n_att; t0 += 16) {
+        __m512 p[16], a[8], r;
+        __mmask16 m = n_att - t0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n_att - t0)) - 1);
+        BL__UNROLL16 for (j = 0; j < 16; j++) {
+            const float *k = kc + (size_t)(t0 + j < n_att ? t0 + j : t0) * kvs;
+            p[j] = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_loadu_ps(k));
+            for (c = 16; c < hd; c += 16) p[j] = _mm512_fmadd_ps(_mm512_loadu_ps(q + c), _mm512_loadu_ps(k + c), p[j]);
+        }
+        BL__UNROLL16 for (j = 0; j < 8; j++)
+            a[j] = _mm512_add_ps(_mm512_shuffle_f32x4(p[2 * j], p[2 * j + 1], 0x44), _mm512_shuffle_f32x4(p[2 * j], p[2 * j + 1], 0xee));
+        BL__UNROLL16 for (j = 0; j < 4; j++)
+            p[j] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0x88), _mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0xdd));
+        BL__UNROLL16 for (j = 0; j < 2; j++)
+            a[j] = _mm512_add_ps(_mm512_shuffle_ps(p[2 * j], p[2 * j + 1], 0x88), _mm512_shuffle_ps(p[2 * j], p[2 * j + 1], 0xdd));
+        r = _mm512_add_ps(_mm512_shuffle_ps(a[0], a[1], 0x88), _mm512_shuffle_ps(a[0], a[1], 0xdd));
+        _mm512_mask_storeu_ps(s + t0, m, _mm512_mul_ps(_mm512_permutexvar_ps(fix, r), _mm512_set1_ps(scale)));
+    }
+    bl__softmax_avx512(s, n_att);
+    if (hd % 16 || hd > 128) { /* o = sum_t s[t] v_t, 16 elements at a time */
+        for (c = 0; c < hd; c += 16) {
+            __mmask16 m = hd - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - c)) - 1);
+            __m512 e0 = _mm512_setzero_ps(), e1 = e0;
+            int t;
+            for (t = 0; t + 1 < n_att; t += 2) {
+                e0 = _mm512_fmadd_ps(_mm512_set1_ps(s[t]), _mm512_maskz_loadu_ps(m, vc + (size_t)t * kvs + c), e0);
+                e1 = _mm512_fmadd_ps(_mm512_set1_ps(s[t + 1]), _mm512_maskz_loadu_ps(m, vc + (size_t)(t + 1) * kvs + c), e1);
+            }
+            if (t < n_att) e0 = _mm512_fmadd_ps(_mm512_set1_ps(s[t]), _mm512_maskz_loadu_ps(m, vc + (size_t)t * kvs + c), e0);
+            _mm512_mask_storeu_ps(o + c, m, _mm512_add_ps(e0, e1));
+        }
+        return;
+    }
+    /* o = sum_t s[t] v_t, two sets of accumulators for even and odd t */
+    {
+        __m512 e[8], d[8];
+        int nc = hd / 16, t;
+        for (c = 0; c < 8; c++) e[c] = d[c] = _mm512_setzero_ps();
+        for (t = 0; t + 1 < n_att; t += 2) {
+            const float *v0 = vc + (size_t)t * kvs, *v1 = v0 + kvs;
+            __m512 w0 = _mm512_set1_ps(s[t]), w1 = _mm512_set1_ps(s[t + 1]);
+            BL__UNROLL16 for (c = 0; c < 8; c++)
+                if (c < nc) { e[c] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(v0 + 16 * c), e[c]); d[c] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(v1 + 16 * c), d[c]); }
+        }
+        if (t < n_att) {
+            const float *v0 = vc + (size_t)t * kvs;
+            __m512 w0 = _mm512_set1_ps(s[t]);
+            for (c = 0; c < nc; c++) e[c] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(v0 + 16 * c), e[c]);
+        }
+        for (c = 0; c < nc; c++) _mm512_storeu_ps(o + 16 * c, _mm512_add_ps(e[c], d[c]));
+    }
+}
+
+
+static void bl__cpuid(unsigned leaf, unsigned sub, unsigned r[4]) {
+    __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
+}
+#ifdef BL__DIAG_PUSHED
+#pragma GCC diagnostic pop
+#endif
+#endif /* BL__X86 */
+
+/* ---- the kernel table -----------------------------------------------------
+   One table per context, filled once at creation for the best level the CPU
+   supports (or a lower one named by BL_SIMD); the forward pass only ever
+   calls through it. */
+
+typedef float (*bl__vdot_fn)(const uint8_t *w, bl__q8a a, int64_t K);
+typedef void (*bl__gemm_fn)(int type, const uint8_t *w, size_t row_bytes, int nr, const uint8_t *x, size_t xstride, int nt,
+                            int64_t K, float *y, size_t ldy);
+typedef void (*bl__tile_fn)(int type, const uint8_t *tile, int64_t K, const uint8_t *act, size_t astride, int nt, float *y, size_t ldy, int nr);
+
+typedef struct bl__kern {
+    const char *name;      /* "scalar", "avx2", "avx512" */
+    int level;             /* BL__SIMD_* */
+    void (*q8a)(const float *x, int64_t K, uint8_t *out);
+    void (*bf16a)(const float *x, int64_t n, uint16_t *out);
+    bl__vdot_fn vdot[4];   /* Q4_0, Q8_0, Q4_K, Q6_K: one row by one token */
+    bl__gemm_fn gemm_f;    /* F32, F16 weights: up to 4 rows by 4 tokens */
+    bl__gemm_fn gemm_bf16; /* BF16 weights, BF16 activations */
+    void (*tile_pack)(int type, const uint8_t *w, size_t row_bytes, int nr, int64_t K, uint8_t *tile, uint8_t *rowbuf);
+    bl__tile_fn tile_gemm; /* quantized tiles by a batch of tokens */
+    int tile_min;          /* batches at least this long use tile_gemm, shorter ones vdot */
+    int tile_q8_0;         /* 1: Q8_0 goes through tiles too (its codes need vpdpbusd) */
+    float (*dot)(const float *a, const float *b, int64_t n);
+    void (*axpy)(float *y, float a, const float *x, int64_t n);
+    void (*softmax)(float *x, int n);
+    void (*swiglu)(float *g, const float *u, int64_t n);
+    void (*attn)(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o);
+} bl__kern;
+
+enum { BL__SIMD_SCALAR = 0, BL__SIMD_AVX2 = 1, BL__SIMD_AVX512 = 2 };
+enum { BL__CPU_AVX2 = 1, BL__CPU_AVX512 = 2, BL__CPU_AVX512BF16 = 4 };
+
+static int bl__qslot(int type) {
+    return type == BL_TYPE_Q4_0 ? 0 : type == BL_TYPE_Q8_0 ? 1 : type == BL_TYPE_Q4_K ? 2 : 3;
+}
+
+/* What this CPU and OS can run (BL__CPU_* bits). */
+static int bl__cpu_features(void) {
+    int f = 0;
+#ifdef BL__X86
+    unsigned r[4], r7[4], r71[4], lo, hi, max;
+    bl__cpuid(0, 0, r);
+    max = r[0];
+    if (max < 7) return 0;
+    bl__cpuid(1, 0, r);
+    if (!(r[2] & (1u << 27))) return 0; /* OSXSAVE */
+    __asm__ __volatile__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    (void)hi;
+    bl__cpuid(7, 0, r7);
+    bl__cpuid(7, 1, r71);
+    if ((lo & 6) == 6 && (r[2] & (1u << 12)) && (r[2] & (1u << 28)) && (r[2] & (1u << 29)) && (r7[1] & (1u << 5))) f |= BL__CPU_AVX2;
+    if ((f & BL__CPU_AVX2) && (lo & 0xe6) == 0xe6 && (r7[1] & (1u << 16)) && (r7[1] & (1u << 17)) && (r7[1] & (1u << 30)) &&
+        (r7[1] & (1u << 31)) && (r7[2] & (1u << 11))) {
+        f |= BL__CPU_AVX512;
+        if (r71[0] & (1u << 5)) f |= BL__CPU_AVX512BF16;
+    }
+#endif
+    return f;
+}
+
+/* Fill k for `level`, lowered to what the CPU supports; returns the level. */
+static int bl__kern_init(bl__kern *k, int level) {
+    int f = bl__cpu_features();
+    if (level >= BL__SIMD_AVX512 && !(f & BL__CPU_AVX512)) level = BL__SIMD_AVX2;
+    if (level >= BL__SIMD_AVX2 && !(f & BL__CPU_AVX2)) level = BL__SIMD_SCALAR;
+    memset(k, 0, sizeof *k);
+    k->name = "scalar";
+    k->level = BL__SIMD_SCALAR;
+    k->q8a = bl__q8a_ref;
+    k->bf16a = bl__bf16a_ref;
+    k->vdot[0] = bl__vdot_q4_0_ref;
+    k->vdot[1] = bl__vdot_q8_0_ref;
+    k->vdot[2] = bl__vdot_q4_k_ref;
+    k->vdot[3] = bl__vdot_q6_k_ref;
+    k->gemm_f = bl__gemm_f_ref;
+    k->gemm_bf16 = bl__gemm_f_ref;
+    k->tile_pack = bl__tile_pack;
+    k->tile_gemm = bl__tile_gemm_ref;
+    k->tile_min = INT_MAX; /* the plain C tile kernel is for testing: vdot is faster */
+    k->dot = bl__dot_f32;
+    k->axpy = bl__axpy_ref;
+    k->softmax = bl__softmax_ref;
+    k->swiglu = bl__swiglu_ref;
+    k->attn = bl__attn_ref;
+#ifdef BL__X86
+    if (level >= BL__SIMD_AVX2) {
+        k->name = "avx2";
+        k->level = BL__SIMD_AVX2;
+        k->q8a = bl__q8a_avx2;
+        k->vdot[0] = bl__vdot_q4_0_avx2;
+        k->vdot[1] = bl__vdot_q8_0_avx2;
+        k->vdot[2] = bl__vdot_q4_k_avx2;
+        k->vdot[3] = bl__vdot_q6_k_avx2;
+        k->gemm_f = bl__gemm_f_avx2;
+        k->gemm_bf16 = bl__gemm_f_avx2;
+        k->dot = bl__dot_avx2;
+        k->axpy = bl__axpy_avx2;
+        k->softmax = bl__softmax_avx2;
+        k->swiglu = bl__swiglu_avx2;
+        k->attn = bl__attn_avx2;
+        k->tile_gemm = bl__tile_gemm_avx2;
+        k->tile_min = 8;
+    }
+    if (level >= BL__SIMD_AVX512) {
+        k->name = "avx512";
+        k->level = BL__SIMD_AVX512;
+        k->q8a = bl__q8a_avx512;
+        k->bf16a = bl__bf16a_avx512;
+        k->vdot[0] = bl__vdot_q4_0_avx512;
+        k->vdot[1] = bl__vdot_q8_0_avx512;
+        k->vdot[2] = bl__vdot_q4_k_avx512;
+        k->vdot[3] = bl__vdot_q6_k_avx512;
+        k->gemm_f = bl__gemm_f_avx512;
+        if (f & BL__CPU_AVX512BF16) k->gemm_bf16 = bl__gemm_bf16_avx512;
+        k->tile_pack = bl__tile_pack_avx512;
+        k->tile_gemm = bl__tile_gemm_avx512;
+        k->tile_min = 4;
+        k->tile_q8_0 = 1;
+        k->dot = bl__dot_avx512;
+        k->axpy = bl__axpy_avx512;
+        k->softmax = bl__softmax_avx512;
+        k->swiglu = bl__swiglu_avx512;
+        k->attn = bl__attn_avx512;
+    }
+#else
+    (void)f;
+#endif
+    return k->level;
+}
+
+/* The best level, or the lower one BL_SIMD names (scalar, avx2, avx512). */
+static int bl__kern_select(bl__kern *k) {
+    const char *e = getenv("BL_SIMD");
+    int level = BL__SIMD_AVX512;
+    if (e && strcmp(e, "scalar") == 0) level = BL__SIMD_SCALAR;
+    else if (e && strcmp(e, "avx2") == 0) level = BL__SIMD_AVX2;
+    return bl__kern_init(k, level);
+}
+
 static void bl__rmsnorm(float *o, const float *x, const float *w, int64_t n, float eps) {
-    double ss = 0;
+    double s[4] = {0, 0, 0, 0};
     int64_t i;
     float sc;
-    for (i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    sc = (float)(1.0 / sqrt(ss / (double)n + eps));
+    for (i = 0; i + 4 <= n; i += 4) {
+        s[0] += (double)x[i] * x[i];
+        s[1] += (double)x[i + 1] * x[i + 1];
+        s[2] += (double)x[i + 2] * x[i + 2];
+        s[3] += (double)x[i + 3] * x[i + 3];
+    }
+    for (; i < n; i++) s[0] += (double)x[i] * x[i];
+    sc = (float)(1.0 / sqrt(((s[0] + s[1]) + (s[2] + s[3])) / (double)n + eps));
     for (i = 0; i < n; i++) o[i] = x[i] * sc * w[i];
 }
 
@@ -7256,41 +8849,87 @@ static void bl__rope(float *v, const float *cs, const float *sn, int head_dim, i
     }
 }
 
-static void bl__softmax(float *x, int n) {
-    float mx = x[0], sum = 0;
-    int i;
-    for (i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
-    for (i = 0; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
-    for (i = 0; i < n; i++) x[i] /= sum;
-}
+#define BL__SMALL_BATCH 4 /* batches below this are prepared by every thread for itself */
 
 /* >>ctx  CONTEXT AND FORWARD PASS ------------------------------------------
-   One arena per context, sized at creation for n_batch tokens, holds every
-   activation; the KV cache (F32) sits beside it. Prompts are processed a
-   batch at a time so each weight row is read once per batch. */
+   A forward step runs on a workspace (bl__ws): one arena sized at creation
+   for n_batch rows holds every activation. A context owns one for its own
+   decode calls and a bl_batch owns one for several contexts at once; either
+   way the step is a list of segments (a context and its next tokens) whose
+   rows are stacked, so each weight row is read once per step. Each row
+   remembers its context and position: the embedding, RoPE, the cache write
+   and attention are per row, the matrices are for all rows at once. After
+   the last layer the rows that keep logits are gathered to the front so
+   the output matrix is read once too. The KV cache (F32) lives in the
+   context. bl_ctx_decode is a batch of one sequence: there is one path.
+   One OpenMP team runs a whole forward step: every thread walks the same
+   code, the matrices are split by rows between them (worksharing loops,
+   each ending in a barrier), so no team is started per matrix. Models too
+   small to share run on one thread. */
+
+/* One context's part of a forward step. */
+typedef struct bl__seg {
+    bl_ctx *c;
+    const int32_t *toks;  /* (n) at positions c->pos.. */
+    int n;
+    int n_out;            /* logits are kept for the last n_out rows */
+    float *out;           /* (n_out, n_vocab): where they go */
+} bl__seg;
+
+typedef struct bl__ws {
+    const bl_model *m;
+    int n_batch;          /* rows per step */
+    int n_threads;        /* threads used, at most max_threads */
+    int max_threads;      /* the per-thread buffers exist for this many */
+    float *arena;
+    float *x, *xn;        /* (n_batch, dim) */
+    float *q, *att;       /* (n_batch, n_head*head_dim) */
+    float *k, *v;         /* (n_batch, n_head_kv*head_dim) */
+    float *g, *u;         /* (n_batch, n_ff) */
+    float *rope_cs;       /* (n_batch, head_dim): cos then sin per row */
+    float *scores;        /* (max_threads, scores_cap) */
+    int scores_cap;       /* the longest attention span scores holds */
+    size_t max_cols;      /* the longest row of any matrix */
+    uint8_t *act;         /* (n_batch, q8 stride) then (n_batch, bf16 stride): converted activations */
+    uint8_t *priv;        /* (max_threads, priv_cap): each thread's own activations for small batches */
+    size_t priv_cap;
+    uint8_t *tiles;       /* (max_threads, tile_cap): unpacked weight tiles */
+    size_t tile_cap;
+    float *ytmp;          /* (max_threads, n_batch, 32): rows before they are added to the residual */
+    void *act_mem, *tiles_mem; /* the allocations behind act, priv, tiles, ytmp (64-byte aligned) */
+    bl__kern kern;        /* kernels for this CPU, chosen once at creation */
+    int32_t *row_tok;     /* (n_batch) the token of each row of a step */
+    int *row_pos;         /* (n_batch) its position in its sequence */
+    bl_ctx **row_ctx;     /* (n_batch) the context whose cache it reads and writes */
+    int *out_row;         /* (n_batch) the rows that keep logits, in output order */
+    bl__seg *segs;        /* (max_segs) the segments of a step */
+    int max_segs;
+    bl_result *seq_res;   /* (max_segs) per sequence of a decode call */
+    int *seq_done;        /* (max_segs) tokens run so far */
+    float *stage;         /* (stage_cap, n_vocab): logits of a step of several segments */
+    int stage_cap;
+} bl__ws;
 
 struct bl_ctx {
     char err[BL__ERRLEN];
     const bl_model *m;
-    int n_ctx, n_batch, n_threads;
+    int n_ctx;
     int pos;              /* tokens in the cache */
     int32_t *tokens;      /* (n_ctx) */
     uint64_t rng;
     uint64_t seed;
     float *k_cache;       /* (n_layer, n_ctx, n_head_kv*head_dim) */
     float *v_cache;       /* (n_layer, n_ctx, n_head_kv*head_dim) */
-    float *arena;
-    float *x, *xn;        /* (n_batch, dim) */
-    float *q, *att;       /* (n_batch, n_head*head_dim) */
-    float *k, *v;         /* (n_batch, n_head_kv*head_dim) */
-    float *g, *u;         /* (n_batch, n_ff) */
-    float *rope_cs;       /* (n_batch, head_dim): cos then sin per token */
-    float *scores;        /* (n_threads, n_ctx) */
-    float *rowbuf;        /* (n_threads, max cols) */
+    bl__ws ws;            /* scratch of its own decode calls */
     float *logits;        /* (logits_cap, n_vocab) */
     int logits_cap, logits_rows;
     int logits_first;     /* the position of row 0 relative to the last decode call */
     void *samp_scratch;   /* (n_vocab) candidates */
+};
+
+struct bl_batch {
+    char err[BL__ERRLEN];
+    bl__ws ws;
 };
 
 static int bl__default_threads(void) {
@@ -7301,52 +8940,111 @@ static int bl__default_threads(void) {
 #endif
 }
 
+static void bl__ws_free(bl__ws *w) {
+    BL_FREE(w->arena);
+    BL_FREE(w->scores);
+    BL_FREE(w->act_mem);
+    BL_FREE(w->tiles_mem);
+    BL_FREE(w->row_tok);
+    BL_FREE(w->row_pos);
+    BL_FREE(w->row_ctx);
+    BL_FREE(w->out_row);
+    BL_FREE(w->segs);
+    BL_FREE(w->seq_res);
+    BL_FREE(w->seq_done);
+    BL_FREE(w->stage);
+    memset(w, 0, sizeof *w);
+}
+
+/* Scratch for nb rows, n_threads threads, max_segs segments per step and
+   attention over up to scores_cap positions. Returns 0, or -1 when out of
+   memory (then bl__ws_free releases what was made). */
+static int bl__ws_init(bl__ws *w, const bl_model *m, int nb_rows, int n_threads, int max_segs, int scores_cap) {
+    const bl__hparams *hp = &m->hp;
+    const size_t kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim, qd = (size_t)hp->n_head * (size_t)hp->head_dim;
+    const size_t dim = (size_t)hp->dim, ff = (size_t)hp->n_ff, nb = (size_t)nb_rows, nt = (size_t)n_threads;
+    size_t maxc = dim > ff ? dim : ff, as;
+    memset(w, 0, sizeof *w);
+    if (qd > maxc) maxc = qd;
+    w->m = m;
+    w->n_batch = nb_rows;
+    w->n_threads = w->max_threads = n_threads;
+    w->max_segs = max_segs;
+    w->scores_cap = scores_cap;
+    w->max_cols = maxc;
+    bl__kern_select(&w->kern);
+    as = bl__q8a_stride((int64_t)maxc) + bl__bf16a_stride((int64_t)maxc);
+    w->priv_cap = (BL__SMALL_BATCH * (maxc * 4 + as) + 63) & ~(size_t)63;
+    w->tile_cap = (bl__tile_bytes((int64_t)maxc) + 16 * maxc + 63) & ~(size_t)63;
+    w->act_mem = bl__alloc(nb * as + nt * w->priv_cap + 128);
+    w->tiles_mem = bl__alloc(nt * w->tile_cap + nt * nb * 32 * sizeof(float) + 64);
+    if (w->act_mem) {
+        w->act = (uint8_t *)w->act_mem + (64 - ((uintptr_t)w->act_mem & 63));
+        w->priv = w->act + nb * as;
+        w->priv += (64 - ((uintptr_t)w->priv & 63)) & 63;
+    }
+    if (w->tiles_mem) {
+        w->tiles = (uint8_t *)w->tiles_mem + (64 - ((uintptr_t)w->tiles_mem & 63));
+        w->ytmp = (float *)(void *)(w->tiles + nt * w->tile_cap);
+    }
+    w->arena = (float *)bl__alloc(nb * (2 * dim + 2 * qd + 2 * kvd + 2 * ff + (size_t)hp->head_dim) * sizeof(float));
+    w->scores = (float *)bl__alloc(nt * (size_t)scores_cap * sizeof(float));
+    w->row_tok = (int32_t *)bl__alloc(nb * sizeof *w->row_tok);
+    w->row_pos = (int *)bl__alloc(nb * sizeof *w->row_pos);
+    w->row_ctx = (bl_ctx **)bl__alloc(nb * sizeof *w->row_ctx);
+    w->out_row = (int *)bl__alloc(nb * sizeof *w->out_row);
+    w->segs = (bl__seg *)bl__alloc((size_t)max_segs * sizeof *w->segs);
+    w->seq_res = (bl_result *)bl__alloc((size_t)max_segs * sizeof *w->seq_res);
+    w->seq_done = (int *)bl__alloc((size_t)max_segs * sizeof *w->seq_done);
+    if (!w->act || !w->tiles || !w->arena || !w->scores || !w->row_tok || !w->row_pos || !w->row_ctx || !w->out_row || !w->segs ||
+        !w->seq_res || !w->seq_done)
+        return -1;
+    {
+        float *p = w->arena;
+        w->x = p; p += nb * dim;
+        w->xn = p; p += nb * dim;
+        w->q = p; p += nb * qd;
+        w->att = p; p += nb * qd;
+        w->k = p; p += nb * kvd;
+        w->v = p; p += nb * kvd;
+        w->g = p; p += nb * ff;
+        w->u = p; p += nb * ff;
+        w->rope_cs = p;
+    }
+    return 0;
+}
+
+static int bl__ctx_default_len(const bl_model *m) {
+    int t = m->hp.n_ctx_train;
+    return t > 0 && t < 4096 ? t : 4096;
+}
+
 bl_result bl_ctx_create(bl_ctx **out, const bl_model *m, const bl_ctx_desc *desc) {
     bl_ctx *c = (bl_ctx *)bl__calloc(sizeof *c);
     const bl__hparams *hp;
-    size_t kvd, qd, dim, ff, nb, total, maxc;
+    size_t kvd;
+    int n_batch, n_threads;
     *out = c;
     if (!c) return BL_ERR_NOMEM;
     if (!m || !m->layers) return bl__fmt(c->err, BL_ERR_ARG, "no loaded model");
     hp = &m->hp;
     c->m = m;
-    c->n_ctx = desc && desc->n_ctx > 0 ? desc->n_ctx : (hp->n_ctx_train > 0 && hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
-    c->n_batch = desc && desc->n_batch > 0 ? desc->n_batch : 64;
-    c->n_threads = desc && desc->n_threads > 0 ? desc->n_threads : bl__default_threads();
+    c->n_ctx = desc && desc->n_ctx > 0 ? desc->n_ctx : bl__ctx_default_len(m);
+    n_batch = desc && desc->n_batch > 0 ? desc->n_batch : 64;
+    n_threads = desc && desc->n_threads > 0 ? desc->n_threads : bl__default_threads();
     c->seed = desc && desc->seed ? desc->seed : 0x5eed;
-    if (c->n_ctx > (1 << 22) || c->n_batch > 8192 || c->n_threads > 1024) return bl__fmt(c->err, BL_ERR_ARG, "context sizes out of range");
-    if (c->n_batch > c->n_ctx) c->n_batch = c->n_ctx;
+    if (c->n_ctx > (1 << 22) || n_batch > 8192 || n_threads > 1024) return bl__fmt(c->err, BL_ERR_ARG, "context sizes out of range");
+    if (n_batch > c->n_ctx) n_batch = c->n_ctx;
     kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
-    qd = (size_t)hp->n_head * (size_t)hp->head_dim;
-    dim = (size_t)hp->dim;
-    ff = (size_t)hp->n_ff;
-    nb = (size_t)c->n_batch;
-    maxc = dim > ff ? dim : ff;
-    if (qd > maxc) maxc = qd;
     c->k_cache = (float *)bl__alloc((size_t)hp->n_layer * (size_t)c->n_ctx * kvd * sizeof(float));
     c->v_cache = (float *)bl__alloc((size_t)hp->n_layer * (size_t)c->n_ctx * kvd * sizeof(float));
-    total = nb * (2 * dim + 2 * qd + 2 * kvd + 2 * ff + (size_t)hp->head_dim) + (size_t)c->n_threads * ((size_t)c->n_ctx + maxc);
-    c->arena = (float *)bl__alloc(total * sizeof(float));
     c->tokens = (int32_t *)bl__alloc((size_t)c->n_ctx * sizeof(int32_t));
     c->samp_scratch = bl__alloc((size_t)hp->n_vocab * 8);
     c->logits_cap = 1;
     c->logits = (float *)bl__alloc((size_t)hp->n_vocab * sizeof(float));
-    if (!c->k_cache || !c->v_cache || !c->arena || !c->tokens || !c->samp_scratch || !c->logits)
+    if (bl__ws_init(&c->ws, m, n_batch, n_threads, 1, c->n_ctx) < 0 || !c->k_cache || !c->v_cache || !c->tokens || !c->samp_scratch ||
+        !c->logits)
         return bl__fmt(c->err, BL_ERR_NOMEM, "out of memory for a context of %d tokens", c->n_ctx);
-    {
-        float *p = c->arena;
-        c->x = p; p += nb * dim;
-        c->xn = p; p += nb * dim;
-        c->q = p; p += nb * qd;
-        c->att = p; p += nb * qd;
-        c->k = p; p += nb * kvd;
-        c->v = p; p += nb * kvd;
-        c->g = p; p += nb * ff;
-        c->u = p; p += nb * ff;
-        c->rope_cs = p; p += nb * (size_t)hp->head_dim;
-        c->scores = p; p += (size_t)c->n_threads * (size_t)c->n_ctx;
-        c->rowbuf = p;
-    }
     c->rng = c->seed;
     return BL_OK;
 }
@@ -7355,10 +9053,10 @@ void bl_ctx_destroy(bl_ctx *c) {
     if (!c) return;
     BL_FREE(c->k_cache);
     BL_FREE(c->v_cache);
-    BL_FREE(c->arena);
     BL_FREE(c->tokens);
     BL_FREE(c->samp_scratch);
     BL_FREE(c->logits);
+    bl__ws_free(&c->ws);
     BL_FREE(c);
 }
 
@@ -7368,10 +9066,33 @@ int bl_ctx_n_ctx(const bl_ctx *c) { return c->n_ctx; }
 const int32_t *bl_ctx_tokens(const bl_ctx *c) { return c->tokens; }
 void bl_ctx_set_seed(bl_ctx *c, uint64_t seed) { c->seed = seed ? seed : 0x5eed; c->rng = c->seed; }
 void bl_ctx_set_threads(bl_ctx *c, int n) {
-    /* the scratch holds one row buffer per thread allocated at creation */
-    int cap = c->n_threads;
-    c->n_threads = n > 0 && n <= cap ? n : cap;
+    /* the scratch holds per-thread buffers allocated at creation */
+    int cap = c->ws.max_threads;
+    c->ws.n_threads = n > 0 && n <= cap ? n : cap;
 }
+
+bl_result bl_batch_create(bl_batch **out, const bl_model *m, const bl_batch_desc *desc) {
+    bl_batch *b = (bl_batch *)bl__calloc(sizeof *b);
+    int max_tokens, max_seqs, n_threads;
+    *out = b;
+    if (!b) return BL_ERR_NOMEM;
+    if (!m || !m->layers) return bl__fmt(b->err, BL_ERR_ARG, "no loaded model");
+    max_tokens = desc && desc->max_tokens > 0 ? desc->max_tokens : 512;
+    max_seqs = desc && desc->max_seqs > 0 ? desc->max_seqs : 64;
+    n_threads = desc && desc->n_threads > 0 ? desc->n_threads : bl__default_threads();
+    if (max_tokens > 8192 || max_seqs > 4096 || n_threads > 1024) return bl__fmt(b->err, BL_ERR_ARG, "batch sizes out of range");
+    if (bl__ws_init(&b->ws, m, max_tokens, n_threads, max_seqs, bl__ctx_default_len(m)) < 0)
+        return bl__fmt(b->err, BL_ERR_NOMEM, "out of memory for a batch of %d rows", max_tokens);
+    return BL_OK;
+}
+
+void bl_batch_destroy(bl_batch *b) {
+    if (!b) return;
+    bl__ws_free(&b->ws);
+    BL_FREE(b);
+}
+
+const char *bl_batch_last_error(const bl_batch *b) { return b ? b->err : "out of memory"; }
 
 /* >>kv  KV CACHE ---------------------------------------------------------- */
 bl_result bl_kv_truncate(bl_ctx *c, int pos) {
@@ -7387,108 +9108,383 @@ void bl_ctx_reset(bl_ctx *c) {
     c->rng = c->seed;
 }
 
-/* One forward step over nb tokens at positions c->pos.. ; writes logits of
-   the last `n_out` tokens of the batch to out (rows of n_vocab). */
-static void bl__forward(bl_ctx *c, const int32_t *toks, int nb, float *out, int n_out) {
+/* Activations ready for the matrices that read them: float rows (F32 and
+   F16 weights), Q8 rows (quantized weights), BF16 rows (BF16 weights). */
+typedef struct bl__acts {
+    const float *f;
+    const uint8_t *q8, *bf;
+    size_t sq8, sbf;      /* bytes per token */
+} bl__acts;
+
+
+/* Bit mask of the activation kinds a list of matrices reads. */
+static int bl__kinds(const bl__weight *a, const bl__weight *b, const bl__weight *c) {
+    int k = 1 << bl__act_kind(a->type);
+    if (b) k |= 1 << bl__act_kind(b->type);
+    if (c) k |= 1 << bl__act_kind(c->type);
+    return k;
+}
+
+/* Normalize (when norm is given) and convert nb rows of x (K floats) into
+   every activation kind in `kinds`. A small batch is prepared by each thread
+   into its own buffer, so no barrier is needed; a larger one is split by
+   tokens between the threads and ends in a barrier. */
+static void bl__prep(bl__ws *c, bl__acts *A, const float *x, const float *norm, int nb, int64_t K, int kinds) {
+    const bl__kern *k = &c->kern;
+    float *xf;
+    uint8_t *q8, *bf;
+    int b;
+    A->sq8 = bl__q8a_stride(K);
+    A->sbf = bl__bf16a_stride(K);
+    if (nb < BL__SMALL_BATCH) {
+        uint8_t *p = c->priv + (size_t)BL__THREAD_ID() * c->priv_cap;
+        xf = (float *)(void *)p;
+        q8 = p + (size_t)BL__SMALL_BATCH * c->max_cols * 4;
+        bf = q8 + (size_t)BL__SMALL_BATCH * bl__q8a_stride((int64_t)c->max_cols);
+    } else {
+        xf = c->xn;
+        q8 = c->act;
+        bf = c->act + (size_t)c->n_batch * bl__q8a_stride((int64_t)c->max_cols);
+    }
+    A->f = norm ? xf : x;
+    A->q8 = q8;
+    A->bf = bf;
+    if (nb < BL__SMALL_BATCH) {
+        for (b = 0; b < nb; b++) {
+            const float *src = x + (size_t)b * (size_t)K;
+            if (norm) { bl__rmsnorm(xf + (size_t)b * (size_t)K, src, norm, K, (float)c->m->hp.eps); src = xf + (size_t)b * (size_t)K; }
+            if (kinds & (1 << BL__ACT_Q8)) k->q8a(src, K, q8 + (size_t)b * A->sq8);
+            if (kinds & (1 << BL__ACT_BF16)) k->bf16a(src, K, (uint16_t *)(void *)(bf + (size_t)b * A->sbf));
+        }
+        return;
+    }
+    BL__OMP(omp for schedule(static))
+    for (b = 0; b < nb; b++) {
+        const float *src = x + (size_t)b * (size_t)K;
+        if (norm) { bl__rmsnorm(xf + (size_t)b * (size_t)K, src, norm, K, (float)c->m->hp.eps); src = xf + (size_t)b * (size_t)K; }
+        if (kinds & (1 << BL__ACT_Q8)) k->q8a(src, K, q8 + (size_t)b * A->sq8);
+        if (kinds & (1 << BL__ACT_BF16)) k->bf16a(src, K, (uint16_t *)(void *)(bf + (size_t)b * A->sbf));
+    }
+}
+
+/* y[b][r] = sum_c W[r][c] * x[b][c] for rows r0 <= r < r1 and b < nb, or
+   y[b][r] += ... when acc. One thread; the caller splits the rows. */
+static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, const bl__acts *A, int nb, float *y, int64_t ldy, int acc) {
+    const bl__kern *k = &c->kern;
+    const int kind = bl__act_kind(W->type);
+    const int64_t K = W->cols;
+    const size_t rb = W->row_bytes;
+    float *tmp = c->ytmp + (size_t)BL__THREAD_ID() * (size_t)c->n_batch * 32;
+    int64_t r, n;
+    int b;
+    for (r = r0; r < r1; r += n) {
+        int nr;
+        float *dst;
+        size_t ld;
+        n = r1 - r < 32 ? r1 - r : 32;
+        nr = (int)n;
+        dst = acc ? tmp : y + r;
+        ld = acc ? 32 : (size_t)ldy;
+        if (kind == BL__ACT_Q8 && nb >= k->tile_min && (W->type != BL_TYPE_Q8_0 || k->tile_q8_0)) {
+            uint8_t *tile = c->tiles + (size_t)BL__THREAD_ID() * c->tile_cap;
+            k->tile_pack(W->type, W->data + (size_t)r * rb, rb, nr, K, tile, tile + bl__tile_bytes(K));
+            k->tile_gemm(W->type, tile, K, A->q8, A->sq8, nb, dst, ld, nr);
+        } else if (kind == BL__ACT_Q8) {
+            bl__vdot_fn vd = k->vdot[bl__qslot(W->type)];
+            int i;
+            for (i = 0; i < nr; i++)
+                for (b = 0; b < nb; b++) dst[(size_t)b * ld + (size_t)i] = vd(W->data + (size_t)(r + i) * rb, bl__q8a_at(A->q8 + (size_t)b * A->sq8, K), K);
+        } else {
+            bl__gemm_fn gm = kind == BL__ACT_BF16 ? k->gemm_bf16 : k->gemm_f;
+            const uint8_t *xa = kind == BL__ACT_BF16 ? A->bf : (const uint8_t *)A->f;
+            size_t xs = kind == BL__ACT_BF16 ? A->sbf : (size_t)K * 4;
+            int i;
+            for (i = 0; i < nr; i += 4)
+                for (b = 0; b < nb; b += 4)
+                    gm(W->type, W->data + (size_t)(r + i) * rb, rb, nr - i < 4 ? nr - i : 4, xa + (size_t)b * xs, xs, nb - b < 4 ? nb - b : 4, K,
+                       dst + (size_t)b * ld + (size_t)i, ld);
+        }
+        if (acc) {
+            int i;
+            for (b = 0; b < nb; b++)
+                for (i = 0; i < nr; i++) y[(size_t)b * (size_t)ldy + (size_t)(r + i)] += tmp[(size_t)b * 32 + (size_t)i];
+        }
+    }
+}
+
+/* Work items are handed out dynamically, about eight per thread at a time:
+   when another process shares a core, the thread that runs takes the work
+   instead of waiting at the next barrier for the one that does not. */
+static int bl__chunk(int64_t n_units) {
+    int64_t ch = n_units / (8 * (int64_t)BL__N_THREADS());
+    if (BL__N_THREADS() == 1) return n_units < INT_MAX ? (int)n_units + 1 : INT_MAX; /* one grab */
+    return ch < 1 ? 1 : ch > 64 ? 64 : (int)ch;
+}
+
+/* Rows per work item: tiles of 32 for batches, 16 for single tokens. */
+static int64_t bl__unit_rows(const bl__ws *c, int nb) { return nb >= c->kern.tile_min ? 32 : 16; }
+
+/* y (+)= W x for all rows, split between the threads of the team. */
+static void bl__matmul(bl__ws *c, const bl__weight *W, const bl__acts *A, int nb, float *y, int64_t ldy, int acc) {
+    const int64_t ur = bl__unit_rows(c, nb), n_units = (W->rows + ur - 1) / ur;
+    const int ch = bl__chunk(n_units);
+    int64_t u;
+    (void)ch;
+    BL__OMP(omp for schedule(dynamic, ch))
+    for (u = 0; u < n_units; u++) bl__rows(c, W, u * ur, (u + 1) * ur < W->rows ? (u + 1) * ur : W->rows, A, nb, y, ldy, acc);
+}
+
+/* The body of one forward step over the nb rows the workspace c describes;
+   every thread of the team runs it. Per layer there are five barriers for a
+   single token: after q/k/v (with RoPE and the cache write done by the
+   thread that made each head), after the attention, after the output
+   projection, after gate/up/SwiGLU and after the down projection. The
+   projections back into the residual stream add into x directly. Logits of
+   the n_out rows c->out_row lists go to out; out_first >= 0 says they are
+   already consecutive from that row, else they are gathered first. */
+static void bl__forward_team(bl__ws *c, int nb, float *out, int n_out, int out_first) {
     const bl_model *m = c->m;
     const bl__hparams *hp = &m->hp;
+    const bl__kern *kn = &c->kern;
     const int dim = hp->dim, hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv;
     const int qd = nh * hd, kvd = nkv * hd, ff = hp->n_ff, group = nh / nkv;
-    const int nt = c->n_threads, n_ctx = c->n_ctx, pos0 = c->pos;
     const float scale = 1.0f / sqrtf((float)hd);
+    bl__acts A;
     int b, l;
+    BL__OMP(omp for schedule(static))
     for (b = 0; b < nb; b++) {
         int j;
-        bl__dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)toks[b] * m->tok_embd.row_bytes, c->x + (size_t)b * dim, dim);
+        bl__dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)c->row_tok[b] * m->tok_embd.row_bytes, c->x + (size_t)b * dim, dim);
         for (j = 0; j < hd / 2; j++) {
-            double a = (double)(pos0 + b) * (double)m->rope_freq[j];
+            double a = (double)c->row_pos[b] * (double)m->rope_freq[j];
             c->rope_cs[(size_t)b * hd + j] = (float)cos(a);
             c->rope_cs[(size_t)b * hd + hd / 2 + j] = (float)sin(a);
         }
     }
     for (l = 0; l < hp->n_layer; l++) {
         const bl__layer *L = &m->layers[l];
-        float *kc = c->k_cache + (size_t)l * (size_t)n_ctx * kvd, *vc = c->v_cache + (size_t)l * (size_t)n_ctx * kvd;
-        int i;
-        for (b = 0; b < nb; b++) bl__rmsnorm(c->xn + (size_t)b * dim, c->x + (size_t)b * dim, L->attn_norm, dim, (float)hp->eps);
-        bl__matmul(&L->wq, c->xn, nb, c->q, qd, c->rowbuf, nt);
-        bl__matmul(&L->wk, c->xn, nb, c->k, kvd, c->rowbuf, nt);
-        bl__matmul(&L->wv, c->xn, nb, c->v, kvd, c->rowbuf, nt);
-        for (b = 0; b < nb; b++) {
-            float *q = c->q + (size_t)b * qd, *k = c->k + (size_t)b * kvd, *v = c->v + (size_t)b * kvd;
-            const float *cs = c->rope_cs + (size_t)b * hd, *sn = cs + hd / 2;
-            int h;
-            if (L->bq) for (i = 0; i < qd; i++) q[i] += L->bq[i];
-            if (L->bk) for (i = 0; i < kvd; i++) k[i] += L->bk[i];
-            if (L->bv) for (i = 0; i < kvd; i++) v[i] += L->bv[i];
-            for (h = 0; h < nh; h++) bl__rope(q + h * hd, cs, sn, hd, hp->rope_neox);
-            for (h = 0; h < nkv; h++) bl__rope(k + h * hd, cs, sn, hd, hp->rope_neox);
-            memcpy(kc + (size_t)(pos0 + b) * kvd, k, (size_t)kvd * sizeof(float));
-            memcpy(vc + (size_t)(pos0 + b) * kvd, v, (size_t)kvd * sizeof(float));
-        }
-        {
-            int bh;
-            BL__OMP(omp parallel for num_threads(nt) schedule(dynamic, 1))
-            for (bh = 0; bh < nb * nh; bh++) {
-                int bb = bh / nh, h = bh % nh, kh = h / group, n_att = pos0 + bb + 1, t, d;
-                const float *q = c->q + (size_t)bb * qd + (size_t)h * hd;
-                float *s = c->scores + (size_t)BL__THREAD_ID() * (size_t)n_ctx;
-                float *o = c->att + (size_t)bb * qd + (size_t)h * hd;
-                for (t = 0; t < n_att; t++) s[t] = bl__dot_f32(q, kc + (size_t)t * kvd + (size_t)kh * hd, hd) * scale;
-                bl__softmax(s, n_att);
-                for (d = 0; d < hd; d++) o[d] = 0;
-                for (t = 0; t < n_att; t++) {
-                    const float *vv = vc + (size_t)t * kvd + (size_t)kh * hd;
-                    float w = s[t];
-                    for (d = 0; d < hd; d++) o[d] += w * vv[d];
+        const int64_t ur = bl__unit_rows(c, nb), n_ff_units = (ff + ur - 1) / ur;
+        const int ff_ch = bl__chunk(n_ff_units), qkv_ch = BL__N_THREADS() == 1 ? nh + 2 * nkv : 1, att_ch = BL__N_THREADS() == 1 ? nb * nh : 1;
+        (void)ff_ch;
+        (void)qkv_ch;
+        (void)att_ch;
+        int u, bh;
+        int64_t fu;
+        bl__prep(c, &A, c->x, L->attn_norm, nb, dim, bl__kinds(&L->wq, &L->wk, &L->wv));
+        /* q, k and v, one head per work item */
+        BL__OMP(omp for schedule(dynamic, qkv_ch))
+        for (u = 0; u < nh + 2 * nkv; u++) {
+            const bl__weight *W = u < nh ? &L->wq : u < nh + nkv ? &L->wk : &L->wv;
+            const float *bias = u < nh ? L->bq : u < nh + nkv ? L->bk : L->bv;
+            float *y = u < nh ? c->q : u < nh + nkv ? c->k : c->v;
+            const int ld = u < nh ? qd : kvd, h = u < nh ? u : u < nh + nkv ? u - nh : u - nh - nkv;
+            bl__rows(c, W, (int64_t)h * hd, (int64_t)(h + 1) * hd, &A, nb, y, ld, 0);
+            for (b = 0; b < nb; b++) {
+                float *v = y + (size_t)b * ld + (size_t)h * hd;
+                int i;
+                if (bias) for (i = 0; i < hd; i++) v[i] += bias[(size_t)h * hd + i];
+                if (u < nh + nkv) bl__rope(v, c->rope_cs + (size_t)b * hd, c->rope_cs + (size_t)b * hd + hd / 2, hd, hp->rope_neox);
+                if (u >= nh) {
+                    const bl_ctx *sc = c->row_ctx[b];
+                    float *cache = u < nh + nkv ? sc->k_cache : sc->v_cache;
+                    memcpy(cache + ((size_t)l * (size_t)sc->n_ctx + (size_t)c->row_pos[b]) * kvd + (size_t)h * hd, v, (size_t)hd * sizeof(float));
                 }
             }
         }
-        bl__matmul(&L->wo, c->att, nb, c->xn, dim, c->rowbuf, nt);
-        for (i = 0; i < nb * dim; i++) c->x[i] += c->xn[i];
-        for (b = 0; b < nb; b++) bl__rmsnorm(c->xn + (size_t)b * dim, c->x + (size_t)b * dim, L->ffn_norm, dim, (float)hp->eps);
-        bl__matmul(&L->w_gate, c->xn, nb, c->g, ff, c->rowbuf, nt);
-        bl__matmul(&L->w_up, c->xn, nb, c->u, ff, c->rowbuf, nt);
-        for (i = 0; i < nb * ff; i++) {
-            float gv = c->g[i];
-            c->g[i] = gv / (1.0f + expf(-gv)) * c->u[i];
+        BL__OMP(omp for schedule(dynamic, att_ch))
+        for (bh = 0; bh < nb * nh; bh++) {
+            int bb = bh / nh, h = bh % nh, kh = h / group, n_att = c->row_pos[bb] + 1;
+            const bl_ctx *sc = c->row_ctx[bb];
+            const size_t lo = (size_t)l * (size_t)sc->n_ctx * kvd + (size_t)kh * hd;
+            kn->attn(c->q + (size_t)bb * qd + (size_t)h * hd, sc->k_cache + lo, sc->v_cache + lo, (size_t)kvd, n_att, hd, scale,
+                     c->scores + (size_t)BL__THREAD_ID() * (size_t)c->scores_cap, c->att + (size_t)bb * qd + (size_t)h * hd);
         }
-        bl__matmul(&L->w_down, c->g, nb, c->xn, dim, c->rowbuf, nt);
-        for (i = 0; i < nb * dim; i++) c->x[i] += c->xn[i];
+        bl__prep(c, &A, c->att, NULL, nb, qd, bl__kinds(&L->wo, NULL, NULL));
+        bl__matmul(c, &L->wo, &A, nb, c->x, dim, 1);
+        bl__prep(c, &A, c->x, L->ffn_norm, nb, dim, bl__kinds(&L->w_gate, &L->w_up, NULL));
+        /* gate and up for a block of rows, then SwiGLU on that block */
+        BL__OMP(omp for schedule(dynamic, ff_ch))
+        for (fu = 0; fu < n_ff_units; fu++) {
+            int64_t r0 = fu * ur, r1 = r0 + ur < ff ? r0 + ur : ff;
+            bl__rows(c, &L->w_gate, r0, r1, &A, nb, c->g, ff, 0);
+            bl__rows(c, &L->w_up, r0, r1, &A, nb, c->u, ff, 0);
+            for (b = 0; b < nb; b++) kn->swiglu(c->g + (size_t)b * ff + r0, c->u + (size_t)b * ff + r0, r1 - r0);
+        }
+        bl__prep(c, &A, c->g, NULL, nb, ff, bl__kinds(&L->w_down, NULL, NULL));
+        bl__matmul(c, &L->w_down, &A, nb, c->x, dim, 1);
     }
-    c->pos += nb;
     if (n_out > 0) {
-        int first = nb - n_out;
-        for (b = first; b < nb; b++) bl__rmsnorm(c->xn + (size_t)(b - first) * dim, c->x + (size_t)b * dim, m->output_norm, dim, (float)hp->eps);
-        bl__matmul(&m->output, c->xn, n_out, out, hp->n_vocab, c->rowbuf, nt);
+        if (out_first < 0) {
+            /* row i comes from row out_row[i] >= i, so in order nothing is
+               overwritten before it is read */
+            BL__OMP(omp single)
+            for (b = 0; b < n_out; b++)
+                if (c->out_row[b] != b) memmove(c->x + (size_t)b * dim, c->x + (size_t)c->out_row[b] * dim, (size_t)dim * sizeof(float));
+            out_first = 0;
+        }
+        bl__prep(c, &A, c->x + (size_t)out_first * dim, m->output_norm, n_out, dim, bl__kinds(&m->output, NULL, NULL));
+        bl__matmul(c, &m->output, &A, n_out, out, hp->n_vocab, 0);
     }
 }
 
-bl_result bl_ctx_decode(bl_ctx *c, const int32_t *tokens, int n, int logits_mode) {
-    int done = 0, i;
-    const int nv = c->m->hp.n_vocab;
-    if (n <= 0 || !tokens) return bl__fmt(c->err, BL_ERR_ARG, "no tokens to decode");
+/* One forward step over the segments w->segs[0..n_segs): stacks their
+   rows, runs them, hands each segment its logits and advances its context. */
+static void bl__forward(bl__ws *w, int n_segs) {
+    const size_t nv = (size_t)w->m->hp.n_vocab;
+    int nt = w->n_threads, nb = 0, n_out = 0, out_first, s, b;
+    float *out = n_segs == 1 ? w->segs[0].out : w->stage;
+    for (s = 0; s < n_segs; s++) {
+        const bl__seg *g = &w->segs[s];
+        memcpy(g->c->tokens + g->c->pos, g->toks, (size_t)g->n * sizeof(int32_t));
+        for (b = 0; b < g->n; b++, nb++) {
+            w->row_tok[nb] = g->toks[b];
+            w->row_pos[nb] = g->c->pos + b;
+            w->row_ctx[nb] = g->c;
+            if (b >= g->n - g->n_out) w->out_row[n_out++] = nb;
+        }
+    }
+    out_first = n_out ? w->out_row[0] : 0;
+    for (b = 1; b < n_out; b++)
+        if (w->out_row[b] != out_first + b) { out_first = -1; break; }
+    /* A model this small (stories260K: 1 MB) gains nothing from a second
+       thread: its matrices take less time than the barriers between them,
+       and a barrier waiting on a preempted thread costs a whole time slice. */
+    if (w->m->info.weight_bytes < ((size_t)16 << 20) || (double)w->m->info.weight_bytes * (double)nb < 64e6) nt = 1;
+#if defined(_OPENMP) && !defined(BL_NO_THREADS)
+    /* One thread needs no team of its own, unless the caller is inside a
+       parallel region: the worksharing loops would then bind to that one. */
+    if (nt > 1 || omp_in_parallel()) {
+        BL__OMP(omp parallel num_threads(nt) proc_bind(spread))
+        bl__forward_team(w, nb, out, n_out, out_first);
+    } else
+#endif
+    bl__forward_team(w, nb, out, n_out, out_first);
+    (void)nt;
+    for (s = 0, b = 0; s < n_segs; s++) {
+        bl__seg *g = &w->segs[s];
+        if (n_segs > 1 && g->n_out) memcpy(g->out, w->stage + (size_t)b * nv, (size_t)g->n_out * nv * sizeof(float));
+        b += g->n_out;
+        g->c->pos += g->n;
+    }
+}
+
+/* Whether sequence i of seqs can run on w; the reason goes to its context. */
+static bl_result bl__seq_check(const bl__ws *w, const bl_batch_seq *seqs, int i) {
+    const bl_batch_seq *q = &seqs[i];
+    bl_ctx *c = q->ctx;
+    const int nv = w->m->hp.n_vocab, n = q->n_tokens;
+    int j;
+    if (!c) return BL_ERR_ARG;
+    if (c->m != w->m) return bl__fmt(c->err, BL_ERR_ARG, "the context belongs to another model than the batch");
+    for (j = 0; j < i; j++)
+        if (seqs[j].ctx == c) return bl__fmt(c->err, BL_ERR_ARG, "the context is given twice in one batch (sequences %d and %d)", j, i);
+    if (n <= 0 || !q->tokens) return bl__fmt(c->err, BL_ERR_ARG, "no tokens to decode");
     if (n > c->n_ctx - c->pos) return bl__fmt(c->err, BL_ERR_CTX_FULL, "%d tokens do not fit: %d of %d positions are used", n, c->pos, c->n_ctx);
-    for (i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= nv) return bl__fmt(c->err, BL_ERR_ARG, "token %d (id %d) is outside the vocabulary of %d", i, tokens[i], nv);
-    if (logits_mode == BL_LOGITS_ALL && n > c->logits_cap) {
+    for (j = 0; j < n; j++)
+        if (q->tokens[j] < 0 || q->tokens[j] >= nv) return bl__fmt(c->err, BL_ERR_ARG, "token %d (id %d) is outside the vocabulary of %d", j, q->tokens[j], nv);
+    if (q->logits_mode == BL_LOGITS_ALL && n > c->logits_cap) {
         float *nl = (float *)BL_REALLOC(c->logits, (size_t)n * (size_t)nv * sizeof(float));
         if (!nl) return bl__fmt(c->err, BL_ERR_NOMEM, "out of memory for %d rows of logits", n);
         c->logits = nl;
         c->logits_cap = n;
     }
-    while (done < n) {
-        int nb = n - done < c->n_batch ? n - done : c->n_batch;
-        int n_out = 0;
-        float *out = c->logits;
-        if (logits_mode == BL_LOGITS_ALL) { n_out = nb; out = c->logits + (size_t)done * nv; }
-        else if (logits_mode == BL_LOGITS_LAST && done + nb == n) n_out = 1;
-        memcpy(c->tokens + c->pos, tokens + done, (size_t)nb * sizeof(int32_t));
-        bl__forward(c, tokens + done, nb, out, n_out);
-        done += nb;
-    }
-    c->logits_rows = logits_mode == BL_LOGITS_ALL ? n : logits_mode == BL_LOGITS_LAST ? 1 : 0;
     return BL_OK;
+}
+
+/* Make room in w for attention over span positions and, when several
+   sequences share a step, for out_rows rows of staged logits. */
+static int bl__ws_grow(bl__ws *w, int span, int out_rows) {
+    if (span > w->scores_cap) {
+        float *s = (float *)bl__alloc((size_t)w->max_threads * (size_t)span * sizeof(float));
+        if (!s) return -1;
+        BL_FREE(w->scores);
+        w->scores = s;
+        w->scores_cap = span;
+    }
+    if (out_rows > w->stage_cap) {
+        float *s = (float *)BL_REALLOC(w->stage, (size_t)out_rows * (size_t)w->m->hp.n_vocab * sizeof(float));
+        if (!s) return -1;
+        w->stage = s;
+        w->stage_cap = out_rows;
+    }
+    return 0;
+}
+
+/* Run seqs[0..n) (n <= w->max_segs) on workspace w, in steps of at most
+   w->n_batch rows; w->seq_res receives each sequence's result. The one path
+   of bl_ctx_decode and bl_batch_decode. Returns the first failing code. */
+static bl_result bl__decode(bl__ws *w, const bl_batch_seq *seqs, int n) {
+    const size_t nv = (size_t)w->m->hp.n_vocab;
+    bl_result first = BL_OK;
+    int i, span = 0, out_rows = 0;
+    for (i = 0; i < n; i++) {
+        w->seq_res[i] = bl__seq_check(w, seqs, i);
+        w->seq_done[i] = 0;
+        if (w->seq_res[i] != BL_OK) continue;
+        if (seqs[i].ctx->n_ctx > span) span = seqs[i].ctx->n_ctx;
+        out_rows += seqs[i].logits_mode == BL_LOGITS_ALL ? seqs[i].n_tokens : seqs[i].logits_mode == BL_LOGITS_LAST ? 1 : 0;
+    }
+    if (bl__ws_grow(w, span, n > 1 ? (out_rows < w->n_batch ? out_rows : w->n_batch) : 0) < 0)
+        for (i = 0; i < n; i++)
+            if (w->seq_res[i] == BL_OK)
+                w->seq_res[i] = bl__fmt(seqs[i].ctx->err, BL_ERR_NOMEM, "out of memory for the scratch of a batch");
+    for (;;) {
+        int ns = 0, rows = 0;
+        for (i = 0; i < n && rows < w->n_batch; i++) {
+            const bl_batch_seq *q = &seqs[i];
+            bl__seg *g;
+            int left = q->n_tokens - w->seq_done[i], take;
+            if (w->seq_res[i] != BL_OK || left <= 0) continue;
+            take = left < w->n_batch - rows ? left : w->n_batch - rows;
+            g = &w->segs[ns++];
+            g->c = q->ctx;
+            g->toks = q->tokens + w->seq_done[i];
+            g->n = take;
+            g->n_out = 0;
+            g->out = q->ctx->logits;
+            if (q->logits_mode == BL_LOGITS_ALL) { g->n_out = take; g->out = q->ctx->logits + (size_t)w->seq_done[i] * nv; }
+            else if (q->logits_mode == BL_LOGITS_LAST && take == left) g->n_out = 1;
+            w->seq_done[i] += take;
+            rows += take;
+        }
+        if (!ns) break;
+        bl__forward(w, ns);
+    }
+    for (i = 0; i < n; i++) {
+        if (w->seq_res[i] != BL_OK) {
+            if (first == BL_OK) first = w->seq_res[i];
+            continue;
+        }
+        seqs[i].ctx->logits_rows = seqs[i].logits_mode == BL_LOGITS_ALL ? seqs[i].n_tokens : seqs[i].logits_mode == BL_LOGITS_LAST ? 1 : 0;
+    }
+    return first;
+}
+
+bl_result bl_ctx_decode(bl_ctx *c, const int32_t *tokens, int n, int logits_mode) {
+    bl_batch_seq s;
+    s.ctx = c;
+    s.tokens = tokens;
+    s.n_tokens = n;
+    s.logits_mode = logits_mode;
+    return bl__decode(&c->ws, &s, 1);
+}
+
+bl_result bl_batch_decode(bl_batch *b, const bl_batch_seq *seqs, int n, bl_result *per_seq) {
+    bl_result r;
+    int i, n_bad = 0, first_bad = -1;
+    if (!b) return BL_ERR_ARG;
+    if (n <= 0 || !seqs) return bl__fmt(b->err, BL_ERR_ARG, "no sequences to decode");
+    if (n > b->ws.max_segs) return bl__fmt(b->err, BL_ERR_ARG, "%d sequences: the batch takes at most %d", n, b->ws.max_segs);
+    r = bl__decode(&b->ws, seqs, n);
+    for (i = 0; i < n; i++) {
+        if (per_seq) per_seq[i] = b->ws.seq_res[i];
+        if (b->ws.seq_res[i] != BL_OK && n_bad++ == 0) first_bad = i;
+    }
+    b->err[0] = 0;
+    if (n_bad)
+        bl__fmt(b->err, r, "%d of %d sequences failed; sequence %d: %s", n_bad, n, first_bad,
+                seqs[first_bad].ctx ? seqs[first_bad].ctx->err : "no context");
+    return r;
 }
 
 float *bl_ctx_logits(bl_ctx *c, int i) {
@@ -7580,6 +9576,11 @@ int32_t bl_ctx_sample(bl_ctx *c, const bl_sampler_desc *d) {
               tokenizer.json with normalizers, split regexes, added tokens,
               decoders), generated Unicode tables with NFC/NFD/NFKC/NFKD, a
               small regex engine, streaming detokenizer, chat templates.
+              SIMD kernels (AVX2, AVX-512 VNNI/BF16) with int8/BF16 activations,
+              tiled prompt GEMM, one OpenMP team per forward step, huge-page
+              weight copies. bl_batch_decode: several contexts in one forward
+              step (the weights read once per step); bl_ctx_decode is its
+              one-sequence case.
 
    LICENSE
    MIT License. Copyright (c) 2026 the berlin.h authors.

@@ -67,10 +67,9 @@
        queue    requests that wait for a slot; a full queue answers 503 with
                 Retry-After instead of making the client hang.
        step     one pass of the scheduler: every busy slot advances by one
-                token (or up to 64 prompt tokens). The step hands all of them
-                to bl__srv_decode_batch at once; today that is one
-                bl_ctx_decode per slot, and a multi-sequence bl_batch_decode
-                in berlin.h (weights read once per step) replaces that loop.
+                token (or up to 64 prompt tokens). All of them go to one
+                bl_batch_decode call, so the weights are read once per step
+                rather than once per slot.
        limits   header bytes (431), body bytes (413), connections (503),
                 idle time (close), request arrival time (408), queue (503 +
                 Retry-After), unsent output per client (drop): each has a
@@ -594,10 +593,10 @@ struct bl_server {
     struct pollfd *pfds;
     int *pfd_conn;
     bl__srv_slot *slots;
-    /* per-step scratch for the batched decode, one entry per slot */
-    bl_ctx **b_ctx;
-    const int32_t **b_tok;
-    int *b_n, *b_mode, *b_slot;
+    /* the batched decode: its scratch, and one entry per slot */
+    bl_batch *batch;
+    bl_batch_seq *b_seq;
+    int *b_slot;
     bl_result *b_res;
     bl__srv_job *q_head, *q_tail;
     int q_len, n_open, rr, n_ctx;
@@ -1178,7 +1177,7 @@ static int bl__srv_messages(const bl__json *j, int arr, bl__srv_buf *out, bl__sr
    A job waits in a FIFO queue until a slot is idle; the slot whose cached
    tokens share the longest prefix with the prompt takes it and skips that
    prefix. Every step feeds each busy slot one token (or up to 64 prompt
-   tokens) through bl__srv_decode_batch, samples, and streams the text that
+   tokens) through one bl_batch_decode call, samples, and streams the text that
    is safe to send: text that could still become a stop string, or half a
    UTF-8 character, is held back until the next token decides it. */
 
@@ -1427,40 +1426,33 @@ static void bl__srv_assign(bl_server *s) {
     }
 }
 
-/* One forward step for several sequences: ctxs[i] takes toks[i][0..n[i]) and
-   keeps logits as modes[i] says. Today one bl_ctx_decode per sequence; when
-   berlin.h grows bl_batch_decode (one pass over the weights for all of them)
-   this loop is the only code that changes. */
-static void bl__srv_decode_batch(bl_ctx **ctxs, const int32_t **toks, const int *n, const int *modes, bl_result *res, int count) {
-    int i;
-    for (i = 0; i < count; i++) res[i] = bl_ctx_decode(ctxs[i], toks[i], n[i], modes[i]);
-}
-
 static void bl__srv_step(bl_server *s) {
     int k, count = 0;
     double t0;
     for (k = 0; k < s->d.n_slots; k++) {
         int i = (s->rr + k) % s->d.n_slots;
         bl__srv_job *j = s->slots[i].job;
+        bl_batch_seq *q;
         if (!j || j->conn->dead) continue;
-        s->b_ctx[count] = s->slots[i].ctx;
+        q = &s->b_seq[count];
+        q->ctx = s->slots[i].ctx;
         s->b_slot[count] = i;
         if (j->n_fed < j->n_prompt) {
             int left = j->n_prompt - j->n_fed;
-            s->b_n[count] = left < 64 ? left : 64;
-            s->b_tok[count] = j->prompt + j->n_fed;
-            s->b_mode[count] = s->b_n[count] == left ? BL_LOGITS_LAST : BL_LOGITS_NONE;
+            q->n_tokens = left < 64 ? left : 64;
+            q->tokens = j->prompt + j->n_fed;
+            q->logits_mode = q->n_tokens == left ? BL_LOGITS_LAST : BL_LOGITS_NONE;
         } else {
-            s->b_n[count] = 1;
-            s->b_tok[count] = &j->last;
-            s->b_mode[count] = BL_LOGITS_LAST;
+            q->n_tokens = 1;
+            q->tokens = &j->last;
+            q->logits_mode = BL_LOGITS_LAST;
         }
         count++;
     }
     s->rr = (s->rr + 1) % s->d.n_slots;
     if (!count) return;
     t0 = bl__srv_now();
-    bl__srv_decode_batch(s->b_ctx, s->b_tok, s->b_n, s->b_mode, s->b_res, count);
+    bl_batch_decode(s->batch, s->b_seq, count, s->b_res);
     s->m_decode_seconds += bl__srv_now() - t0;
     for (k = 0; k < count; k++) {
         bl__srv_slot *sl = &s->slots[s->b_slot[k]];
@@ -1473,7 +1465,7 @@ static void bl__srv_step(bl_server *s) {
             continue;
         }
         if (j->n_fed < j->n_prompt) {
-            j->n_fed += s->b_n[k];
+            j->n_fed += s->b_seq[k].n_tokens;
             if (j->n_fed < j->n_prompt) continue;
         }
         bl__srv_job_token(s, sl, j);
@@ -1925,15 +1917,12 @@ bl_result bl_server_create(bl_server **out, const bl_model *m, const bl_server_d
     s->pfds = (struct pollfd *)bl__calloc(((size_t)d->max_connections + 2) * sizeof *s->pfds);
     s->pfd_conn = (int *)bl__calloc(((size_t)d->max_connections + 2) * sizeof *s->pfd_conn);
     s->slots = (bl__srv_slot *)bl__calloc((size_t)d->n_slots * sizeof *s->slots);
-    s->b_ctx = (bl_ctx **)bl__calloc((size_t)d->n_slots * sizeof *s->b_ctx);
-    s->b_tok = (const int32_t **)bl__calloc((size_t)d->n_slots * sizeof *s->b_tok);
-    s->b_n = (int *)bl__calloc((size_t)d->n_slots * sizeof(int));
-    s->b_mode = (int *)bl__calloc((size_t)d->n_slots * sizeof(int));
+    s->b_seq = (bl_batch_seq *)bl__calloc((size_t)d->n_slots * sizeof *s->b_seq);
     s->b_slot = (int *)bl__calloc((size_t)d->n_slots * sizeof(int));
     s->b_res = (bl_result *)bl__calloc((size_t)d->n_slots * sizeof(bl_result));
     for (i = 0; bl__srv_page_lines[i]; i++) plen += strlen(bl__srv_page_lines[i]);
     s->page = (char *)bl__alloc(plen + 1);
-    if (!s->conns || !s->pfds || !s->pfd_conn || !s->slots || !s->b_ctx || !s->b_tok || !s->b_n || !s->b_mode || !s->b_slot || !s->b_res || !s->page)
+    if (!s->conns || !s->pfds || !s->pfd_conn || !s->slots || !s->b_seq || !s->b_slot || !s->b_res || !s->page)
         return bl__srv_err(s, BL_ERR_NOMEM, "out of memory for %d connections", d->max_connections);
     for (i = 0, plen = 0; bl__srv_page_lines[i]; i++) {
         size_t n = strlen(bl__srv_page_lines[i]);
@@ -1945,9 +1934,21 @@ bl_result bl_server_create(bl_server **out, const bl_model *m, const bl_server_d
     memset(&cd, 0, sizeof cd);
     cd.n_ctx = d->n_ctx > 0 ? d->n_ctx : (in->n_ctx_train > 0 && in->n_ctx_train < 2048 ? in->n_ctx_train : 2048);
     cd.n_threads = d->n_threads;
+    cd.n_batch = 1; /* the slots decode through s->batch, not their own scratch */
     for (i = 0; i < d->n_slots; i++) {
         r = bl_ctx_create(&s->slots[i].ctx, m, &cd);
         if (r != BL_OK) return bl__srv_err(s, r, "slot %d: %s", i, bl_ctx_last_error(s->slots[i].ctx));
+    }
+    {
+        /* every slot's prompt chunk fits one step up to 8 slots; beyond, a
+           step takes more than one pass (bl_batch_decode splits it) */
+        bl_batch_desc bd;
+        memset(&bd, 0, sizeof bd);
+        bd.max_tokens = d->n_slots * 64 < 512 ? d->n_slots * 64 : 512;
+        bd.max_seqs = d->n_slots;
+        bd.n_threads = d->n_threads;
+        r = bl_batch_create(&s->batch, m, &bd);
+        if (r != BL_OK) return bl__srv_err(s, r, "batch: %s", bl_batch_last_error(s->batch));
     }
     s->n_ctx = bl_ctx_n_ctx(s->slots[0].ctx);
     if (pipe(s->wake) != 0 || bl__srv_nonblock(s->wake[0]) != 0 || bl__srv_nonblock(s->wake[1]) != 0)
@@ -2124,10 +2125,8 @@ void bl_server_destroy(bl_server *s) {
     BL_FREE(s->pfds);
     BL_FREE(s->pfd_conn);
     BL_FREE(s->slots);
-    BL_FREE(s->b_ctx);
-    BL_FREE((void *)s->b_tok);
-    BL_FREE(s->b_n);
-    BL_FREE(s->b_mode);
+    bl_batch_destroy(s->batch);
+    BL_FREE(s->b_seq);
     BL_FREE(s->b_slot);
     BL_FREE(s->b_res);
     BL_FREE(s->page);

@@ -1,0 +1,315 @@
+/* test_kernels.c - every SIMD kernel against the plain C reference, on odd
+   sizes and tails, at every level this CPU runs (scalar, avx2, avx512).
+   Errors are measured relative to sum |w_i x_i|, which cancellation cannot
+   make small. */
+#define BERLIN_IMPLEMENTATION
+#include "berlin.h"
+#include "testutil.h"
+#include <math.h>
+
+static uint64_t rs = 0x9e3779b97f4a7c15ULL;
+static uint32_t rnd(void) { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (uint32_t)(rs >> 16); }
+static float frand(void) { return (float)(rnd() % 2000001) / 1000000.0f - 1.0f; }
+
+static uint16_t f2h(float x) { /* normal range only */
+    uint32_t u, s, m;
+    int e;
+    memcpy(&u, &x, 4);
+    s = (u >> 16) & 0x8000;
+    e = (int)((u >> 23) & 255) - 127 + 15;
+    m = (u >> 13) & 1023;
+    if (e <= 0) return (uint16_t)s;
+    return (uint16_t)(s | ((uint32_t)e << 10) | m);
+}
+
+static const int qtypes[4] = {BL_TYPE_Q4_0, BL_TYPE_Q8_0, BL_TYPE_Q4_K, BL_TYPE_Q6_K};
+
+/* n elements of `type`, random, with sane scales. */
+static void fill_row(int type, uint8_t *p, int64_t n) {
+    size_t bytes = bl__row_bytes(type, n), i;
+    int bs = bl__types[type].bytes;
+    for (i = 0; i < bytes; i++) p[i] = (uint8_t)rnd();
+    if (type == BL_TYPE_F32) for (i = 0; i < (size_t)n; i++) { float v = frand(); memcpy(p + 4 * i, &v, 4); }
+    else if (type == BL_TYPE_F16) for (i = 0; i < (size_t)n; i++) { uint16_t h = f2h(frand()); memcpy(p + 2 * i, &h, 2); }
+    else if (type == BL_TYPE_BF16) for (i = 0; i < (size_t)n; i++) { uint16_t h = bl__f32_to_bf16(frand()); memcpy(p + 2 * i, &h, 2); }
+    else
+        for (i = 0; i < bytes; i += (size_t)bs) {
+            uint16_t d = f2h(0.01f + 0.02f * (float)(rnd() % 100) / 100.0f), dm = f2h(0.005f);
+            if (type == BL_TYPE_Q4_0 || type == BL_TYPE_Q8_0) memcpy(p + i, &d, 2);
+            else if (type == BL_TYPE_Q4_K) { memcpy(p + i, &d, 2); memcpy(p + i + 2, &dm, 2); }
+            else memcpy(p + i + 208, &d, 2);
+        }
+}
+
+/* sum |w x| over the dequantized row, the scale errors are measured against */
+static double abs_dot(int type, const uint8_t *w, const float *x, int64_t n, double *exact) {
+    float *f = (float *)malloc((size_t)n * sizeof(float));
+    double s = 0, e = 0;
+    int64_t i;
+    bl__dequant_row(type, w, f, n);
+    for (i = 0; i < n; i++) { s += fabs((double)f[i] * x[i]); e += (double)f[i] * x[i]; }
+    free(f);
+    if (exact) *exact = e;
+    return s > 0 ? s : 1;
+}
+
+static void test_levels(void) {
+    bl__kern k;
+    int lv;
+    for (lv = 0; lv <= BL__SIMD_AVX512; lv++) {
+        int got = bl__kern_init(&k, lv);
+        CHECK(got <= lv, "level %d gave %d", lv, got);
+        printf("level %d -> %s\n", lv, k.name);
+    }
+    CHECK(bl_type_activation(BL_TYPE_F32) == BL_TYPE_F32 && bl_type_activation(BL_TYPE_F16) == BL_TYPE_F32, "float types are exact");
+    CHECK(bl_type_activation(BL_TYPE_BF16) == BL_TYPE_BF16, "bf16 rounds to bf16");
+    CHECK(bl_type_activation(BL_TYPE_Q4_0) == BL_TYPE_Q8_0 && bl_type_activation(BL_TYPE_Q6_K) == BL_TYPE_Q8_0, "quants use q8");
+    {   /* the word-wise Q4_K scale unpacking agrees with the byte-wise one */
+        int i, j, bad = 0;
+        for (i = 0; i < 1000; i++) {
+            uint8_t q[12], sc[8], mn[8];
+            for (j = 0; j < 12; j++) q[j] = (uint8_t)rnd();
+            bl__k4_scales8(q, sc, mn);
+            for (j = 0; j < 8; j++) {
+                int s1, m1;
+                bl__k4_scale_min(j, q, &s1, &m1);
+                bad += s1 != sc[j] || m1 != mn[j];
+            }
+        }
+        CHECK(bad == 0, "bl__k4_scales8: %d mismatches", bad);
+    }
+    CHECK(bl_type_activation(3) == -1 && bl_type_activation(-1) == -1 && bl_type_activation(99) == -1, "unknown types");
+}
+
+/* Activation conversion: identical to the reference. */
+static void test_act(const bl__kern *k) {
+    static const int64_t Ks[] = {32, 64, 96, 256, 800, 2048};
+    int ki;
+    for (ki = 0; ki < 6; ki++) {
+        int64_t K = Ks[ki], i;
+        float *x = (float *)malloc((size_t)K * sizeof(float));
+        size_t st = bl__q8a_stride(K);
+        uint8_t *a = (uint8_t *)calloc(st, 1), *b = (uint8_t *)calloc(st, 1);
+        uint16_t *h1 = (uint16_t *)calloc((size_t)K, 2), *h2 = (uint16_t *)calloc((size_t)K, 2);
+        bl__q8a qa, qb;
+        int bad = 0;
+        for (i = 0; i < K; i++) x[i] = frand() * (i % 97 == 0 ? 10.0f : 1.0f);
+        if (K == 96) for (i = 32; i < 64; i++) x[i] = 0; /* an all-zero block */
+        bl__q8a_ref(x, K, a);
+        k->q8a(x, K, b);
+        qa = bl__q8a_at(a, K);
+        qb = bl__q8a_at(b, K);
+        for (i = 0; i < K; i++) bad += qa.q[i] != qb.q[i];
+        for (i = 0; i < K / 32; i++) bad += qa.d[i] != qb.d[i] || fabsf(qa.s32[i] - qb.s32[i]) > 1e-5f * (fabsf(qa.s32[i]) + 1);
+        for (i = 0; i < K / 16; i++) bad += fabsf(qa.s16[i] - qb.s16[i]) > 1e-5f * (fabsf(qa.s16[i]) + 1);
+        CHECK(bad == 0, "%s q8a K=%lld: %d mismatches", k->name, (long long)K, bad);
+        bl__bf16a_ref(x, K - 3, h1);
+        k->bf16a(x, K - 3, h2);
+        CHECK(memcmp(h1, h2, (size_t)(K - 3) * 2) == 0, "%s bf16a n=%lld", k->name, (long long)(K - 3));
+        free(x); free(a); free(b); free(h1); free(h2);
+    }
+}
+
+/* Quantized dot products: level vs reference (same math), and reference vs
+   the exact float dot (activation rounding only). */
+static void test_vdot(const bl__kern *k) {
+    static const int64_t Ks[] = {256, 512, 768, 1024, 2048, 2816, 5632};
+    int ti, ki, rep;
+    for (ti = 0; ti < 4; ti++) {
+        int type = qtypes[ti];
+        double worst = 0, worst_exact = 0;
+        for (ki = 0; ki < 7; ki++)
+            for (rep = 0; rep < 3; rep++) {
+                int64_t K = Ks[ki], i;
+                uint8_t *w = (uint8_t *)malloc(bl__row_bytes(type, K)), *a = (uint8_t *)malloc(bl__q8a_stride(K));
+                float *x = (float *)malloc((size_t)K * sizeof(float));
+                double ex, sc, r, s;
+                for (i = 0; i < K; i++) x[i] = frand();
+                fill_row(type, w, K);
+                bl__q8a_ref(x, K, a);
+                sc = abs_dot(type, w, x, K, &ex);
+                r = k->vdot[ti](w, bl__q8a_at(a, K), K);
+                s = k == NULL ? 0 : (ti == 0 ? bl__vdot_q4_0_ref : ti == 1 ? bl__vdot_q8_0_ref : ti == 2 ? bl__vdot_q4_k_ref : bl__vdot_q6_k_ref)(w, bl__q8a_at(a, K), K);
+                if (fabs(r - s) / sc > worst) worst = fabs(r - s) / sc;
+                if (fabs(s - ex) / sc > worst_exact) worst_exact = fabs(s - ex) / sc;
+                free(w); free(a); free(x);
+            }
+        CHECK(worst < 2e-6, "%s vdot %s: rel err %.3g vs reference", k->name, bl__type_any_name(type), worst);
+        CHECK(worst_exact < 1e-2, "%s vdot %s: rel err %.3g vs exact", k->name, bl__type_any_name(type), worst_exact);
+    }
+}
+
+/* Float-weight GEMM: every nr, nt up to 4, odd lengths. */
+static void test_gemm_f(const bl__kern *k) {
+    static const int ftypes[3] = {BL_TYPE_F32, BL_TYPE_F16, BL_TYPE_BF16};
+    static const int64_t Ks[] = {1, 7, 8, 15, 16, 17, 31, 33, 64, 100, 172, 1000, 2049};
+    int ti, ki, nr, nt;
+    for (ti = 0; ti < 3; ti++) {
+        int type = ftypes[ti];
+        double worst = 0, worst_exact = 0;
+        for (ki = 0; ki < 13; ki++) {
+            int64_t K = Ks[ki], i;
+            size_t rb = bl__row_bytes(type, K), xs = type == BL_TYPE_BF16 ? bl__bf16a_stride(K) : (size_t)K * 4;
+            uint8_t *w = (uint8_t *)malloc(rb * 4), *xa = (uint8_t *)calloc(xs * 4, 1);
+            float *x = (float *)malloc((size_t)K * 4 * sizeof(float)), y1[16], y2[16];
+            for (i = 0; i < 4; i++) fill_row(type, w + (size_t)i * rb, K);
+            for (i = 0; i < 4 * K; i++) x[i] = frand();
+            for (i = 0; i < 4; i++) {
+                if (type == BL_TYPE_BF16) bl__bf16a_ref(x + i * K, K, (uint16_t *)(void *)(xa + (size_t)i * xs));
+                else memcpy(xa + (size_t)i * xs, x + i * K, (size_t)K * 4);
+            }
+            for (nr = 1; nr <= 4; nr++)
+                for (nt = 1; nt <= 4; nt++) {
+                    int r, t;
+                    for (i = 0; i < 16; i++) y1[i] = y2[i] = -12345.0f;
+                    bl__gemm_f_ref(type, w, rb, nr, xa, xs, nt, K, y1, 4);
+                    (type == BL_TYPE_BF16 ? k->gemm_bf16 : k->gemm_f)(type, w, rb, nr, xa, xs, nt, K, y2, 4);
+                    for (i = 0; i < 16; i++)
+                        if ((i % 4 >= nr || i / 4 >= nt) && y2[i] != -12345.0f) { worst = 1; printf("wrote outside nr=%d nt=%d\n", nr, nt); }
+                    for (t = 0; t < nt; t++)
+                        for (r = 0; r < nr; r++) {
+                            double ex, sc = abs_dot(type, w + (size_t)r * rb, x + t * K, K, &ex);
+                            double e1 = fabs(y1[t * 4 + r] - y2[t * 4 + r]) / sc, e2 = fabs(y1[t * 4 + r] - ex) / sc;
+                            if (e1 > worst) worst = e1;
+                            if (e2 > worst_exact) worst_exact = e2;
+                        }
+                }
+            free(w); free(xa); free(x);
+        }
+        CHECK(worst < 2e-6, "%s gemm %s: rel err %.3g vs reference", k->name, bl__type_any_name(type), worst);
+        CHECK(worst_exact < (type == BL_TYPE_BF16 ? 8e-3 : 2e-6), "%s gemm %s: rel err %.3g vs exact", k->name, bl__type_any_name(type), worst_exact);
+    }
+}
+
+/* Tiles: pack (partial tiles too) and multiply by 1..9 tokens; compare with
+   the one-row reference dot. */
+static void test_tiles(const bl__kern *k) {
+    static const int nrs[] = {1, 5, 16, 17, 32};
+    static const int nts[] = {1, 3, 4, 5, 9};
+    int ti, ni, ti2;
+    for (ti = 0; ti < 4; ti++) {
+        int type = qtypes[ti];
+        int64_t K = ti < 2 ? (ti ? 96 : 96 * 4) : 768, i;
+        size_t rb = bl__row_bytes(type, K), as = bl__q8a_stride(K);
+        uint8_t *w = (uint8_t *)malloc(rb * 32), *a = (uint8_t *)malloc(as * 9);
+        uint8_t *tile = (uint8_t *)malloc(bl__tile_bytes(K) + 16 * (size_t)K + 64);
+        uint8_t *tile2 = (uint8_t *)malloc(bl__tile_bytes(K) + 16 * (size_t)K + 64);
+        float *x = (float *)malloc((size_t)K * sizeof(float)), y[9 * 40];
+        double worst = 0, worst_ref = 0;
+        for (i = 0; i < 32; i++) fill_row(type, w + (size_t)i * rb, K);
+        for (i = 0; i < 9; i++) {
+            int64_t j;
+            for (j = 0; j < K; j++) x[j] = frand();
+            bl__q8a_ref(x, K, a + (size_t)i * as);
+        }
+        for (ni = 0; ni < 5; ni++)
+            for (ti2 = 0; ti2 < 5; ti2++) {
+                int nr = nrs[ni], nt = nts[ti2], r, t;
+                bl__tile_pack(type, w, rb, nr, K, tile2, tile2 + bl__tile_bytes(K));
+                k->tile_pack(type, w, rb, nr, K, tile, tile + bl__tile_bytes(K));
+                CHECK(memcmp(tile, tile2, (size_t)K * 32 + (size_t)(K / bl__tile_sub(type)) * 32 * 8) == 0, "%s tile_pack %s nr=%d equals the reference", k->name, bl__type_any_name(type), nr);
+                for (i = 0; i < 9 * 40; i++) y[i] = -12345.0f;
+                k->tile_gemm(type, tile, K, a, as, nt, y, 40, nr);
+                for (t = 0; t < 9; t++)
+                    for (r = 0; r < 40; r++) {
+                        if (t < nt && r < nr) {
+                            bl__q8a qa = bl__q8a_at(a + (size_t)t * as, K);
+                            double s = (ti == 0 ? bl__vdot_q4_0_ref : ti == 1 ? bl__vdot_q8_0_ref : ti == 2 ? bl__vdot_q4_k_ref : bl__vdot_q6_k_ref)(w + (size_t)r * rb, qa, K);
+                            float fx[768];
+                            double sc;
+                            int64_t j;
+                            for (j = 0; j < K; j++) fx[j] = qa.d[j / 32] * (float)qa.q[j];
+                            sc = abs_dot(type, w + (size_t)r * rb, fx, K, NULL);
+                            if (fabs(y[t * 40 + r] - s) / sc > worst) worst = fabs(y[t * 40 + r] - s) / sc;
+                        } else if (y[t * 40 + r] != -12345.0f) worst = 1;
+                    }
+                /* the plain C tile kernel is a reference too */
+                for (i = 0; i < 9 * 40; i++) y[i] = 0;
+                bl__tile_gemm_ref(type, tile, K, a, as, nt, y, 40, nr);
+                for (t = 0; t < nt; t++)
+                    for (r = 0; r < nr; r++) {
+                        double s = (ti == 0 ? bl__vdot_q4_0_ref : ti == 1 ? bl__vdot_q8_0_ref : ti == 2 ? bl__vdot_q4_k_ref : bl__vdot_q6_k_ref)(w + (size_t)r * rb, bl__q8a_at(a + (size_t)t * as, K), K);
+                        double sc = fabs(s) + 1;
+                        if (fabs(y[t * 40 + r] - s) / sc > worst_ref) worst_ref = fabs(y[t * 40 + r] - s) / sc;
+                    }
+            }
+        CHECK(worst < 2e-6, "%s tile %s: rel err %.3g", k->name, bl__type_any_name(type), worst);
+        CHECK(worst_ref < 1e-4, "reference tile %s: rel err %.3g", bl__type_any_name(type), worst_ref);
+        free(w); free(a); free(tile); free(tile2); free(x);
+    }
+}
+
+static void test_misc(const bl__kern *k) {
+    static const int ns[] = {1, 3, 8, 15, 16, 17, 33, 64, 100, 513};
+    int ni;
+    for (ni = 0; ni < 10; ni++) {
+        int n = ns[ni], i;
+        float *a = (float *)malloc((size_t)n * 4), *b = (float *)malloc((size_t)n * 4), *c1 = (float *)malloc((size_t)n * 4), *c2 = (float *)malloc((size_t)n * 4);
+        double sc = 0, e = 0;
+        for (i = 0; i < n; i++) { a[i] = frand() * 8; b[i] = frand() * 8; sc += fabs((double)a[i] * b[i]); }
+        CHECK(fabs(k->dot(a, b, n) - bl__dot_f32(a, b, n)) <= 1e-6 * (sc + 1), "%s dot n=%d", k->name, n);
+        memcpy(c1, b, (size_t)n * 4); memcpy(c2, b, (size_t)n * 4);
+        bl__axpy_ref(c1, 0.37f, a, n);
+        k->axpy(c2, 0.37f, a, n);
+        for (i = 0; i < n; i++) if (fabsf(c1[i] - c2[i]) > 1e-6f * (fabsf(c1[i]) + 1)) e = 1;
+        CHECK(e == 0, "%s axpy n=%d", k->name, n);
+        memcpy(c1, a, (size_t)n * 4); memcpy(c2, a, (size_t)n * 4);
+        bl__softmax_ref(c1, n);
+        k->softmax(c2, n);
+        for (i = 0, e = 0; i < n; i++) if (fabs(c1[i] - c2[i]) > e) e = fabs(c1[i] - c2[i]);
+        CHECK(e < 1e-6, "%s softmax n=%d: err %.3g", k->name, n, e);
+        memcpy(c1, a, (size_t)n * 4); memcpy(c2, a, (size_t)n * 4);
+        for (i = 0; i < n; i++) { c1[i] *= 3; c2[i] *= 3; }
+        bl__swiglu_ref(c1, b, n);
+        k->swiglu(c2, b, n);
+        for (i = 0, e = 0; i < n; i++) if (fabs(c1[i] - c2[i]) / (fabs(c1[i]) + 1e-3) > e) e = fabs(c1[i] - c2[i]) / (fabs(c1[i]) + 1e-3);
+        CHECK(e < 1e-5, "%s swiglu n=%d: rel err %.3g", k->name, n, e);
+        free(a); free(b); free(c1); free(c2);
+    }
+    {   /* extreme inputs to the vector exp: no inf/nan, monotone tails */
+        float v[32], u[32];
+        int i;
+        for (i = 0; i < 32; i++) { v[i] = (float)(i - 16) * 12.0f; u[i] = 1; }
+        k->swiglu(v, u, 32);
+        for (i = 0; i < 32; i++) CHECK(v[i] == v[i] && fabsf(v[i]) < 1e30f, "%s swiglu finite at %d", k->name, i);
+    }
+}
+
+/* Attention of one head: every level against the reference, odd lengths. */
+static void test_attn(const bl__kern *k) {
+    static const int hds[] = {8, 16, 32, 64, 128, 256, 6, 20, 72};
+    static const int ns[] = {1, 2, 15, 16, 17, 33, 100};
+    int hi, ni;
+    for (hi = 0; hi < 9; hi++)
+        for (ni = 0; ni < 7; ni++) {
+            int hd = hds[hi], n = ns[ni], kvs = hd * 3, i;
+            float *q = (float *)malloc((size_t)hd * 4), *kv = (float *)malloc((size_t)n * kvs * 4), *vv = (float *)malloc((size_t)n * kvs * 4);
+            float *s = (float *)malloc((size_t)n * 4), *o1 = (float *)malloc((size_t)hd * 4), *o2 = (float *)malloc((size_t)hd * 4);
+            double e = 0;
+            for (i = 0; i < hd; i++) q[i] = frand();
+            for (i = 0; i < n * kvs; i++) { kv[i] = frand(); vv[i] = frand(); }
+            bl__attn_ref(q, kv + hd, vv + hd, (size_t)kvs, n, hd, 0.3f, s, o1);
+            k->attn(q, kv + hd, vv + hd, (size_t)kvs, n, hd, 0.3f, s, o2);
+            for (i = 0; i < hd; i++) if (fabs(o1[i] - o2[i]) > e) e = fabs(o1[i] - o2[i]);
+            CHECK(e < 1e-5, "%s attn hd=%d n=%d: err %.3g", k->name, hd, n, e);
+            free(q); free(kv); free(vv); free(s); free(o1); free(o2);
+        }
+}
+
+int main(void) {
+    int lv;
+    (void)tu_shared;
+    (void)tu_read;
+    test_levels();
+    for (lv = 0; lv <= BL__SIMD_AVX512; lv++) {
+        bl__kern k;
+        if (bl__kern_init(&k, lv) != lv) { printf("level %d not supported here: skipped\n", lv); continue; }
+        test_act(&k);
+        test_vdot(&k);
+        test_gemm_f(&k);
+        test_tiles(&k);
+        test_misc(&k);
+        test_attn(&k);
+    }
+    return tu_finish();
+}
