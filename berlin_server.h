@@ -39,7 +39,7 @@
        >>state   the server's private state
        >>conn    connections: accept, read, write, keep-alive, limits
        >>api     simple endpoints, request fields, OpenAI error shapes
-       >>chat    prompt formatting (ChatML until berlin.h has chat templates)
+       >>chat    prompt formatting: the model's chat format, else ChatML
        >>slot    slots, the request queue, the batched decode step
        >>comp    the completion endpoints
        >>page    the chat page served at GET /
@@ -70,6 +70,10 @@
                 token (or up to 64 prompt tokens). All of them go to one
                 bl_batch_decode call, so the weights are read once per step
                 rather than once per slot.
+       chat     messages are formatted in the model's own chat format when
+                berlin.h recognises its template (bl_chat_template_detect),
+                else in ChatML as llama-server does; desc.chat_template (flag
+                --chat-template) names one instead. The startup log says which.
        limits   header bytes (431), body bytes (413), connections (503),
                 idle time (close), request arrival time (408), queue (503 +
                 Retry-After), unsent output per client (drop): each has a
@@ -153,6 +157,8 @@ typedef struct bl_server_desc {
     const char *model_id;      /* the model's name in /v1/models and responses ["berlin"] */
     bl_server_log_fn log;      /* NULL: one line per event on stderr [NULL] */
     void *log_user;            /* passed to log [NULL] */
+    const char *chat_template; /* chat format by name (bl_chat_template_from_name) [NULL: the
+                                  model's own if berlin.h knows it, else ChatML] */
 } bl_server_desc;
 
 /* Make a server on a loaded model: one context per slot, and a listening
@@ -465,21 +471,6 @@ static int bl__srv_utf8_seq(const unsigned char *s, size_t n) {
     return need;
 }
 
-/* Where to cut s[0..n) so that no UTF-8 character is split: n, or the start
-   of a trailing sequence that is still incomplete. */
-static size_t bl__srv_utf8_safe_end(const char *s, size_t n) {
-    size_t k = n, back = 0;
-    while (k > 0 && back < 4) {
-        unsigned char c = (unsigned char)s[k - 1];
-        k--;
-        back++;
-        if ((c & 0xC0) != 0x80) {
-            return bl__srv_utf8_seq((const unsigned char *)s + k, n - k) == -1 ? k : n;
-        }
-    }
-    return n;
-}
-
 /* Append s[0..n) as a JSON string literal, quotes included. */
 static void bl__srv_json_str(bl__srv_buf *b, const char *s, size_t n) {
     size_t i = 0;
@@ -565,8 +556,10 @@ struct bl__srv_job {
     long long created;
     double t_queued, t_first;
     int slot;              /* -1 while queued */
-    int32_t last, prev;    /* token to feed next; token before it (for detokenizing) */
+    int32_t last;          /* token to feed next */
+    bl_detok dt;           /* generated tokens -> whole UTF-8 characters */
     bl__srv_buf text;      /* everything generated so far (after stop trimming) */
+    int cut;               /* text was cut at a stop string: nothing more joins it */
     size_t sent;           /* bytes of text already streamed */
     int finish, role_sent;
 };
@@ -580,6 +573,9 @@ struct bl_server {
     char err[BL__ERRLEN];
     const bl_model *m;
     const bl_tokenizer *tok;
+    int chat_fmt;          /* BL_CHAT_*: how /v1/chat/completions formats messages */
+    int32_t chat_end;      /* the format's end-of-turn token, -1 if the vocabulary lacks it */
+    const char *chat_stop; /* else its end-of-turn text, as a stop string (NULL if not needed) */
     bl_server_desc d;      /* with defaults filled in */
     char host[64];
     char model_id[128];
@@ -937,18 +933,18 @@ static int bl__srv_bool(const bl__json *j, int obj, const char *key, int *out, b
 }
 
 /* Tokenize text into a new array (*out, count returned), or -1 with f filled. */
-static int bl__srv_tokenize(bl_server *s, const char *text, size_t len, int flags, int32_t **out, bl__srv_fail *f) {
+static int bl__srv_tokenize(const bl_tokenizer *tok, const char *text, size_t len, int flags, int32_t **out, bl__srv_fail *f) {
     int cap = (int)(len < 64 ? 64 : len + 8), n;
     int32_t *t;
     if (len > (size_t)INT_MAX / 2) return bl__srv_failf(f, 400, NULL, NULL, "text is too long");
     t = (int32_t *)bl__alloc((size_t)cap * sizeof *t);
     if (!t) return bl__srv_failf(f, 500, NULL, NULL, "out of memory");
-    n = bl_tokenize(s->tok, text, (int)len, t, cap, flags);
+    n = bl_tokenize(tok, text, (int)len, t, cap, flags);
     if (n > cap) {
         int32_t *nt = (int32_t *)BL_REALLOC(t, (size_t)n * sizeof *t);
         if (!nt) { BL_FREE(t); return bl__srv_failf(f, 500, NULL, NULL, "out of memory"); }
         t = nt;
-        n = bl_tokenize(s->tok, text, (int)len, t, n, flags);
+        n = bl_tokenize(tok, text, (int)len, t, n, flags);
     }
     if (n < 0) { BL_FREE(t); return bl__srv_failf(f, 500, NULL, NULL, "tokenizer failed: %s", bl_result_string((bl_result)n)); }
     *out = t;
@@ -1045,7 +1041,7 @@ static int bl__srv_tokenize_ep(bl_server *s, bl__srv_conn *c, const char *body, 
     text = bl__json_str(&j, k, &tl);
     bl__json_free(&j);
     if (!text) return bl__srv_failf(f, 500, NULL, NULL, "out of memory");
-    nt = bl__srv_tokenize(s, text, tl, (add ? BL_TOK_ADD_BOS : 0) | (special ? BL_TOK_PARSE_SPECIAL : 0), &t, f);
+    nt = bl__srv_tokenize(s->tok, text, tl, (add ? BL_TOK_ADD_BOS : 0) | (special ? BL_TOK_PARSE_SPECIAL : 0), &t, f);
     BL_FREE(text);
     if (nt < 0) return -1;
     bl__srv_buf_puts(&b, "{\"tokens\":[");
@@ -1089,56 +1085,70 @@ static int bl__srv_detokenize_ep(bl_server *s, bl__srv_conn *c, const char *body
 }
 
 /* >>chat  PROMPT FORMATTING -----------------------------------------------------
-   berlin.h does not read chat templates yet, so every model gets ChatML, as
-   llama-server does for a model without a template. This is the one place
-   that knows the format: swap it for bl_chat_format when that lands. */
+   Messages are formatted by bl_chat_format in the model's own format when
+   bl_chat_template_detect recognises its template, else (or when the model
+   has none) in ChatML, as llama-server does; desc.chat_template overrides.
+   A turn ends at the format's end-of-turn token; a vocabulary without that
+   token (stories260K under ChatML) gets its text as a stop string instead.
+   The formatted prompt is tokenized with BL_TOK_PARSE_SPECIAL as a whole, so
+   control-token text inside a message (a user typing "<|im_end|>") becomes
+   the control token, as in llama-server: bl_tokenize cannot parse specials in
+   the markup only, and tokenizing markup and content apart would change the
+   ids at their seams (SentencePiece's word marker, BPE pre-tokenizer splits). */
 
-typedef struct bl__srv_msg {
-    char role[16];
-    char *content;
-    size_t len;
-} bl__srv_msg;
-
-static void bl__srv_format_chat(const bl__srv_msg *msgs, int n, bl__srv_buf *out) {
-    int i;
-    for (i = 0; i < n; i++) {
-        bl__srv_buf_puts(out, "<|im_start|>");
-        bl__srv_buf_puts(out, msgs[i].role);
-        bl__srv_buf_puts(out, "\n");
-        bl__srv_buf_put(out, msgs[i].content, msgs[i].len);
-        bl__srv_buf_puts(out, "<|im_end|>\n");
+/* The text that closes a turn in format fmt. */
+static const char *bl__srv_chat_end_text(int fmt) {
+    switch (fmt) {
+    case BL_CHAT_LLAMA3: return "<|eot_id|>";
+    case BL_CHAT_LLAMA2: case BL_CHAT_MISTRAL: return "</s>";
+    case BL_CHAT_GEMMA: return "<end_of_turn>";
+    case BL_CHAT_PHI3: return "<|end|>";
+    default: return "<|im_end|>";
     }
-    bl__srv_buf_puts(out, "<|im_start|>assistant\n");
 }
 
-/* The stop strings the chat format itself implies. */
-static const char *bl__srv_chat_stop = "<|im_end|>";
+/* A conversation in format fmt -> its text (in text) and prompt ids (*ids,
+   count returned), or -1 with f filled. */
+static int bl__srv_chat_prompt(const bl_tokenizer *tok, int fmt, const bl_chat_msg *msgs, int n,
+                               bl__srv_buf *text, int32_t **ids, bl__srv_fail *f) {
+    int len = bl_chat_format(fmt, msgs, n, 1, NULL, 0);
+    if (len == BL_ERR_ARG)
+        return bl__srv_failf(f, 400, "invalid_value", "messages", "the %s chat format has no place for these roles in this order", bl_chat_template_name(fmt));
+    if (len < 0) return bl__srv_failf(f, 500, NULL, NULL, "chat format: %s", bl_result_string((bl_result)len));
+    if (len >= INT_MAX - 1) return bl__srv_failf(f, 400, NULL, NULL, "the conversation is too long");
+    bl__srv_buf_reserve(text, (size_t)len);
+    if (text->oom) return bl__srv_failf(f, 500, NULL, NULL, "out of memory");
+    bl_chat_format(fmt, msgs, n, 1, text->p + text->n, len + 1);
+    text->n += (size_t)len;
+    return bl__srv_tokenize(tok, text->p, text->n, BL_TOK_ADD_BOS | BL_TOK_PARSE_SPECIAL, ids, f);
+}
 
-/* messages[] -> formatted prompt text in out, or -1 with f filled. */
-static int bl__srv_messages(const bl__json *j, int arr, bl__srv_buf *out, bl__srv_fail *f) {
+/* messages[] -> prompt ids in *ids (count returned), or -1 with f filled. */
+static int bl__srv_messages(bl_server *s, const bl__json *j, int arr, int32_t **ids, bl__srv_fail *f) {
     int i, n, r = 0;
-    bl__srv_msg *m;
+    bl_chat_msg *m;
     if (arr < 0 || j->nodes[arr].type != BL__J_ARR) return bl__srv_failf(f, 400, "invalid_type", "messages", "'messages' must be an array of message objects");
     n = j->nodes[arr].n;
     if (n == 0) return bl__srv_failf(f, 400, "invalid_value", "messages", "'messages' must not be empty");
-    m = (bl__srv_msg *)bl__calloc((size_t)n * sizeof *m);
+    m = (bl_chat_msg *)bl__calloc((size_t)n * sizeof *m);
     if (!m) return bl__srv_failf(f, 500, NULL, NULL, "out of memory");
     for (i = 0; i < n && r == 0; i++) {
         int o = bl__json_at(j, arr, i), rk, ck;
+        size_t len = 0;
         char param[64];
         snprintf(param, sizeof param, "messages[%d]", i);
         if (o < 0 || j->nodes[o].type != BL__J_OBJ) { r = bl__srv_failf(f, 400, "invalid_type", param, "%s must be an object", param); break; }
         rk = bl__json_get(j, o, "role");
-        if (bl__json_is(j, rk, "system") || bl__json_is(j, rk, "developer")) strcpy(m[i].role, "system");
-        else if (bl__json_is(j, rk, "user")) strcpy(m[i].role, "user");
-        else if (bl__json_is(j, rk, "assistant")) strcpy(m[i].role, "assistant");
-        else if (bl__json_is(j, rk, "tool")) strcpy(m[i].role, "tool");
+        if (bl__json_is(j, rk, "system") || bl__json_is(j, rk, "developer")) m[i].role = "system";
+        else if (bl__json_is(j, rk, "user")) m[i].role = "user";
+        else if (bl__json_is(j, rk, "assistant")) m[i].role = "assistant";
+        else if (bl__json_is(j, rk, "tool")) m[i].role = "tool";
         else { r = bl__srv_failf(f, 400, "invalid_value", param, "%s.role must be one of system, developer, user, assistant, tool", param); break; }
         ck = bl__json_get(j, o, "content");
         if (ck < 0 || j->nodes[ck].type == BL__J_NULL) {
             m[i].content = bl__strndup("", 0);
         } else if (j->nodes[ck].type == BL__J_STR) {
-            m[i].content = bl__json_str(j, ck, &m[i].len);
+            m[i].content = bl__json_str(j, ck, &len);
         } else if (j->nodes[ck].type == BL__J_ARR) {
             /* content parts: the text ones joined; anything else is refused */
             bl__srv_buf t = BL__SRV_BUF_INIT;
@@ -1157,18 +1167,21 @@ static int bl__srv_messages(const bl__json *j, int arr, bl__srv_buf *out, bl__sr
                 BL_FREE(s);
             }
             if (r == 0 && t.oom) r = bl__srv_failf(f, 500, NULL, NULL, "out of memory");
-            if (r == 0) { m[i].content = t.p ? t.p : bl__strndup("", 0); m[i].len = t.n; t.p = NULL; }
+            if (r == 0) { m[i].content = t.p ? t.p : bl__strndup("", 0); len = t.n; t.p = NULL; }
             bl__srv_buf_free(&t);
         } else {
             r = bl__srv_failf(f, 400, "invalid_type", param, "%s.content must be a string or an array of text parts", param);
         }
         if (r == 0 && !m[i].content) r = bl__srv_failf(f, 500, NULL, NULL, "out of memory");
+        if (r == 0 && strlen(m[i].content) != len) /* the formats take C strings */
+            r = bl__srv_failf(f, 400, "invalid_value", param, "%s.content must not contain NUL characters", param);
     }
     if (r == 0) {
-        bl__srv_format_chat(m, n, out);
-        if (out->oom) r = bl__srv_failf(f, 500, NULL, NULL, "out of memory");
+        bl__srv_buf text = BL__SRV_BUF_INIT;
+        r = bl__srv_chat_prompt(s->tok, s->chat_fmt, m, n, &text, ids, f);
+        bl__srv_buf_free(&text);
     }
-    for (i = 0; i < n; i++) BL_FREE(m[i].content);
+    for (i = 0; i < n; i++) BL_FREE((void *)m[i].content);
     BL_FREE(m);
     return r;
 }
@@ -1248,6 +1261,51 @@ static void bl__srv_chunk(bl_server *s, bl__srv_job *j, const char *text, size_t
     bl__srv_buf_free(&b);
 }
 
+/* Bytes at the end of text that might be the start of a stop string. */
+static size_t bl__srv_stop_hold(const bl__srv_job *j) {
+    size_t hold = 0;
+    int i;
+    for (i = 0; i < j->n_stop; i++) {
+        size_t L = strlen(j->stop[i]), k;
+        for (k = L - 1; k > hold; k--)
+            if (k <= j->text.n && memcmp(j->text.p + j->text.n - k, j->stop[i], k) == 0) { hold = k; break; }
+    }
+    return hold;
+}
+
+/* After `added` new bytes: cut the text at the earliest stop string. */
+static void bl__srv_stop_check(bl__srv_job *j, size_t added) {
+    size_t best = (size_t)-1;
+    int i;
+    for (i = 0; i < j->n_stop; i++) {
+        size_t L = strlen(j->stop[i]), from, p;
+        from = j->text.n - added >= L - 1 ? j->text.n - added - (L - 1) : 0;
+        for (p = from; p + L <= j->text.n; p++)
+            if (memcmp(j->text.p + p, j->stop[i], L) == 0) { if (p < best) best = p; break; }
+    }
+    if (best != (size_t)-1) {
+        j->text.n = best;
+        j->text.p[best] = 0;
+        j->finish = BL__SRV_FIN_STOP;
+        j->cut = 1;
+    }
+}
+
+/* The text of one more generated token (tok -1: the end of the stream)
+   joins j->text, whole characters only, and is checked for stop strings.
+   -1 when out of memory. */
+static int bl__srv_job_text(bl__srv_job *j, int32_t tok) {
+    char piece[1100]; /* what bl_detok_push may need */
+    int n;
+    if (j->cut) return 0;
+    n = tok < 0 ? bl_detok_flush(&j->dt, piece, sizeof piece) : bl_detok_push(&j->dt, tok, piece, sizeof piece);
+    if (n <= 0) return 0;
+    bl__srv_buf_put(&j->text, piece, (size_t)n);
+    if (j->text.oom) return -1;
+    bl__srv_stop_check(j, (size_t)n);
+    return 0;
+}
+
 static void bl__srv_detach(bl_server *s, bl__srv_job *j) {
     if (j->slot >= 0) s->slots[j->slot].job = NULL;
     j->conn->job = NULL;
@@ -1256,8 +1314,10 @@ static void bl__srv_detach(bl_server *s, bl__srv_job *j) {
 
 static void bl__srv_job_finish(bl_server *s, bl__srv_job *j) {
     bl__srv_conn *c = j->conn;
-    const char *fr = j->finish == BL__SRV_FIN_LENGTH ? "length" : "stop";
+    const char *fr;
     char note[96];
+    bl__srv_job_text(j, -1); /* a half character left over becomes U+FFFD (dropped if out of memory) */
+    fr = j->finish == BL__SRV_FIN_LENGTH ? "length" : "stop";
     s->m_completions++;
     snprintf(note, sizeof note, "prompt=%d gen=%d finish=%s", j->n_prompt, j->n_gen, fr);
     if (j->sent > j->text.n) j->sent = j->text.n; /* cannot happen: held text covers any stop start */
@@ -1318,40 +1378,10 @@ static void bl__srv_job_error(bl_server *s, bl__srv_job *j, const char *msg) {
     bl__srv_detach(s, j);
 }
 
-/* Bytes at the end of text that might be the start of a stop string. */
-static size_t bl__srv_stop_hold(const bl__srv_job *j) {
-    size_t hold = 0;
-    int i;
-    for (i = 0; i < j->n_stop; i++) {
-        size_t L = strlen(j->stop[i]), k;
-        for (k = L - 1; k > hold; k--)
-            if (k <= j->text.n && memcmp(j->text.p + j->text.n - k, j->stop[i], k) == 0) { hold = k; break; }
-    }
-    return hold;
-}
-
-/* After `added` new bytes: cut the text at the earliest stop string. */
-static void bl__srv_stop_check(bl__srv_job *j, size_t added) {
-    size_t best = (size_t)-1;
-    int i;
-    for (i = 0; i < j->n_stop; i++) {
-        size_t L = strlen(j->stop[i]), from, p;
-        from = j->text.n - added >= L - 1 ? j->text.n - added - (L - 1) : 0;
-        for (p = from; p + L <= j->text.n; p++)
-            if (memcmp(j->text.p + p, j->stop[i], L) == 0) { if (p < best) best = p; break; }
-    }
-    if (best != (size_t)-1) {
-        j->text.n = best;
-        j->text.p[best] = 0;
-        j->finish = BL__SRV_FIN_STOP;
-    }
-}
-
 static void bl__srv_emit(bl_server *s, bl__srv_job *j) {
     size_t upto;
     if (!j->stream) return;
-    upto = j->text.n - bl__srv_stop_hold(j);
-    upto = bl__srv_utf8_safe_end(j->text.p, upto);
+    upto = j->text.n - bl__srv_stop_hold(j); /* a character boundary: text and stop strings are UTF-8 */
     if (upto > j->sent || (j->chat && !j->role_sent)) {
         bl__srv_chunk(s, j, j->text.p + j->sent, upto > j->sent ? upto - j->sent : 0, NULL, 0);
         if (upto > j->sent) j->sent = upto;
@@ -1367,20 +1397,13 @@ static void bl__srv_job_token(bl_server *s, bl__srv_slot *sl, bl__srv_job *j) {
         s->m_ttft_sum += d;
         s->m_ttft_n++;
     }
-    if (t < 0 || bl_tokenizer_is_eog(s->tok, t)) {
+    if (t < 0 || bl_tokenizer_is_eog(s->tok, t) || (j->chat && t == s->chat_end)) {
         j->finish = BL__SRV_FIN_STOP;
     } else {
-        char piece[256];
-        int n = bl_token_to_text(s->tok, j->prev, t, piece, sizeof piece);
         j->n_gen++;
         s->m_gen_tokens++;
-        j->prev = t;
         j->last = t;
-        if (n > 0) {
-            bl__srv_buf_put(&j->text, piece, (size_t)n);
-            if (j->text.oom) { bl__srv_job_error(s, j, "out of memory"); return; }
-            bl__srv_stop_check(j, (size_t)n);
-        }
+        if (bl__srv_job_text(j, t) != 0) { bl__srv_job_error(s, j, "out of memory"); return; }
         if (!j->finish && (j->n_gen >= j->max_tokens || bl_ctx_pos(sl->ctx) >= bl_ctx_n_ctx(sl->ctx))) j->finish = BL__SRV_FIN_LENGTH;
     }
     if (j->finish) bl__srv_job_finish(s, j);
@@ -1414,7 +1437,8 @@ static void bl__srv_assign(bl_server *s) {
         bl_kv_truncate(ctx, common);
         bl_ctx_set_seed(ctx, j->has_seed ? j->seed : bl__srv_rand(s));
         j->n_fed = common;
-        j->prev = j->prompt[j->n_prompt - 1];
+        bl_detok_init(&j->dt, s->tok);
+        j->dt.prev = j->prompt[j->n_prompt - 1]; /* the first token follows the prompt: its leading space stays */
         j->slot = best;
         s->slots[best].job = j;
         if (j->stream) {
@@ -1544,7 +1568,7 @@ static int bl__srv_prompt(bl_server *s, const bl__json *j, bl__srv_job *job, bl_
         size_t tl;
         char *text = bl__json_str(j, k, &tl);
         if (!text) return bl__srv_failf(f, 500, NULL, NULL, "out of memory");
-        job->n_prompt = bl__srv_tokenize(s, text, tl, BL_TOK_ADD_BOS | BL_TOK_PARSE_SPECIAL, &job->prompt, f);
+        job->n_prompt = bl__srv_tokenize(s->tok, text, tl, BL_TOK_ADD_BOS | BL_TOK_PARSE_SPECIAL, &job->prompt, f);
         BL_FREE(text);
         return job->n_prompt < 0 ? -1 : 0;
     }
@@ -1575,17 +1599,13 @@ static int bl__srv_completion_ep(bl_server *s, bl__srv_conn *c, const char *body
     job->chat = chat;
     r = bl__srv_sampling(&j, job, f);
     if (r == 0 && chat) {
-        bl__srv_buf text = BL__SRV_BUF_INIT;
-        r = bl__srv_messages(&j, bl__json_get(&j, 0, "messages"), &text, f);
-        if (r == 0) {
-            job->n_prompt = bl__srv_tokenize(s, text.p, text.n, BL_TOK_ADD_BOS | BL_TOK_PARSE_SPECIAL, &job->prompt, f);
-            if (job->n_prompt < 0) r = -1;
-        }
-        bl__srv_buf_free(&text);
-        if (r == 0) {
-            /* the turn ends where ChatML says it does, even for a model that has no such token */
-            char *st = bl__strndup(bl__srv_chat_stop, strlen(bl__srv_chat_stop));
-            if (st) job->stop[job->n_stop++] = st;
+        job->n_prompt = bl__srv_messages(s, &j, bl__json_get(&j, 0, "messages"), &job->prompt, f);
+        if (job->n_prompt < 0) r = -1;
+        if (r == 0 && s->chat_stop) {
+            /* the turn ends where the format says it does, even for a vocabulary without that token */
+            char *st = bl__strndup(s->chat_stop, strlen(s->chat_stop));
+            if (!st) r = bl__srv_failf(f, 500, NULL, NULL, "out of memory");
+            else job->stop[job->n_stop++] = st;
         }
     } else if (r == 0) {
         r = bl__srv_prompt(s, &j, job, f);
@@ -1876,6 +1896,7 @@ bl_result bl_server_create(bl_server **out, const bl_model *m, const bl_server_d
     bl_server_desc *d;
     bl_ctx_desc cd;
     const bl_model_info *in;
+    const char *why;
     size_t plen = 0;
     int i;
     bl_result r;
@@ -1889,6 +1910,20 @@ bl_result bl_server_create(bl_server **out, const bl_model *m, const bl_server_d
     s->m = m;
     s->tok = bl_model_tokenizer(m);
     if (!s->tok) return bl__srv_err(s, BL_ERR_TOKENIZER, "the model has no tokenizer, which a server needs");
+    if (d->chat_template) {
+        s->chat_fmt = bl_chat_template_from_name(d->chat_template);
+        if (s->chat_fmt == BL_CHAT_UNKNOWN)
+            return bl__srv_err(s, BL_ERR_ARG, "unknown chat template '%s' (known: chatml, llama3, llama2, mistral, gemma, phi3)", d->chat_template);
+        why = "as asked";
+    } else if ((s->chat_fmt = bl_chat_template_detect(bl_tokenizer_chat_template(s->tok))) != BL_CHAT_UNKNOWN) {
+        why = "the model's own template";
+    } else {
+        s->chat_fmt = BL_CHAT_CHATML;
+        why = bl_tokenizer_chat_template(s->tok) ? "the model's template is not one berlin.h knows: falling back to ChatML, as llama-server does"
+                                                 : "the model has no chat template: falling back to ChatML, as llama-server does";
+    }
+    s->chat_end = bl_tokenizer_find(s->tok, bl__srv_chat_end_text(s->chat_fmt), -1);
+    s->chat_stop = s->chat_end < 0 ? bl__srv_chat_end_text(s->chat_fmt) : NULL;
     in = bl_model_get_info(m);
     if (!d->port) d->port = 8080;
     if (d->n_slots <= 0) d->n_slots = 4;
@@ -1960,7 +1995,8 @@ bl_result bl_server_create(bl_server **out, const bl_model *m, const bl_server_d
     s->t_start = bl__srv_now();
     bl__srv_log(s, "model %s: %s, %d layers, vocab %d; %d slots of %d tokens", s->model_id, in->arch ? in->arch : "?", in->n_layer,
                 in->n_vocab, d->n_slots, s->n_ctx);
-    bl__srv_log(s, "the model has no chat template berlin.h can read: falling back to ChatML (as llama-server does)");
+    bl__srv_log(s, "chat template %s (%s); a turn ends at %s%s", bl_chat_template_name(s->chat_fmt), why,
+                bl__srv_chat_end_text(s->chat_fmt), s->chat_stop ? " as text: the vocabulary has no such token" : "");
     bl__srv_log(s, "listening on http://%s%s%s:%d%s", strchr(s->host, ':') ? "[" : "", s->host, strchr(s->host, ':') ? "]" : "", s->port,
                 s->has_key ? " (API key required)" : "");
     return BL_OK;

@@ -364,9 +364,6 @@ static void test_json_and_stops(void) {
     free(back);
     bl__json_free(&j);
     bl__srv_buf_free(&b);
-    CHECK(bl__srv_utf8_safe_end("ab\xe2\x82", 4) == 2, "an incomplete character is held back");
-    CHECK(bl__srv_utf8_safe_end("ab\xe2\x82\xac", 5) == 5, "a complete character is not");
-    CHECK(bl__srv_utf8_safe_end("ab\xff", 3) == 3, "an invalid byte is not held");
     {
         bl__srv_job jb;
         memset(&jb, 0, sizeof jb);
@@ -385,11 +382,112 @@ static void test_json_and_stops(void) {
     }
 }
 
+/* Streaming assembly: byte tokens of one character (stories260K has <0xE2>,
+   <0x82>, <0xAC> for the euro sign) produce text only when it is whole, a
+   stop string held back on top still works, and a half character at the end
+   becomes U+FFFD. */
+static void test_stream_text(void) {
+    bl_model *m = NULL;
+    const bl_tokenizer *tok;
+    bl__srv_job jb;
+    int32_t e2, x82, xac;
+    if (bl_model_load(&m, MODEL, NULL) != BL_OK) {
+        CHECK(0, "load %s: %s", MODEL, bl_model_last_error(m));
+        bl_model_destroy(m);
+        return;
+    }
+    tok = bl_model_tokenizer(m);
+    e2 = bl_tokenizer_find(tok, "<0xE2>", -1);
+    x82 = bl_tokenizer_find(tok, "<0x82>", -1);
+    xac = bl_tokenizer_find(tok, "<0xAC>", -1);
+    CHECK(e2 >= 0 && x82 >= 0 && xac >= 0, "stories260K has byte tokens");
+    if (e2 >= 0 && x82 >= 0 && xac >= 0) {
+        memset(&jb, 0, sizeof jb);
+        bl_detok_init(&jb.dt, tok);
+        jb.stop[0] = (char *)"\xe2\x82\xac!";
+        jb.n_stop = 1;
+        CHECK(bl__srv_job_text(&jb, e2) == 0 && jb.text.n == 0, "first byte of a character: nothing yet");
+        CHECK(bl__srv_job_text(&jb, x82) == 0 && jb.text.n == 0, "second byte: still nothing");
+        CHECK(bl__srv_job_text(&jb, xac) == 0 && jb.text.n == 3 && memcmp(jb.text.p, "\xe2\x82\xac", 3) == 0, "third byte: the whole character");
+        CHECK(bl__srv_stop_hold(&jb) == 3, "and it is held back as the start of a stop string");
+        CHECK(bl__srv_job_text(&jb, x82) == 0 && jb.text.n == 6 && memcmp(jb.text.p + 3, "\xef\xbf\xbd", 3) == 0 && bl__srv_stop_hold(&jb) == 0,
+              "a stray continuation byte is U+FFFD, and the stop string can no longer start: all of it may go");
+        CHECK(bl__srv_job_text(&jb, e2) == 0 && jb.text.n == 6, "a new character starts: held in the decoder");
+        CHECK(bl__srv_job_text(&jb, -1) == 0 && jb.text.n == 9 && memcmp(jb.text.p + 6, "\xef\xbf\xbd", 3) == 0,
+              "a half character at the end becomes U+FFFD");
+        CHECK(!jb.finish, "no stop string seen");
+        bl__srv_buf_free(&jb.text);
+
+        memset(&jb, 0, sizeof jb);
+        bl_detok_init(&jb.dt, tok);
+        jb.stop[0] = (char *)"\xe2\x82\xac";
+        jb.n_stop = 1;
+        bl__srv_job_text(&jb, e2);
+        bl__srv_job_text(&jb, x82);
+        bl__srv_job_text(&jb, xac);
+        CHECK(jb.finish == BL__SRV_FIN_STOP && jb.cut && jb.text.n == 0, "a stop string made of byte tokens cuts the text");
+        CHECK(bl__srv_job_text(&jb, e2) == 0 && bl__srv_job_text(&jb, -1) == 0 && jb.text.n == 0, "nothing joins text cut at a stop");
+        bl__srv_buf_free(&jb.text);
+    }
+    bl_model_destroy(m);
+}
+
+/* The prompt of a chat request in a model's own format: the Llama 3
+   tokenizer's template is recognised, and a system + user conversation
+   becomes exactly Llama 3's text and ids. */
+static void test_chat_prompt(void) {
+    bl_tokenizer *t = NULL;
+    bl_chat_msg msgs[2];
+    bl__srv_buf text = BL__SRV_BUF_INIT;
+    bl__srv_fail f;
+    int32_t *ids = NULL;
+    int n, fmt;
+    static const char want[] =
+        "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n";
+    /* 128006/128007 the header brackets, 9125 system, 882 user, 78191 assistant,
+       271 "\n\n", 128009 <|eot_id|>; 3513 10015 13 "Be brief.", 13347 "Hi" */
+    static const int32_t want_ids[18] = {128006, 9125, 128007, 271, 3513, 10015, 13, 128009,
+                                         128006, 882, 128007, 271, 13347, 128009, 128006, 78191, 128007, 271};
+    if (bl_tokenizer_load(&t, tu_shared("tokenizers/json/llama3/tokenizer.json"), 0) != BL_OK) {
+        CHECK(0, "load the Llama 3 tokenizer: %s", bl_tokenizer_last_error(t));
+        bl_tokenizer_destroy(t);
+        return;
+    }
+    fmt = bl_chat_template_detect(bl_tokenizer_chat_template(t));
+    CHECK(fmt == BL_CHAT_LLAMA3, "the Llama 3 template is recognised (%d)", fmt);
+    msgs[0].role = "system";
+    msgs[0].content = "Be brief.";
+    msgs[1].role = "user";
+    msgs[1].content = " Hi\n";
+    memset(&f, 0, sizeof f);
+    n = bl__srv_chat_prompt(t, fmt, msgs, 2, &text, &ids, &f);
+    CHECK(n > 10 && text.p && strcmp(text.p, want) == 0, "Llama 3 prompt text: %s", text.p ? text.p : "(none)");
+    if (n > 10) {
+        /* BOS (<|begin_of_text|>) when the vocabulary asks for one: tokenizer.json alone does not say so */
+        int b = bl_tokenizer_add_bos(t);
+        CHECK(n == 18 + b && (!b || ids[0] == 128000) && memcmp(ids + b, want_ids, sizeof want_ids) == 0, "Llama 3 prompt ids (%d of them)", n);
+        CHECK(bl_tokenizer_is_eog(t, 128009), "<|eot_id|> ends the turn");
+    }
+    BL_FREE(ids);
+    ids = NULL;
+    bl__srv_buf_free(&text);
+    msgs[0].role = "tool";
+    memset(&f, 0, sizeof f);
+    CHECK(bl__srv_chat_prompt(t, BL_CHAT_LLAMA2, msgs, 2, &text, &ids, &f) == -1 && f.status == 400, "a role the format has no place for is a 400");
+    BL_FREE(ids);
+    bl__srv_buf_free(&text);
+    bl_tokenizer_destroy(t);
+}
+
 /* ---- 3. an in-process server ------------------------------------------ */
+
+static void quiet_log(void *user, const char *line);
 
 typedef struct logcap {
     pthread_mutex_t mu;
-    int lines, cancelled;
+    int lines, cancelled, chatml_fallback;
 } logcap;
 
 static void log_to_cap(void *user, const char *line) {
@@ -397,6 +495,9 @@ static void log_to_cap(void *user, const char *line) {
     pthread_mutex_lock(&lc->mu);
     lc->lines++;
     if (strstr(line, "cancelled")) lc->cancelled++;
+    if (strstr(line, "chat template chatml (the model has no chat template: falling back to ChatML, as llama-server does); "
+                     "a turn ends at <|im_end|> as text"))
+        lc->chatml_fallback++;
     if (getenv("BERLIN_TEST_VERBOSE")) fprintf(stderr, "server: %s\n", line);
     pthread_mutex_unlock(&lc->mu);
 }
@@ -849,6 +950,7 @@ static void test_in_process(void) {
     memset(&lc, 0, sizeof lc);
     pthread_mutex_init(&lc.mu, NULL);
     CHECK(bl_server_create(&s, m, &d) == BL_OK, "server create: %s", bl_server_last_error(s));
+    CHECK(lc.chatml_fallback == 1, "the log says stories260K falls back to ChatML and why");
     port = bl_server_port(s);
     CHECK(port > 0, "bound a port");
     if (port > 0 && pthread_create(&th, NULL, server_thread, s) == 0) {
@@ -862,6 +964,22 @@ static void test_in_process(void) {
         pthread_join(th, NULL);
     }
     bl_server_destroy(s);
+    {
+        bl_server *o = NULL;
+        memset(&d, 0, sizeof d);
+        d.port = BL_SERVER_PORT_ANY;
+        d.n_slots = 1;
+        d.n_ctx = 64;
+        d.log = quiet_log;
+        d.chat_template = "nonesuch";
+        CHECK(bl_server_create(&o, m, &d) == BL_ERR_ARG && strstr(bl_server_last_error(o), "unknown chat template 'nonesuch'"),
+              "an unknown chat template name is refused: %s", bl_server_last_error(o));
+        bl_server_destroy(o);
+        d.chat_template = "llama-3";
+        CHECK(bl_server_create(&o, m, &d) == BL_OK && o->chat_fmt == BL_CHAT_LLAMA3 && o->chat_end < 0 && o->chat_stop &&
+              strcmp(o->chat_stop, "<|eot_id|>") == 0, "a chat template by name; its end-of-turn text stops a vocabulary without it");
+        bl_server_destroy(o);
+    }
     bl_model_destroy(m);
     pthread_mutex_destroy(&lc.mu);
     {
@@ -1152,6 +1270,8 @@ int main(void) {
     test_parser();
     test_parser_fuzz();
     test_json_and_stops();
+    test_stream_text();
+    test_chat_prompt();
     test_in_process();
     test_handler_fuzz();
     if (SANITIZED) printf("SKIP binary, curl, node and chromium checks in the sanitizer build (the plain run covers them)\n");

@@ -28,6 +28,7 @@ static void usage(const char *argv0) {
             "usage: %s [options]\n"
             "  -m, --model PATH          model file or folder [models/stories260K.gguf]\n"
             "      --alias NAME          model id in /v1/models [file name without extension]\n"
+            "      --chat-template NAME  chatml, llama3, llama2, mistral, gemma or phi3 [the model's own, else chatml]\n"
             "      --host ADDR           numeric address to bind [127.0.0.1]\n"
             "      --port N              TCP port, 0 for any free one [8080]\n"
             "      --slots N             requests decoded at once [4]\n"
@@ -74,6 +75,14 @@ int main(int argc, char **argv) {
         if (ARG_IS("-h") || ARG_IS("--help")) { usage(argv[0]); return 0; }
         else if (ARG_IS("-m") || ARG_IS("--model")) { NEED_VALUE(); model_path = v; }
         else if (ARG_IS("--alias")) { NEED_VALUE(); snprintf(alias, sizeof alias, "%s", v); }
+        else if (ARG_IS("--chat-template")) {
+            NEED_VALUE();
+            if (bl_chat_template_from_name(v) == BL_CHAT_UNKNOWN) {
+                fprintf(stderr, "unknown chat template %s (known: chatml, llama3, llama2, mistral, gemma, phi3)\n", v);
+                return 2;
+            }
+            d.chat_template = v;
+        }
         else if (ARG_IS("--host")) { NEED_VALUE(); d.host = v; }
         else if (ARG_IS("--port")) { NEED_VALUE(); d.port = atoi(v); if (d.port == 0) d.port = BL_SERVER_PORT_ANY; }
         else if (ARG_IS("--slots") || ARG_IS("-np")) { NEED_VALUE(); d.n_slots = atoi(v); }
