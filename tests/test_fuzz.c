@@ -1,7 +1,9 @@
 /* test_fuzz.c - a bounded, deterministic mutation fuzzer for every parser
    that reads outside input: the GGUF reader (in memory, and whole models
-   from files), safetensors headers, config.json, the JSON reader itself and
-   llama2.c tokenizer.bin / checkpoint headers.
+   from files), safetensors headers, config.json, the JSON reader itself,
+   tokenizer.json (with its normalizers, split regexes, added tokens and
+   decoders), gpt2-type GGUF vocabularies and llama2.c tokenizer.bin /
+   checkpoint headers.
 
    Seeds are the real small files in $BERLIN_SHARED; each iteration applies a
    few byte flips, interesting integers, truncations, insertions and (for
@@ -15,7 +17,7 @@
 
    Built with -DBL_LIBFUZZER and clang -fsanitize=fuzzer, the same targets
    sit behind LLVMFuzzerTestOneInput (the first input byte picks the target: GGUF in memory, JSON,
-   tokenizer.bin, whole model file). */
+   tokenizer.bin, whole model file, tokenizer.json). */
 #define _POSIX_C_SOURCE 200809L
 #define BERLIN_IMPLEMENTATION
 #include "berlin.h"
@@ -183,6 +185,25 @@ static void fuzz_tok_file(const uint8_t *data, size_t n, long iter) {
     r = bl_tokenizer_load(&t, p, 512);
     if (r != BL_OK && !bl_tokenizer_last_error(t)[0]) violation("tokenizer", iter, "error without a message");
     if (r == BL_OK) use_tokenizer(t);
+    bl_tokenizer_destroy(t);
+}
+
+/* A tokenizer.json: loaded (or refused with a message), then used. */
+static void fuzz_tokjson_file(const uint8_t *data, size_t n, long iter) {
+    const char *p = tpath("tokenizer.json");
+    bl_tokenizer *t = NULL;
+    bl_result r;
+    if (!write_file(p, data, n)) { violation("tokenizer.json", iter, "cannot write the temp file"); return; }
+    r = bl_tokenizer_load(&t, p, 0);
+    if (r != BL_OK && !bl_tokenizer_last_error(t)[0]) violation("tokenizer.json", iter, "error without a message");
+    if (r == BL_OK) {
+        int32_t ids[64];
+        char text[256];
+        int k = bl_tokenize(t, "<s>Hello  world's 123 \xC3\xA9\xCC\x81\n\tx", -1, ids, 64, BL_TOK_PARSE_SPECIAL);
+        if (k < 0) violation("tokenizer.json", iter, "bl_tokenize failed on a loaded tokenizer");
+        else bl_detokenize(t, ids, k < 64 ? k : 64, text, sizeof text, BL_DETOK_SPECIAL);
+        use_tokenizer(t);
+    }
     bl_tokenizer_destroy(t);
 }
 
@@ -402,10 +423,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         (void)tu_shared; (void)tu_read; (void)tu_finish; /* used by the driver, not here */
     }
     if (size < 1) return 0;
-    switch (data[0] % 4) {
+    switch (data[0] % 5) {
     case 0: fuzz_gguf_mem(data + 1, size - 1, 0); break;
     case 1: fuzz_json_mem(data + 1, size - 1, 0); break;
     case 2: fuzz_tok_file(data + 1, size - 1, 0); break;
+    case 3: fuzz_tokjson_file(data + 1, size - 1, 0); break;
     default: /* a whole model file: GGUF, safetensors (no config beside it) or llama2.c */
         if (write_file(tpath("m.gguf"), data + 1, size - 1)) fuzz_model_path("model", tpath("m.gguf"), NULL, 0);
         break;
@@ -416,7 +438,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
 #ifndef BL_LIBFUZZER
 int main(void) {
-    seed gg[2], st[1], cfg[3], js[7], tok[1], l2c[2], spm[1];
+    seed gg[2], st[1], cfg[3], js[7], tok[1], l2c[2], spm[1], tj[3];
+    static const char *const tj_seeds[3] = {
+        /* byte-level: NFC, a Split regex, ByteLevel, added tokens */
+        "{\"added_tokens\": [{\"id\": 6, \"content\": \"<s>\", \"special\": true}, {\"id\": 7, \"content\": \"<t>\", \"special\": false, \"rstrip\": true}],"
+        " \"normalizer\": {\"type\": \"NFC\"}, \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\":"
+        " {\"Regex\": \"(?i:'s|'t)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s+(?!\\\\S)|\\\\s+\"},"
+        " \"behavior\": \"Isolated\", \"invert\": false}, {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": false}]},"
+        " \"decoder\": {\"type\": \"ByteLevel\"}, \"model\": {\"type\": \"BPE\", \"ignore_merges\": true,"
+        " \"vocab\": {\"H\": 0, \"e\": 1, \"l\": 2, \"o\": 3, \"He\": 4, \"ll\": 5, \"\\u0120\": 8}, \"merges\": [\"H e\", [\"l\", \"l\"]]}}",
+        /* SentencePiece-style: Prepend/Replace, byte fallback, the decoder chain */
+        "{\"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": \"\\u2581\"}, {\"type\": \"Replace\","
+        " \"pattern\": {\"String\": \" \"}, \"content\": \"\\u2581\"}]}, \"pre_tokenizer\": null, \"decoder\": {\"type\": \"Sequence\", \"decoders\":"
+        " [{\"type\": \"Replace\", \"pattern\": {\"String\": \"\\u2581\"}, \"content\": \" \"}, {\"type\": \"ByteFallback\"}, {\"type\": \"Fuse\"},"
+        " {\"type\": \"Strip\", \"content\": \" \", \"start\": 1, \"stop\": 0}]}, \"added_tokens\": [{\"id\": 0, \"content\": \"<unk>\", \"special\": true}],"
+        " \"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"byte_fallback\": true, \"fuse_unk\": true, \"vocab\": {\"<unk>\": 0, \"<0x41>\": 1,"
+        " \"\\u2581\": 2, \"H\": 3, \"\\u2581H\": 4}, \"merges\": [\"\\u2581 H\"]}}",
+        /* Metaspace and Digits */
+        "{\"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Digits\", \"individual_digits\": true},"
+        " {\"type\": \"Metaspace\", \"replacement\": \"\\u2581\", \"prepend_scheme\": \"first\", \"split\": true}]},"
+        " \"decoder\": {\"type\": \"Metaspace\", \"replacement\": \"\\u2581\", \"prepend_scheme\": \"first\"},"
+        " \"model\": {\"type\": \"BPE\", \"vocab\": {\"\\u2581\": 0, \"a\": 1, \"1\": 2}, \"merges\": []}}"};
     const char *e = getenv("BERLIN_FUZZ_TRACE");
     size_t n, hn;
     char *cfg_txt, *st_buf;
@@ -486,6 +528,23 @@ int main(void) {
     }
     free(cfg_txt);
     free(st_buf);
+
+    /* tokenizer.json (small seeds with every supported feature), gpt2-type GGUF vocabularies */
+    {
+        int k;
+        for (k = 0; k < 3; k++) {
+            tj[k].n = strlen(tj_seeds[k]);
+            tj[k].hot = 0;
+            tj[k].data = (uint8_t *)malloc(tj[k].n + 1);
+            memcpy(tj[k].data, tj_seeds[k], tj[k].n);
+        }
+        drive("tok-json", tj, 3, 4000, 2.0, fuzz_tokjson_file, 1);
+        for (k = 0; k < 3; k++) free(tj[k].data);
+        if (load_seed(&spm[0], "tokenizers/gguf/ggml-vocab-gpt-2.gguf", (size_t)-1, 0)) {
+            drive("gguf-bpe", spm, 1, 300, 1.5, fuzz_gguf_mem, 0);
+            free(spm[0].data);
+        }
+    }
 
     /* llama2.c tokenizer.bin, and checkpoint headers (the rest of the file kept) */
     if (load_seed(&tok[0], "models/tok512.bin", (size_t)-1, 0)) {

@@ -250,6 +250,58 @@ static void test_errors(void) {
     free(out);
 }
 
+/* berlin-chat's tokenizer modes: every vector file of ../shared/tokenizers
+   through --inp gives its .out file byte for byte; --tokenize, --detokenize. */
+static void test_tokenize_cli(void) {
+    char *man = tu_read(tu_shared("tokenizers/MANIFEST.tsv"), NULL), *line, *next, cmd[4096], *out;
+    int row = 0, st;
+    CHECK(man != NULL, "cannot read the tokenizer MANIFEST.tsv");
+    for (line = man; man && line && *line; line = next, row++) {
+        char tok[512], vec[512], kind[16], path[1100], *want;
+        int add_special, parse_special;
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        if (row == 0 || sscanf(line, "%511s\t%511s\t%15s\t%d\t%d", tok, vec, kind, &add_special, &parse_special) != 5) continue;
+        snprintf(path, sizeof path, "tokenizers/%s", tok);
+        snprintf(cmd, sizeof cmd, CHAT " --tokenize -m %s", q(tu_shared(path)));
+        snprintf(path, sizeof path, "tokenizers/%s.inp", vec);
+        snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), " --inp %s%s", q(tu_shared(path)), parse_special ? " --parse-special" : "");
+        out = run(cmd, &st);
+        snprintf(path, sizeof path, "tokenizers/%s.out", vec);
+        want = tu_read(tu_shared(path), NULL);
+        CHECK(st == 0 && out && want && !strcmp(out, want), "berlin-chat --inp on %s: status %d, output differs from the .out file", vec, st);
+        free(out);
+        free(want);
+    }
+    free(man);
+    snprintf(cmd, sizeof cmd, CHAT " --tokenize -m %s -p 'Hello world'", q(tu_shared("tokenizers/gguf/ggml-vocab-llama-spm.gguf")));
+    out = run(cmd, &st);
+    CHECK(st == 0 && out && !strcmp(out, "[1, 15043, 3186]\n"), "--tokenize with BOS: '%s'", out ? out : "");
+    free(out);
+    snprintf(cmd, sizeof cmd, CHAT " --tokenize --no-bos -m %s -p 'Hello world'", q(tu_shared("tokenizers/gguf/ggml-vocab-llama-spm.gguf")));
+    out = run(cmd, &st);
+    CHECK(st == 0 && out && !strcmp(out, "[15043, 3186]\n"), "--tokenize --no-bos: '%s'", out ? out : "");
+    free(out);
+    snprintf(cmd, sizeof cmd, CHAT " --tokenize --parse-special -m %s -p '<|im_start|>user'", q(tu_shared("tokenizers/json/qwen3")));
+    out = run(cmd, &st);
+    CHECK(st == 0 && out && !strcmp(out, "[151644, 872]\n"), "--tokenize a folder with --parse-special: '%s'", out ? out : "");
+    free(out);
+    snprintf(cmd, sizeof cmd, CHAT " --detokenize '[9906, 1917, 0]' -m %s", q(tu_shared("tokenizers/json/llama3/tokenizer.json")));
+    out = run(cmd, &st);
+    CHECK(st == 0 && out && !strcmp(out, "Hello world!\n"), "--detokenize: '%s'", out ? out : "");
+    free(out);
+    check_fails(CHAT " --tokenize -m models/stories260K.gguf", "needs -p TEXT");
+    check_fails(CHAT " --chat-template nonsense", "unknown chat template");
+    snprintf(cmd, sizeof cmd, CHAT " --detokenize '[999999]' -m %s", q(tu_shared("tokenizers/json/llama3/tokenizer.json")));
+    check_fails(cmd, "outside the vocabulary");
+    out = run(CHAT " -m models/stories260K.gguf -p Hi --chat-template llama3 --system Brief --temp 0 -n 4 2>&1", &st);
+    CHECK(st == 0 && out && strstr(out, "chat format llama3") && !strstr(out, "Hi"), "-p as a chat turn: status %d '%s'", st, out ? out : "");
+    free(out);
+    out = run("printf 'Hi\\nBye\\n' | " CHAT " -m models/stories260K.gguf --chat-template chatml --temp 0 -n 4 2>&1", &st);
+    CHECK(st == 0 && out && strstr(out, "chat format chatml"), "interactive chat with --chat-template: status %d '%s'", st, out ? out : "");
+    free(out);
+}
+
 int main(void) {
     FILE *f = fopen(CHAT, "rb"), *g = fopen(PPL, "rb");
     CHECK(f && g, "build " CHAT " and " PPL " first (make tools), and run from the repository root");
@@ -262,5 +314,6 @@ int main(void) {
     test_chat_ids("mistral-consolidated", "consolidated-f32", "consolidated-f32");
     test_perplexity();
     test_errors();
+    test_tokenize_cli();
     return tu_finish();
 }
