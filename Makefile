@@ -13,7 +13,7 @@ export BERLIN_SHARED
 
 BUILD  = build
 TOOLS  = $(patsubst tools/%.c,$(BUILD)/berlin-%,$(wildcard tools/*.c))
-TESTS  = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
+TESTS  = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c)) $(BUILD)/test_golden_nosimd
 STESTS = $(patsubst tests/%.c,$(BUILD)/san/%,$(wildcard tests/test_*.c))
 HEADERS = berlin.h $(wildcard berlin_server.h)
 
@@ -28,6 +28,11 @@ $(BUILD)/berlin-%: tools/%.c $(HEADERS)
 $(BUILD)/test_%: tests/test_%.c $(HEADERS) tests/testutil.h
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) -I. -Itests $< -o $@ $(LDLIBS)
+
+# The golden suite once more with the SIMD kernels compiled out.
+$(BUILD)/test_golden_nosimd: tests/test_golden.c $(HEADERS) tests/testutil.h
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -DBL_NO_SIMD -I. -Itests $< -o $@ $(LDLIBS)
 
 $(BUILD)/san/test_%: tests/test_%.c $(HEADERS) tests/testutil.h
 	@mkdir -p $(BUILD)/san

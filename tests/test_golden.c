@@ -17,7 +17,10 @@
    loaded again with no_mmap, and on three models the KV cache must give the
    logits of a straight run after bl_kv_truncate and re-decoding, and after
    bl_ctx_reset. Paths come from $BERLIN_SHARED (default ../shared); the model
-   files are read in place, nothing is copied into the repository. */
+   files are read in place, nothing is copied into the repository. The whole
+   suite runs at every kernel level the CPU has (and, built with BL_NO_SIMD as
+   test_golden_nosimd, with the plain C kernels compiled alone). */
+#define _POSIX_C_SOURCE 200809L
 #define BERLIN_IMPLEMENTATION
 #include "berlin.h"
 #include "testutil.h"
@@ -703,11 +706,24 @@ int main(void) {
         for (i = 0; i < n; i++) found |= strcmp(names[i], required[k]) == 0;
         CHECK(found, "fixture %s is missing from %s", required[k], tu_shared("golden"));
     }
-    for (i = 0; i < n; i++) {
-        run_fixture(names[i], &n_variants);
-        BL_FREE(names[i]);
+    {   /* Every kernel level this CPU has: the best one, then (unless the
+           caller chose one with BL_SIMD, or this is the slow sanitizer build)
+           AVX2 and the plain C reference, which contexts pick up from BL_SIMD. */
+        static const char *levels[3] = {NULL, "avx2", "scalar"};
+        int lv, n_lv = 3;
+#if defined(__SANITIZE_ADDRESS__) || defined(BL_NO_SIMD)
+        n_lv = 1;
+#endif
+        if (getenv("BL_SIMD")) n_lv = 1;
+        for (lv = 0; lv < n_lv; lv++) {
+            if (levels[lv]) setenv("BL_SIMD", levels[lv], 1);
+            printf("== kernels: %s\n", levels[lv] ? levels[lv] : getenv("BL_SIMD") ? getenv("BL_SIMD") : "best available");
+            for (i = 0; i < n; i++) run_fixture(names[i], &n_variants);
+            run_trained();
+        }
+        if (n_lv > 1) unsetenv("BL_SIMD");
+        for (i = 0; i < n; i++) BL_FREE(names[i]);
     }
-    run_trained();
     printf("tiers by weight type:");
     for (k = 0; k < BL_TYPE_COUNT_; k++)
         if (types_seen[k]) printf(" %s=%s;", bl_type_name(k), tier_for(k)->name);
