@@ -21,7 +21,7 @@ HEADERS = berlin.h $(wildcard berlin_server.h)
 all: tools
 tools: $(TOOLS)
 
-$(BUILD)/berlin-%: tools/%.c $(HEADERS)
+$(BUILD)/berlin-%: tools/%.c $(HEADERS) tools/tool.h
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) -I. $< -o $@ $(LDLIBS)
 

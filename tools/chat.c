@@ -17,6 +17,8 @@
 #define _POSIX_C_SOURCE 200809L
 #define BERLIN_IMPLEMENTATION
 #include "berlin.h"
+#define TOOL_NAME "berlin-chat"
+#include "tool.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -85,25 +87,6 @@ static void usage(FILE *f) {
             "  --no-mmap           read the weights into memory\n"
             "  -h, --help          this help\n"
             "In the chat loop, '/reset' forgets the conversation.\n");
-}
-
-static double now_sec(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int parse_int(const char *s, const char *opt, int lo, int hi, int *out) {
-    char *end;
-    long v;
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "berlin-chat: %s wants an integer in [%d, %d], not '%s'\n", opt, lo, hi, s);
-        return 0;
-    }
-    *out = (int)v;
-    return 1;
 }
 
 static int parse_float(const char *s, const char *opt, float *out) {

@@ -13,6 +13,8 @@
 #define _POSIX_C_SOURCE 200809L
 #define BERLIN_IMPLEMENTATION
 #include "berlin.h"
+#define TOOL_NAME "berlin-perplexity"
+#include "tool.h"
 
 #include <errno.h>
 #include <math.h>
@@ -32,25 +34,6 @@ static void usage(FILE *f) {
             "  --tokenizer FILE  tokenizer file (GGUF or llama2.c tokenizer.bin)\n"
             "  --no-mmap         read the weights into memory\n"
             "  -h, --help        this help\n");
-}
-
-static double now_sec(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int parse_int(const char *s, const char *opt, int lo, int hi, int *out) {
-    char *end;
-    long v;
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "berlin-perplexity: %s wants an integer in [%d, %d], not '%s'\n", opt, lo, hi, s);
-        return 0;
-    }
-    *out = (int)v;
-    return 1;
 }
 
 /* The whole file, NUL-terminated, or NULL (reported). */
