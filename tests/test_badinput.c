@@ -88,22 +88,6 @@ static void expect_tok(const char *what, const char *path, int n_vocab, bl_resul
     bl_tokenizer_destroy(t);
 }
 
-static void rm_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char p[1024];
-    struct stat st;
-    if (!d) return;
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) rm_tree(p);
-        else remove(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 /* ---- a small GGUF walker: where each key, value and tensor field sits ---- */
 #define GG_MAX 128
 typedef struct gg_map {

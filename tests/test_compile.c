@@ -71,20 +71,6 @@ static void run_bin(const char *what, const char *bin) {
     if (st) show_log();
 }
 
-static void rm_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char p[1024];
-    if (!d) return;
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        remove(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 int main(void) {
     char src[1024], src2[1024], buf[2048];
     const char *slash = strrchr(__FILE__, '/');

@@ -351,22 +351,6 @@ static void l2c_one(const uint8_t *d, size_t n, long it) {
     fuzz_model_path("llama2c", tpath("m.bin"), below(2) ? tu_shared("models/tok512.bin") : NULL, it);
 }
 
-static void rm_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char p[1024];
-    struct stat st;
-    if (!d) return;
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) rm_tree(p);
-        else remove(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 /* Fixed inputs the JSON reader must reject or read exactly. */
 static void json_cases(void) {
     static const char *const bad[] = {

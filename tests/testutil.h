@@ -51,4 +51,29 @@ static char *tu_read(const char *path, size_t *len) {
     if (b) { b[n] = 0; if (len) *len = (size_t)n; }
     return b;
 }
+
+#ifdef _POSIX_C_SOURCE
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+/* Remove a temporary folder and everything below it. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((unused))
+#endif
+static void rm_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char p[1024];
+    struct stat st;
+    if (!d) return;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) rm_tree(p);
+        else remove(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+#endif
 #endif
