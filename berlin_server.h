@@ -1228,13 +1228,19 @@ static void bl__srv_usage(bl__srv_buf *b, const bl__srv_job *j) {
 
 /* One SSE event: text (may be empty), the role on the first chat chunk, a
    finish reason on the last; usage_only: the include_usage chunk. */
+/* The fields every completion object starts with, up to the opening of "choices". */
+static void bl__srv_envelope(bl_server *s, const bl__srv_job *j, bl__srv_buf *b, const char *prefix, const char *chat_object) {
+    bl__srv_buf_puts(b, prefix);
+    bl__srv_buf_puts(b, "{\"id\":");
+    bl__srv_json_cstr(b, j->id);
+    bl__srv_buf_printf(b, ",\"object\":\"%s\",\"created\":%lld,\"model\":", j->chat ? chat_object : "text_completion", j->created);
+    bl__srv_json_cstr(b, s->model_id);
+    bl__srv_buf_puts(b, ",\"system_fingerprint\":null,\"choices\":[");
+}
+
 static void bl__srv_chunk(bl_server *s, bl__srv_job *j, const char *text, size_t n, const char *finish, int usage_only) {
     bl__srv_buf b = BL__SRV_BUF_INIT;
-    bl__srv_buf_puts(&b, "data: {\"id\":");
-    bl__srv_json_cstr(&b, j->id);
-    bl__srv_buf_printf(&b, ",\"object\":\"%s\",\"created\":%lld,\"model\":", j->chat ? "chat.completion.chunk" : "text_completion", j->created);
-    bl__srv_json_cstr(&b, s->model_id);
-    bl__srv_buf_puts(&b, ",\"system_fingerprint\":null,\"choices\":[");
+    bl__srv_envelope(s, j, &b, "data: ", "chat.completion.chunk");
     if (!usage_only) {
         if (j->chat) {
             bl__srv_buf_puts(&b, "{\"index\":0,\"delta\":{");
@@ -1330,11 +1336,8 @@ static void bl__srv_job_finish(bl_server *s, bl__srv_job *j) {
         bl__srv_done(s, c, note);
     } else {
         bl__srv_buf b = BL__SRV_BUF_INIT;
-        bl__srv_buf_puts(&b, "{\"id\":");
-        bl__srv_json_cstr(&b, j->id);
-        bl__srv_buf_printf(&b, ",\"object\":\"%s\",\"created\":%lld,\"model\":", j->chat ? "chat.completion" : "text_completion", j->created);
-        bl__srv_json_cstr(&b, s->model_id);
-        bl__srv_buf_puts(&b, ",\"system_fingerprint\":null,\"choices\":[{\"index\":0,");
+        bl__srv_envelope(s, j, &b, "", "chat.completion");
+        bl__srv_buf_puts(&b, "{\"index\":0,");
         if (j->chat) {
             bl__srv_buf_puts(&b, "\"message\":{\"role\":\"assistant\",\"content\":");
             bl__srv_json_str(&b, j->text.p ? j->text.p : "", j->text.n);
