@@ -298,6 +298,9 @@ static int greedy_lead(bl_ctx *c, const gcase *g) {
 
 /* Weight types met so far, to print their tier once at the end. */
 static int types_seen[BL_TYPE_COUNT_];
+/* 1: load with the weights copied (bl_model_desc.huge_pages), which also
+   turns Q4_0 matrices into the Q4_0R decoding layout. */
+static int copy_weights;
 
 static void run_case(const gcase *g) {
     bl_model *m = NULL;
@@ -310,6 +313,7 @@ static void run_case(const gcase *g) {
     const char *tn;
     memset(&md, 0, sizeof md);
     md.no_mmap = g->no_mmap;
+    md.huge_pages = copy_weights;
     if (bl_model_load(&m, g->path, &md) != BL_OK) {
         CHECK(0, "%s: cannot load %s: %s", g->name, g->path, bl_model_last_error(m));
         bl_model_destroy(m);
@@ -717,9 +721,12 @@ int main(void) {
         if (getenv("BL_SIMD")) n_lv = 1;
         for (lv = 0; lv < n_lv; lv++) {
             if (levels[lv]) setenv("BL_SIMD", levels[lv], 1);
-            printf("== kernels: %s\n", levels[lv] ? levels[lv] : getenv("BL_SIMD") ? getenv("BL_SIMD") : "best available");
-            for (i = 0; i < n; i++) run_fixture(names[i], &n_variants);
-            run_trained();
+            for (copy_weights = 0; copy_weights < 2; copy_weights++) { /* mmapped, then copied (Q4_0 as Q4_0R) */
+                printf("== kernels: %s, weights %s\n", levels[lv] ? levels[lv] : getenv("BL_SIMD") ? getenv("BL_SIMD") : "best available",
+                       copy_weights ? "copied" : "mmapped");
+                for (i = 0; i < n; i++) run_fixture(names[i], &n_variants);
+                run_trained();
+            }
         }
         if (n_lv > 1) unsetenv("BL_SIMD");
         for (i = 0; i < n; i++) BL_FREE(names[i]);

@@ -239,6 +239,47 @@ static void test_tiles(const bl__kern *k) {
     }
 }
 
+/* Q4_0R (the decoding layout the loader makes from Q4_0): the same values
+   and the same reference sums as the GGUF blocks; the level's kernel on
+   lengths that are and are not whole groups of eight blocks; the tile
+   packer gives the same tile from either layout. */
+static void test_q4_0r(const bl__kern *k) {
+    static const int64_t Ks[] = {32, 96, 224, 256, 288, 800, 896, 2048, 2080, 5632};
+    double worst = 0;
+    int ki, rep, same_deq = 1, same_ref = 1, same_tile = 1;
+    for (ki = 0; ki < (int)(sizeof Ks / sizeof *Ks); ki++)
+        for (rep = 0; rep < 3; rep++) {
+            int64_t K = Ks[ki], i;
+            size_t rb = bl__row_bytes(BL_TYPE_Q4_0, K);
+            uint8_t *w = (uint8_t *)malloc(rb * 5), *wr = (uint8_t *)malloc(rb * 5), *a = (uint8_t *)malloc(bl__q8a_stride(K));
+            uint8_t *t1 = (uint8_t *)malloc(bl__tile_bytes(K) + 16 * (size_t)K + 64), *t2 = (uint8_t *)malloc(bl__tile_bytes(K) + 16 * (size_t)K + 64);
+            float *x = (float *)malloc((size_t)K * sizeof(float)), *f1 = (float *)malloc((size_t)K * sizeof(float)), *f2 = (float *)malloc((size_t)K * sizeof(float));
+            double r, s, sc;
+            for (i = 0; i < K; i++) x[i] = frand();
+            for (i = 0; i < 5; i++) {
+                fill_row(BL_TYPE_Q4_0, w + (size_t)i * rb, K);
+                bl__q4_0r_from_q4_0(w + (size_t)i * rb, wr + (size_t)i * rb, K);
+            }
+            k->q8a(x, K, a);
+            bl__dequant_row(BL_TYPE_Q4_0, w, f1, K);
+            bl__dequant_row(BL__TYPE_Q4_0R, wr, f2, K);
+            if (memcmp(f1, f2, (size_t)K * sizeof(float))) same_deq = 0;
+            s = bl__vdot_q4_0r_ref(wr, bl__q8a_at(a, K), K);
+            if (s != bl__vdot_q4_0_ref(w, bl__q8a_at(a, K), K)) same_ref = 0;
+            r = k->vdot[bl__qslot(BL__TYPE_Q4_0R)](wr, bl__q8a_at(a, K), K);
+            sc = abs_dot(BL_TYPE_Q4_0, w, x, K, NULL);
+            if (fabs(r - s) / sc > worst) worst = fabs(r - s) / sc;
+            k->tile_pack(BL_TYPE_Q4_0, w, rb, 5, K, t1, t1 + bl__tile_bytes(K));
+            k->tile_pack(BL__TYPE_Q4_0R, wr, rb, 5, K, t2, t2 + bl__tile_bytes(K));
+            if (memcmp(t1, t2, (size_t)K * 32 + (size_t)(K / 32) * 32 * 8)) same_tile = 0;
+            free(w); free(wr); free(a); free(t1); free(t2); free(x); free(f1); free(f2);
+        }
+    CHECK(same_deq, "Q4_0R dequantizes to the same values as Q4_0");
+    CHECK(same_ref, "Q4_0R reference dot equals Q4_0's, bit for bit");
+    CHECK(worst < 2e-6, "%s vdot Q4_0R: rel err %.3g vs reference", k->name, worst);
+    CHECK(same_tile, "%s tile_pack: Q4_0R and Q4_0 give the same tile", k->name);
+}
+
 static void test_misc(const bl__kern *k) {
     static const int ns[] = {1, 3, 8, 15, 16, 17, 33, 64, 100, 513};
     int ni;
@@ -308,6 +349,7 @@ int main(void) {
         test_vdot(&k);
         test_gemm_f(&k);
         test_tiles(&k);
+        test_q4_0r(&k);
         test_misc(&k);
         test_attn(&k);
     }

@@ -247,6 +247,8 @@ static void bn_usage(FILE *f) {
                "  -r, --repetitions N    runs per test [5]\n"
                "  -b, --batch-size N     tokens per forward step in pp [512]\n"
                "  -o, --output FMT       md, json, jsonl or csv [md]\n"
+               "  -mmp, --mmap 0|1       1: weights stay mmapped; 0: copied into anonymous memory\n"
+               "                         with transparent huge pages (bl_model_desc.huge_pages) [1]\n"
                "  --bw-mib N             buffer of the read-bandwidth test in MiB, 0: skip [1024]\n"
                "  --no-warmup            skip the warm-up decode\n");
 }
@@ -256,7 +258,8 @@ int main(int argc, char **argv) {
     char *model_buf[BN_MAX];
     int n_models = 0, n_bufs = 0;
     bn_list pl, nl, tl;
-    int reps = 5, n_batch = 512, warmup = 1, i, mi, ti, k, rc = 0, first = 1;
+    int reps = 5, n_batch = 512, warmup = 1, use_mmap = 1, i, mi, ti, k, rc = 0, first = 1;
+    bl_model_desc desc;
     size_t bw_mib = 1024;
     const char *fmt = "md";
     char cpu[256];
@@ -290,6 +293,10 @@ int main(int argc, char **argv) {
         else if (BN_IS("-o", "--output")) {
             fmt = v;
             if (strcmp(fmt, "md") && strcmp(fmt, "json") && strcmp(fmt, "jsonl") && strcmp(fmt, "csv")) goto badval;
+            i++;
+        } else if (BN_IS("-mmp", "--mmap")) {
+            if (strcmp(v, "0") && strcmp(v, "1")) goto badval;
+            use_mmap = v[0] == '1';
             i++;
         } else if (!strcmp(a, "--bw-mib")) { bw_mib = (size_t)atol(v); i++; }
         else { fprintf(stderr, "berlin-bench: unknown option '%s'\n", a); bn_usage(stderr); return 1; }
@@ -332,7 +339,9 @@ int main(int argc, char **argv) {
         const bl_model_info *in;
         uint64_t total = 0;
         int max_p = 0, max_n = 0;
-        if (bl_model_load(&m, models[mi], NULL) != BL_OK) {
+        memset(&desc, 0, sizeof desc);
+        desc.huge_pages = !use_mmap;
+        if (bl_model_load(&m, models[mi], &desc) != BL_OK) {
             fprintf(stderr, "berlin-bench: %s\n", bl_model_last_error(m));
             bl_model_destroy(m);
             rc = 1;
