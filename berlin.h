@@ -8004,6 +8004,29 @@ BL__AVX2 static void bl__gemm_f_avx2(int type, const uint8_t *w, size_t row_byte
                                      int64_t K, float *y, size_t ldy) {
     int xtype = type == BL_TYPE_BF16 ? BL_TYPE_BF16 : BL_TYPE_F32;
     int t, r;
+    if (nt == 1) { /* one token: a row at a time, one sequential stream (see bl__gemm_f_avx512) */
+        for (r = 0; r < nr; r++) {
+            const uint8_t *wr = w + (size_t)r * row_bytes;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            int64_t i = 0;
+            float s0;
+            for (; i + 32 <= K; i += 32) {
+                a0 = _mm256_fmadd_ps(bl__ld8_avx2(type, wr, i), bl__ld8_avx2(xtype, x, i), a0);
+                a1 = _mm256_fmadd_ps(bl__ld8_avx2(type, wr, i + 8), bl__ld8_avx2(xtype, x, i + 8), a1);
+                a2 = _mm256_fmadd_ps(bl__ld8_avx2(type, wr, i + 16), bl__ld8_avx2(xtype, x, i + 16), a2);
+                a3 = _mm256_fmadd_ps(bl__ld8_avx2(type, wr, i + 24), bl__ld8_avx2(xtype, x, i + 24), a3);
+            }
+            for (; i + 8 <= K; i += 8) a0 = _mm256_fmadd_ps(bl__ld8_avx2(type, wr, i), bl__ld8_avx2(xtype, x, i), a0);
+            s0 = bl__hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+            if (i < K) {
+                float tail;
+                bl__gemm_f_ref(type, wr + (size_t)i * (type == BL_TYPE_F32 ? 4 : 2), row_bytes, 1, x + (size_t)i * (xtype == BL_TYPE_F32 ? 4 : 2), xstride, 1, K - i, &tail, 1);
+                s0 += tail;
+            }
+            y[r] = s0;
+        }
+        return;
+    }
     for (t = 0; t < nt; t += 2) {
         const uint8_t *x0 = x + (size_t)t * xstride, *x1 = t + 1 < nt ? x0 + xstride : x0;
         const uint8_t *wr[4];
@@ -8460,22 +8483,35 @@ BL__AVX512 static void bl__gemm_f_avx512(int type, const uint8_t *w, size_t row_
     int r, t;
     if (type == BL_TYPE_BF16) { bl__gemm_f_avx2(type, w, row_bytes, nr, x, xstride, nt, K, y, ldy); return; }
     for (r = 0; r < 4; r++) wr[r] = w + (size_t)(r < nr ? r : 0) * row_bytes;
-    if (nt == 1) { /* one token: four rows, nothing computed twice */
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    if (nt == 1) { /* one token: a row at a time, so the thread reads one sequential stream
+                      (four rows side by side are four streams, which the prefetchers
+                      follow worse: a third less bandwidth here) */
         const float *xf = (const float *)(const void *)x;
-        for (i = 0; i < K; i += 16) {
-            const __mmask16 m = K - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - i)) - 1);
-            x0 = _mm512_maskz_loadu_ps(m, xf + i);
-            if (type == BL_TYPE_F32) {
-                a0 = _mm512_fmadd_ps(BL__F32W(0, i, m), x0, a0); a1 = _mm512_fmadd_ps(BL__F32W(1, i, m), x0, a1);
-                a2 = _mm512_fmadd_ps(BL__F32W(2, i, m), x0, a2); a3 = _mm512_fmadd_ps(BL__F32W(3, i, m), x0, a3);
-            } else {
-                a0 = _mm512_fmadd_ps(BL__F16W(0, i, m), x0, a0); a1 = _mm512_fmadd_ps(BL__F16W(1, i, m), x0, a1);
-                a2 = _mm512_fmadd_ps(BL__F16W(2, i, m), x0, a2); a3 = _mm512_fmadd_ps(BL__F16W(3, i, m), x0, a3);
+        for (r = 0; r < nr; r++) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            wr[0] = w + (size_t)r * row_bytes;
+            i = 0;
+            if (type == BL_TYPE_F32)
+                for (; i + 64 <= K; i += 64) {
+                    a0 = _mm512_fmadd_ps(BL__F32W(0, i, 0xffff), _mm512_loadu_ps(xf + i), a0);
+                    a1 = _mm512_fmadd_ps(BL__F32W(0, i + 16, 0xffff), _mm512_loadu_ps(xf + i + 16), a1);
+                    a2 = _mm512_fmadd_ps(BL__F32W(0, i + 32, 0xffff), _mm512_loadu_ps(xf + i + 32), a2);
+                    a3 = _mm512_fmadd_ps(BL__F32W(0, i + 48, 0xffff), _mm512_loadu_ps(xf + i + 48), a3);
+                }
+            else
+                for (; i + 64 <= K; i += 64) {
+                    a0 = _mm512_fmadd_ps(BL__F16W(0, i, 0xffff), _mm512_loadu_ps(xf + i), a0);
+                    a1 = _mm512_fmadd_ps(BL__F16W(0, i + 16, 0xffff), _mm512_loadu_ps(xf + i + 16), a1);
+                    a2 = _mm512_fmadd_ps(BL__F16W(0, i + 32, 0xffff), _mm512_loadu_ps(xf + i + 32), a2);
+                    a3 = _mm512_fmadd_ps(BL__F16W(0, i + 48, 0xffff), _mm512_loadu_ps(xf + i + 48), a3);
+                }
+            for (; i < K; i += 16) {
+                const __mmask16 m = K - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - i)) - 1);
+                x0 = _mm512_maskz_loadu_ps(m, xf + i);
+                a0 = _mm512_fmadd_ps(type == BL_TYPE_F32 ? BL__F32W(0, i, m) : BL__F16W(0, i, m), x0, a0);
             }
+            y[r] = bl__hsum512(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
         }
-        out[0] = a0; out[4] = a1; out[8] = a2; out[12] = a3;
-        for (r = 0; r < nr; r++) y[r] = bl__hsum512(out[4 * r]);
         return;
     }
     for (t = 0; t < 4; t++) xt[t] = x + (size_t)(t < nt ? t : 0) * xstride;
@@ -8498,16 +8534,23 @@ BL__AVX512BF static void bl__gemm_bf16_avx512(int type, const uint8_t *w, size_t
     int r, t;
     (void)type;
     for (r = 0; r < 4; r++) wr[r] = w + (size_t)(r < nr ? r : 0) * row_bytes;
-    if (nt == 1) { /* one token: four rows, nothing computed twice */
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (i = 0; i < K; i += 32) {
-            const __mmask32 m = K - i >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - i)) - 1);
-            x0 = _mm512_maskz_loadu_epi16(m, (const void *)(x + 2 * i));
-            a0 = BL__DPBF(a0, BL__BF16W(0, i, m), x0); a1 = BL__DPBF(a1, BL__BF16W(1, i, m), x0);
-            a2 = BL__DPBF(a2, BL__BF16W(2, i, m), x0); a3 = BL__DPBF(a3, BL__BF16W(3, i, m), x0);
+    if (nt == 1) { /* one token: a row at a time, one sequential stream (see bl__gemm_f_avx512) */
+        for (r = 0; r < nr; r++) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            wr[0] = w + (size_t)r * row_bytes;
+            for (i = 0; i + 128 <= K; i += 128) {
+                a0 = BL__DPBF(a0, BL__BF16W(0, i, 0xffffffffu), _mm512_loadu_si512((const void *)(x + 2 * i)));
+                a1 = BL__DPBF(a1, BL__BF16W(0, i + 32, 0xffffffffu), _mm512_loadu_si512((const void *)(x + 2 * i + 64)));
+                a2 = BL__DPBF(a2, BL__BF16W(0, i + 64, 0xffffffffu), _mm512_loadu_si512((const void *)(x + 2 * i + 128)));
+                a3 = BL__DPBF(a3, BL__BF16W(0, i + 96, 0xffffffffu), _mm512_loadu_si512((const void *)(x + 2 * i + 192)));
+            }
+            for (; i < K; i += 32) {
+                const __mmask32 m = K - i >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - i)) - 1);
+                x0 = _mm512_maskz_loadu_epi16(m, (const void *)(x + 2 * i));
+                a0 = BL__DPBF(a0, BL__BF16W(0, i, m), x0);
+            }
+            y[r] = bl__hsum512(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
         }
-        out[0] = a0; out[4] = a1; out[8] = a2; out[12] = a3;
-        for (r = 0; r < nr; r++) y[r] = bl__hsum512(out[4 * r]);
         return;
     }
     for (t = 0; t < 4; t++) xt[t] = x + (size_t)(t < nt ? t : 0) * xstride;
