@@ -23,8 +23,9 @@
 
    The quantizers below follow the GGUF block layouts (the structs in
    berlin.h's >>kern). Q8_0 and Q4_0 use the same arithmetic as ggml's
-   reference rounding, so their bytes match llama-quantize's; Q4_K and Q6_K
-   use our own least-squares scale search.
+   reference rounding, and Q4_K and Q6_K repeat ggml's reference scale
+   searches, so the bytes of all of them match llama-quantize's (without an
+   importance matrix).
 
    Compile the functions without main (for tests) with QZ_NO_MAIN. */
 #define _POSIX_C_SOURCE 200809L
@@ -107,76 +108,103 @@ static int qz_nearest(float v) {
     return (i & 0x007fffff) - 0x00400000;
 }
 
-/* Fit x ~ s*q - m with integer q in [0, nmax] and m >= 0 (K-quant
-   sub-blocks): for a grid of scales around (max-min)/nmax, round, then
-   solve the least-squares (s, m) for those q and score the fit from the
-   same sums (no second pass); keep the best. */
-static float qz_fit_affine(const float *x, int n, int nmax, float *m_out) {
-    float lo = x[0], hi = x[0], best_s, best_m, best_e = INFINITY, sx = 0, sxx = 0;
+/* The K-quants below do what ggml's reference quantizers do (the path
+   llama-quantize takes when it has no importance matrix), one float
+   operation at a time in the same order, so the bytes match. Keep every sum
+   and product as written: reassociating, or letting the compiler fuse a
+   multiply and an add (-ffast-math, -ffp-contract=fast with FMA), changes
+   the roundings and with them the chosen scales. */
+
+/* Fit 32 elements x ~ s*q + lo with q in [0, nmax] and lo <= 0,
+   minimizing the error weighted by w. The first guess spans
+   [min(x,0), max(x)]; then 21 inverse scales (nmax-1 .. nmax+1 in steps
+   of 0.1) / span are tried: round with each, solve the weighted least
+   squares for (s, lo) given those q (lo clipped to 0), and keep whichever
+   has the smallest error. q gets the kept rounding, *m_out = -lo. */
+static float qz_fit_affine(const float *x, const float *w, int nmax, uint8_t *q, float *m_out) {
+    float lo = x[0], hi = x[0], sw = w[0], swx = w[0] * x[0], is, s, best = 0;
+    uint8_t t[32];
     int i, k;
-    for (i = 0; i < n; i++) {
+    for (i = 1; i < 32; i++) {
         if (x[i] < lo) lo = x[i];
         if (x[i] > hi) hi = x[i];
-        sx += x[i];
-        sxx += x[i] * x[i];
+        sw += w[i];
+        swx += w[i] * x[i];
     }
     if (lo > 0) lo = 0;
-    if (hi <= lo) { *m_out = -lo; return 0; }
-    best_s = (hi - lo) / (float)nmax;
-    best_m = -lo;
-    for (k = -6; k <= 8; k++) {
-        float is = ((float)nmax + 0.1f * (float)k) / (hi - lo), s, m, e, sq = 0, sqq = 0, sqx = 0, det;
-        for (i = 0; i < n; i++) {
-            float q = (float)qz_clampi(qz_nearest(is * (x[i] - lo)), 0, nmax);
-            sq += q; sqq += q * q; sqx += q * x[i];
-        }
-        det = (float)n * sqq - sq * sq;
-        if (det <= 0) continue;
-        s = ((float)n * sqx - sq * sx) / det;
-        m = (sq * sqx - sqq * sx) / det; /* x ~ s*q - m */
-        if (m < 0) { m = 0; s = sqx / sqq; }
-        if (s <= 0) continue;
-        e = sxx + s * s * sqq + (float)n * m * m - 2 * s * sqx + 2 * m * sx - 2 * s * m * sq;
-        if (e < best_e) { best_e = e; best_s = s; best_m = m; }
+    if (hi == lo) {
+        memset(q, 0, 32);
+        *m_out = -lo;
+        return 0;
     }
-    for (k = 0; k < 2; k++) { /* Lloyd steps: requantize with the best fit, refit */
-        float is = 1.0f / best_s, s, m, e, sq = 0, sqq = 0, sqx = 0, det;
-        for (i = 0; i < n; i++) {
-            float q = (float)qz_clampi(qz_nearest((x[i] + best_m) * is), 0, nmax);
-            sq += q; sqq += q * q; sqx += q * x[i];
-        }
-        det = (float)n * sqq - sq * sq;
-        if (det <= 0) break;
-        s = ((float)n * sqx - sq * sx) / det;
-        m = (sq * sqx - sqq * sx) / det;
-        if (m < 0) { m = 0; s = sqx / sqq; }
-        if (s <= 0) break;
-        e = sxx + s * s * sqq + (float)n * m * m - 2 * s * sqx + 2 * m * sx - 2 * s * m * sq;
-        if (!(e < best_e)) break;
-        best_e = e; best_s = s; best_m = m;
+    is = (float)nmax / (hi - lo);
+    s = 1 / is;
+    for (i = 0; i < 32; i++) {
+        float e;
+        q[i] = (uint8_t)qz_clampi(qz_nearest(is * (x[i] - lo)), 0, nmax);
+        e = s * (float)q[i] + lo - x[i];
+        best += w[i] * (e * e);
     }
-    *m_out = best_m;
-    return best_s;
+    for (k = 0; k <= 20; k++) {
+        float sl = 0, sll = 0, sxl = 0, det, ts, tlo, err = 0;
+        is = (-1.0f + 0.1f * (float)k + (float)nmax) / (hi - lo);
+        for (i = 0; i < 32; i++) {
+            int l = qz_clampi(qz_nearest(is * (x[i] - lo)), 0, nmax);
+            t[i] = (uint8_t)l;
+            sl += w[i] * (float)l;
+            sll += w[i] * (float)l * (float)l;
+            sxl += w[i] * (float)l * x[i];
+        }
+        det = sw * sll - sl * sl;
+        if (!(det > 0)) continue;
+        ts = (sw * sxl - swx * sl) / det;
+        tlo = (sll * swx - sl * sxl) / det;
+        if (tlo > 0) {
+            tlo = 0;
+            ts = sxl / sll;
+        }
+        for (i = 0; i < 32; i++) {
+            float e = ts * (float)t[i] + tlo - x[i];
+            err += w[i] * (e * e);
+        }
+        if (err < best) {
+            memcpy(q, t, 32);
+            best = err;
+            s = ts;
+            lo = tlo;
+        }
+    }
+    *m_out = -lo;
+    return s;
 }
 
+/* Q4_K: 8 sub-blocks of 32, each fit affinely (weights rms(x) + |x|); the
+   sub-block scales and mins become 6-bit multiples of the largest of each
+   (d, dmin), and x is requantized against those. A sub-block whose 6-bit
+   scale is 0 keeps the q of its own fit. */
 static void qz_q4_k(const float *x, bl__block_q4_k *y) {
-    float sc[8], mn[8], msc = 0, mmn = 0, d, dmin, id, idm;
+    float sc[8], mn[8], w[32], msc = 0, mmn = 0, isc, imn, d, dmin;
+    uint8_t q[256];
     int L[8], M[8], j, l;
     for (j = 0; j < 8; j++) {
-        sc[j] = qz_fit_affine(x + 32 * j, 32, 15, &mn[j]);
+        const float *xs = x + 32 * j;
+        float ss = 0, rms;
+        for (l = 0; l < 32; l++) ss += xs[l] * xs[l];
+        rms = sqrtf(ss / 32);
+        for (l = 0; l < 32; l++) w[l] = rms + fabsf(xs[l]);
+        sc[j] = qz_fit_affine(xs, w, 15, q + 32 * j, &mn[j]);
         if (sc[j] > msc) msc = sc[j];
         if (mn[j] > mmn) mmn = mn[j];
     }
-    y->d = qz_f32_to_f16(msc / 63.0f);
-    y->dmin = qz_f32_to_f16(mmn / 63.0f);
-    d = bl__f16_to_f32(y->d);
-    dmin = bl__f16_to_f32(y->dmin);
-    id = d > 0 ? 1.0f / d : 0;
-    idm = dmin > 0 ? 1.0f / dmin : 0;
+    isc = msc > 0 ? 63.0f / msc : 0;
+    imn = mmn > 0 ? 63.0f / mmn : 0;
     memset(y->scales, 0, sizeof y->scales);
     for (j = 0; j < 8; j++) {
-        L[j] = qz_clampi((int)lrintf(sc[j] * id), 0, 63);
-        M[j] = qz_clampi((int)lrintf(mn[j] * idm), 0, 63);
+        /* through uint8_t as ggml does: a (never expected) negative wraps, then clips to 63 */
+        L[j] = (uint8_t)qz_nearest(isc * sc[j]);
+        M[j] = (uint8_t)qz_nearest(imn * mn[j]);
+        if (L[j] > 63) L[j] = 63;
+        if (M[j] > 63) M[j] = 63;
         if (j < 4) {
             y->scales[j] |= (uint8_t)L[j];
             y->scales[j + 4] |= (uint8_t)M[j];
@@ -186,60 +214,100 @@ static void qz_q4_k(const float *x, bl__block_q4_k *y) {
             y->scales[j] |= (uint8_t)((M[j] >> 4) << 6);
         }
     }
-    for (j = 0; j < 8; j += 2) {
-        float s0 = d * (float)L[j], s1 = d * (float)L[j + 1];
-        float m0 = dmin * (float)M[j], m1 = dmin * (float)M[j + 1];
-        float i0 = s0 > 0 ? 1.0f / s0 : 0, i1 = s1 > 0 ? 1.0f / s1 : 0;
-        uint8_t *qs = y->qs + 16 * j; /* 32 bytes per pair of sub-blocks */
-        for (l = 0; l < 32; l++) {
-            int a = qz_clampi(qz_nearest((x[32 * j + l] + m0) * i0), 0, 15);
-            int b = qz_clampi(qz_nearest((x[32 * j + 32 + l] + m1) * i1), 0, 15);
-            qs[l] = (uint8_t)(a | (b << 4));
-        }
-    }
-}
-
-/* Fit x ~ s*q with integer q in [-32, 31]: try scales that put the
-   largest-magnitude element near either end, refit s by least squares
-   (error sum(x^2) - sqx^2/sqq from the same sums); keep the best. */
-static float qz_fit_sym(const float *x, int n) {
-    float amax = 0, mx = 0, best_s = 0, best_g = 0;
-    int i, k, sg;
-    for (i = 0; i < n; i++) if (fabsf(x[i]) > amax) { amax = fabsf(x[i]); mx = x[i]; }
-    if (amax == 0) return 0;
-    for (sg = -1; sg <= 1; sg += 2)
-        for (k = -6; k <= 6; k++) {
-            float is = (float)sg * (31.5f + 0.2f * (float)k) / mx, sqq = 0, sqx = 0;
-            for (i = 0; i < n; i++) {
-                float q = (float)qz_clampi(qz_nearest(is * x[i]), -32, 31);
-                sqq += q * q; sqx += q * x[i];
-            }
-            /* minimizing the error = maximizing sqx^2/sqq */
-            if (sqq > 0 && sqx * sqx / sqq > best_g) { best_g = sqx * sqx / sqq; best_s = sqx / sqq; }
-        }
-    return best_s;
-}
-
-static void qz_q6_k(const float *x, bl__block_q6_k *y) {
-    float sc[16], amax = 0, d, id;
-    int j, l, q[256];
-    for (j = 0; j < 16; j++) {
-        sc[j] = qz_fit_sym(x + 16 * j, 16);
-        if (fabsf(sc[j]) > amax) amax = fabsf(sc[j]);
-    }
-    y->d = qz_f32_to_f16(amax / 127.0f);
+    y->d = qz_f32_to_f16(msc / 63.0f);
+    y->dmin = qz_f32_to_f16(mmn / 63.0f);
     d = bl__f16_to_f32(y->d);
-    id = d > 0 ? 1.0f / d : 0;
+    dmin = bl__f16_to_f32(y->dmin);
+    for (j = 0; j < 8; j++) {
+        float s = d * (float)L[j], m = dmin * (float)M[j];
+        if (s == 0) continue;
+        for (l = 0; l < 32; l++) q[32 * j + l] = (uint8_t)qz_clampi(qz_nearest((x[32 * j + l] + m) / s), 0, 15);
+    }
+    for (j = 0; j < 4; j++) /* 32 bytes per pair of sub-blocks: the first in the low nibbles */
+        for (l = 0; l < 32; l++) y->qs[32 * j + l] = (uint8_t)(q[64 * j + l] | (q[64 * j + 32 + l] << 4));
+}
+
+/* One trial of qz_fit_sym: round is*x into [-nmax, nmax-1] (t gets
+   q + nmax) and form the x^2-weighted sums sum(w x q) and sum(w q q). */
+static void qz_sym_try(const float *x, int nmax, float is, uint8_t *t, float *sxq, float *sqq) {
+    float a = 0, b = 0;
+    int i;
+    for (i = 0; i < 16; i++) {
+        int l = qz_clampi(qz_nearest(is * x[i]), -nmax, nmax - 1);
+        float w = x[i] * x[i];
+        t[i] = (uint8_t)(l + nmax);
+        a += w * x[i] * (float)l;
+        b += w * (float)l * (float)l;
+    }
+    *sxq = a;
+    *sqq = b;
+}
+
+/* Fit 16 elements x ~ s*q with q in [-nmax, nmax-1], weighting each by
+   x^2. The first try puts the largest-magnitude element on -nmax, 18 more
+   put it on -(nmax + 0.1k) for k = +-1..+-9; a try replaces the best so far
+   when its sxq^2/sqq (the error its least-squares s removes) is larger.
+   q gets the kept try's values plus nmax; the kept s is returned. */
+static float qz_fit_sym(const float *x, int nmax, uint8_t *q) {
+    float amax = 0, mx = 0, s, best, sxq, sqq;
+    uint8_t t[16];
+    int i, k;
+    for (i = 0; i < 16; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            mx = x[i];
+        }
+    if (amax < 1e-15f) {
+        memset(q, 0, 16);
+        return 0;
+    }
+    qz_sym_try(x, nmax, (float)-nmax / mx, q, &sxq, &sqq);
+    s = sqq != 0 ? sxq / sqq : 0;
+    best = s * sxq;
+    for (k = -9; k <= 9; k++) {
+        if (!k) continue;
+        qz_sym_try(x, nmax, -((float)nmax + 0.1f * (float)k) / mx, t, &sxq, &sqq);
+        if (sqq > 0 && sxq * sxq > best * sqq) {
+            memcpy(q, t, 16);
+            s = sxq / sqq;
+            best = s * sxq;
+        }
+    }
+    return s;
+}
+
+/* Q6_K: 16 sub-blocks of 16, each fit symmetrically; the sub-block scale
+   of largest magnitude maps to -128, the others to 8-bit multiples of
+   d = its scale / -128, and x is requantized against d * scale. A
+   sub-block whose 8-bit scale is 0 keeps the q of its own fit. */
+static void qz_q6_k(const float *x, bl__block_q6_k *y) {
+    float sc[16], msc = 0, amax = 0, is, d;
+    uint8_t q[256];
+    int j, l;
     for (j = 0; j < 16; j++) {
-        int s = qz_clampi((int)lrintf(sc[j] * id), -127, 127);
-        float ds = d * (float)s, ids = ds != 0 ? 1.0f / ds : 0;
-        y->scales[j] = (int8_t)s;
-        for (l = 0; l < 16; l++) q[16 * j + l] = qz_clampi(qz_nearest(x[16 * j + l] * ids), -32, 31) + 32;
+        sc[j] = qz_fit_sym(x + 16 * j, 32, q + 16 * j);
+        if (fabsf(sc[j]) > amax) {
+            amax = fabsf(sc[j]);
+            msc = sc[j];
+        }
+    }
+    if (amax < 1e-15f) {
+        memset(y, 0, sizeof *y);
+        return;
+    }
+    is = -128.0f / msc;
+    y->d = qz_f32_to_f16(1 / is);
+    for (j = 0; j < 16; j++) y->scales[j] = (int8_t)qz_clampi(qz_nearest(is * sc[j]), -128, 127);
+    d = bl__f16_to_f32(y->d);
+    for (j = 0; j < 16; j++) {
+        float ds = d * (float)y->scales[j];
+        if (ds == 0) continue;
+        for (l = 0; l < 16; l++) q[16 * j + l] = (uint8_t)(qz_clampi(qz_nearest(x[16 * j + l] / ds), -32, 31) + 32);
     }
     /* each half of 128: ql byte l holds elements l (low) and l+64 (high),
        byte l+32 elements l+32 and l+96; qh byte l the top 2 bits of all four */
     for (j = 0; j < 2; j++) {
-        const int *p = q + 128 * j;
+        const uint8_t *p = q + 128 * j;
         uint8_t *ql = y->ql + 64 * j, *qh = y->qh + 32 * j;
         for (l = 0; l < 32; l++) {
             ql[l] = (uint8_t)((p[l] & 15) | ((p[l + 64] & 15) << 4));
