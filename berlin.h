@@ -150,12 +150,20 @@ typedef struct bl_model bl_model;
 typedef struct bl_tokenizer bl_tokenizer;
 typedef struct bl_ctx bl_ctx;
 
+/* Where the matrices live once loaded (bl_model_desc.weights). */
+enum {
+    BL_WEIGHTS_AUTO = 0,   /* copied when the model has Q4_0 matrices, mapped otherwise */
+    BL_WEIGHTS_MAPPED = 1, /* read where the file's mapping has them: instant start, the
+                              page cache shared with other processes */
+    BL_WEIGHTS_COPIED = 2  /* read(2) into private memory backed by transparent huge pages,
+                              Q4_0 rearranged for the decoding kernels (about twice as fast
+                              per core); the file's pages are never mapped */
+};
+
 typedef struct bl_model_desc {
     const char *tokenizer_path; /* GGUF, tokenizer.json, folder or tokenizer.bin; NULL: the model's own [NULL] */
     int no_mmap;                /* 1: read weights into memory [0: mmap] */
-    int huge_pages;             /* 1: copy the matrices into anonymous memory backed by
-                                   transparent huge pages (fewer TLB misses; costs a copy
-                                   and private memory) [0: read them where they are] */
+    int weights;                /* BL_WEIGHTS_* [BL_WEIGHTS_AUTO] */
 } bl_model_desc;
 
 typedef struct bl_model_info {
@@ -177,6 +185,7 @@ typedef struct bl_model_info {
     int weight_type;      /* bl_type of the attention/FFN matrices */
     int64_t n_params;
     size_t weight_bytes;  /* bytes of all weights the forward pass reads */
+    int weights;          /* BL_WEIGHTS_MAPPED or BL_WEIGHTS_COPIED: where the matrices are */
 } bl_model_info;
 
 /* Open a model from a file (GGUF, safetensors, llama2.c .bin) or a folder
@@ -1237,7 +1246,7 @@ struct bl_model {
     bl__layer *layers;    /* (n_layer) */
     float *rope_freq;     /* (head_dim/2) angle per position for each pair */
     float *vecs;          /* storage of all norm/bias vectors as F32 */
-    void *anon;           /* the matrices' copy with desc.huge_pages, or NULL */
+    void *anon;           /* the matrices' copy (BL_WEIGHTS_COPIED), or NULL */
     size_t anon_size;
     int anon_mapped;      /* 1: munmap anon, 0: BL_FREE it */
     bl_tokenizer *tok;
@@ -1938,14 +1947,36 @@ static void bl__q4_0r_from_q4_0(const uint8_t *src, uint8_t *dst, int64_t K) {
     }
 }
 
-/* Copy every matrix the forward pass reads into one anonymous region,
-   2 MiB-aligned and marked for transparent huge pages, and point the
-   weights there. The forward pass touches all of it per token, so 4 KiB
-   pages cost a TLB miss every 4 KiB; 2 MiB pages almost never. Q4_0
+/* Read sz bytes at offset off of the file at path into dst; 0 on success.
+   Its own descriptor, so threads can read side by side. */
+static int bl__read_at(const char *path, size_t off, uint8_t *dst, size_t sz) {
+#ifdef BL__POSIX_MMAP
+    int fd = open(path, O_RDONLY);
+    size_t got = 0;
+    if (fd < 0) return -1;
+    if (lseek(fd, (off_t)off, SEEK_SET) == (off_t)off)
+        while (got < sz) {
+            ssize_t r = read(fd, dst + got, sz - got < ((size_t)1 << 30) ? sz - got : (size_t)1 << 30);
+            if (r <= 0) break;
+            got += (size_t)r;
+        }
+    close(fd);
+    return got == sz ? 0 : -1;
+#else
+    (void)path; (void)off; (void)dst; (void)sz;
+    return -1;
+#endif
+}
+
+/* BL_WEIGHTS_COPIED: read every matrix the forward pass reads into one
+   anonymous region, 2 MiB-aligned and marked for transparent huge pages,
+   and point the weights there. The forward pass touches all of it per token,
+   so 4 KiB pages cost a TLB miss every 4 KiB; 2 MiB pages almost never. The
+   file is read with read(2), never through its mapping, so no page fault per
+   4 KiB at start (slow in a VM) and no file pages in the resident set. Q4_0
    matrices become Q4_0R on the way (the token embedding, read a row at a
-   time, keeps its layout). The copied file pages are released from this
-   process (they stay in the page cache), so the resident set does not
-   count the weights twice. */
+   time, keeps its layout). With desc.no_mmap the file is private memory
+   already, and Q4_0 is rearranged in place. */
 static bl_result bl__model_copy(bl_model *m) {
     enum { MAXW = 2 + 7 * 1024 };
     bl__weight **ws = (bl__weight **)bl__alloc(MAXW * sizeof *ws);
@@ -1960,6 +1991,24 @@ static bl_result bl__model_copy(bl_model *m) {
         bl__layer *L = &m->layers[l];
         ws[n++] = &L->wq; ws[n++] = &L->wk; ws[n++] = &L->wv; ws[n++] = &L->wo;
         ws[n++] = &L->w_gate; ws[n++] = &L->w_up; ws[n++] = &L->w_down;
+    }
+    if (m->no_mmap) { /* the file is already in private memory: rearrange Q4_0 where it is */
+        for (i = 1; i < n; i++) {
+            bl__weight *W = ws[i];
+            uint8_t *row = W->type == BL_TYPE_Q4_0 ? (uint8_t *)bl__alloc(W->row_bytes) : NULL;
+            int64_t r;
+            if (!row) continue;
+            for (r = 0; r < W->rows; r++) {
+                uint8_t *p = (uint8_t *)(uintptr_t)(W->data + (size_t)r * W->row_bytes);
+                memcpy(row, p, W->row_bytes);
+                bl__q4_0r_from_q4_0(row, p, W->cols);
+            }
+            W->type = BL__TYPE_Q4_0R;
+            BL_FREE(row);
+        }
+        BL_FREE(ws);
+        BL_FREE(offs);
+        return BL_OK;
     }
     for (i = 0; i < n; i++) {
         offs[i] = total;
@@ -1986,24 +2035,30 @@ static bl_result bl__model_copy(bl_model *m) {
         if (!m->anon) { BL_FREE(ws); BL_FREE(offs); return bl__merr(m, BL_ERR_NOMEM, "out of memory copying %zu bytes of weights", total); }
         base = (uint8_t *)m->anon + ((64 - ((uintptr_t)m->anon & 63)) & 63);
     }
+    /* A mapped file is read with read(2) straight into the copy: touching
+       its mapping would cost a page fault per 4 KiB (slow in a VM). */
     BL__OMP(omp parallel for schedule(dynamic, 1))
     for (i = 0; i < n; i++) {
         bl__weight *W = ws[i];
         const uint8_t *src = W->data;
-        uint8_t *dst = base + offs[i];
+        uint8_t *dst = base + offs[i], *row = NULL;
         size_t sz = (size_t)W->rows * W->row_bytes;
-        if (W->type == BL_TYPE_Q4_0 && i > 0) {
-            int64_t r;
-            for (r = 0; r < W->rows; r++) bl__q4_0r_from_q4_0(src + (size_t)r * W->row_bytes, dst + (size_t)r * W->row_bytes, W->cols);
-            W->type = BL__TYPE_Q4_0R;
-        } else memcpy(dst, src, sz);
-        W->data = dst;
-#ifdef BL__MADVISE
-        if (!m->no_mmap) { /* whole pages inside the source range (other readers fault them back in) */
-            uintptr_t a = ((uintptr_t)src + 4095) & ~(uintptr_t)4095, e = ((uintptr_t)src + sz) & ~(uintptr_t)4095;
-            if (e > a) madvise((void *)a, e - a, BL__MADV_DONTNEED);
+        int k, done = 0;
+        for (k = 0; k < m->n_files && !done; k++) {
+            const bl__file *f = &m->files[k];
+            if (f->mapped && src >= f->data && src + sz <= f->data + f->size) done = bl__read_at(f->path, (size_t)(src - f->data), dst, sz) == 0;
         }
-#endif
+        if (W->type == BL_TYPE_Q4_0 && i > 0 && (row = (uint8_t *)bl__alloc(W->row_bytes)) != NULL) {
+            int64_t r;
+            for (r = 0; r < W->rows; r++) {
+                const uint8_t *from = done ? row : src + (size_t)r * W->row_bytes;
+                if (done) memcpy(row, dst + (size_t)r * W->row_bytes, W->row_bytes);
+                bl__q4_0r_from_q4_0(from, dst + (size_t)r * W->row_bytes, W->cols);
+            }
+            W->type = BL__TYPE_Q4_0R;
+            BL_FREE(row);
+        } else if (!done) memcpy(dst, src, sz);
+        W->data = dst;
     }
     if (m->info.tied_output) m->output = m->tok_embd;
     BL_FREE(ws);
@@ -2053,7 +2108,15 @@ bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *d
         }
     }
     if (r == BL_OK) r = bl__model_build(m);
-    if (r == BL_OK && desc && desc->huge_pages) r = bl__model_copy(m);
+    if (r == BL_OK) {
+        int mode = desc ? desc->weights : BL_WEIGHTS_AUTO, l, q4 = 0;
+        for (l = 0; l < m->hp.n_layer; l++) q4 |= m->layers[l].w_gate.type == BL_TYPE_Q4_0 || m->layers[l].wq.type == BL_TYPE_Q4_0;
+        m->info.weights = BL_WEIGHTS_MAPPED;
+        if (mode == BL_WEIGHTS_COPIED || (mode == BL_WEIGHTS_AUTO && q4)) {
+            r = bl__model_copy(m);
+            m->info.weights = BL_WEIGHTS_COPIED;
+        }
+    }
     if (r == BL_OK) {
         const char *tp = desc ? desc->tokenizer_path : NULL;
         if (tp) {

@@ -30,7 +30,7 @@ typedef struct bn_result {
     const char *model;
     char model_type[96];
     uint64_t model_size, n_params, weight_bytes;
-    int n_threads, n_prompt, n_gen, n_batch, reps;
+    int n_threads, n_prompt, n_gen, n_batch, reps, use_mmap;
     double *ns, *ts;            /* (reps) */
     double avg_ns, sd_ns, avg_ts, sd_ts, med_ts, min_ts, max_ts;
     double bytes_per_token, eff_gbps, mem_gbps;
@@ -182,7 +182,7 @@ static void bn_print_json(FILE *f, const bn_result *r, const char *cpu, int onel
     BN_N("no_kv_offload", "%s", "false");
     BN_N("flash_attn", "%s", "false");
     BN_S("tensor_split", "0.00");
-    BN_N("use_mmap", "%s", "true");
+    BN_N("use_mmap", "%s", r->use_mmap ? "true" : "false");
     BN_N("embeddings", "%s", "false");
     BN_N("n_prompt", "%d", r->n_prompt);
     BN_N("n_gen", "%d", r->n_gen);
@@ -247,8 +247,8 @@ static void bn_usage(FILE *f) {
                "  -r, --repetitions N    runs per test [5]\n"
                "  -b, --batch-size N     tokens per forward step in pp [512]\n"
                "  -o, --output FMT       md, json, jsonl or csv [md]\n"
-               "  -mmp, --mmap 0|1       1: weights stay mmapped; 0: copied into anonymous memory\n"
-               "                         with transparent huge pages (bl_model_desc.huge_pages) [1]\n"
+               "  -mmp, --mmap 0|1       1: weights stay mapped (BL_WEIGHTS_MAPPED); 0: copied into\n"
+               "                         huge pages, Q4_0 rearranged (BL_WEIGHTS_COPIED) [the library's choice]\n"
                "  --bw-mib N             buffer of the read-bandwidth test in MiB, 0: skip [1024]\n"
                "  --no-warmup            skip the warm-up decode\n");
 }
@@ -258,7 +258,7 @@ int main(int argc, char **argv) {
     char *model_buf[BN_MAX];
     int n_models = 0, n_bufs = 0;
     bn_list pl, nl, tl;
-    int reps = 5, n_batch = 512, warmup = 1, use_mmap = 1, i, mi, ti, k, rc = 0, first = 1;
+    int reps = 5, n_batch = 512, warmup = 1, use_mmap = -1, i, mi, ti, k, rc = 0, first = 1;
     bl_model_desc desc;
     size_t bw_mib = 1024;
     const char *fmt = "md";
@@ -340,7 +340,7 @@ int main(int argc, char **argv) {
         uint64_t total = 0;
         int max_p = 0, max_n = 0;
         memset(&desc, 0, sizeof desc);
-        desc.huge_pages = !use_mmap;
+        desc.weights = use_mmap < 0 ? BL_WEIGHTS_AUTO : use_mmap ? BL_WEIGHTS_MAPPED : BL_WEIGHTS_COPIED;
         if (bl_model_load(&m, models[mi], &desc) != BL_OK) {
             fprintf(stderr, "berlin-bench: %s\n", bl_model_last_error(m));
             bl_model_destroy(m);
@@ -398,6 +398,7 @@ int main(int argc, char **argv) {
                 r.n_params = (uint64_t)in->n_params;
                 r.weight_bytes = in->weight_bytes;
                 r.n_threads = tl.v[ti];
+                r.use_mmap = in->weights == BL_WEIGHTS_MAPPED;
                 r.n_batch = n_batch;
                 r.n_prompt = is_pp ? n_tok : 0;
                 r.n_gen = is_pp ? 0 : n_tok;

@@ -26,12 +26,15 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/resource.h>
+
+static double t_start; /* when main began: --timing reports the time to the first token from here */
 
 typedef struct chat_opts {
     const char *model, *prompt, *prompt_ids, *tokenizer;
     const char *file, *inp, *detok_ids, *template_name, *system;
     int tokenize_mode, no_bos, parse_special, timing;
-    int n_gen, n_threads, n_ctx, no_mmap, print_ids, have_seed;
+    int n_gen, n_threads, n_ctx, no_mmap, weights, print_ids, have_seed;
     uint64_t seed;
     bl_sampler_desc samp;
 } chat_opts;
@@ -83,8 +86,11 @@ static void usage(FILE *f) {
             "  --parse-special     match special-token text such as <|im_start|> in the input\n"
             "                      (with --detokenize: print special tokens as their text)\n"
             "  --detokenize JSON   print the text of a JSON array of ids\n"
-            "  --timing            report tokenizer load time and MB/s on stderr\n"
+            "  --timing            report tokenizer load time and MB/s on stderr; when generating,\n"
+            "                      the time from start to the first token and the peak resident memory\n"
             "  --no-mmap           read the weights into memory\n"
+            "  --weights MODE      auto, mapped (stay in the file's mapping) or copied (read into huge\n"
+            "                      pages, Q4_0 rearranged for decoding) [auto: copied for Q4_0 models]\n"
             "  -h, --help          this help\n"
             "In the chat loop, '/reset' forgets the conversation.\n");
 }
@@ -119,6 +125,10 @@ static int parse_args(int argc, char **argv, chat_opts *o) {
         int ok = 1, takes = 1;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 1; }
         else if (!strcmp(a, "--no-mmap")) { o->no_mmap = 1; takes = 0; }
+        else if (!strcmp(a, "--weights")) {
+            if (!v || (strcmp(v, "auto") && strcmp(v, "mapped") && strcmp(v, "copied"))) { fprintf(stderr, "berlin-chat: --weights takes auto, mapped or copied\n"); return -1; }
+            o->weights = !strcmp(v, "mapped") ? BL_WEIGHTS_MAPPED : !strcmp(v, "copied") ? BL_WEIGHTS_COPIED : BL_WEIGHTS_AUTO;
+        }
         else if (!strcmp(a, "--print-ids")) { o->print_ids = 1; takes = 0; }
         else if (!strcmp(a, "--tokenize")) { o->tokenize_mode = 1; takes = 0; }
         else if (!strcmp(a, "--no-bos")) { o->no_bos = 1; takes = 0; }
@@ -261,7 +271,7 @@ static int run_turn(chat_state *s, int n) {
     const chat_opts *o = s->o;
     int32_t bos = s->tok ? bl_tokenizer_bos(s->tok) : -1;
     int n_gen = 0, i, first_id = 1, stop = 0;
-    double t0, t1, t2;
+    double t0, t1, t2, t_first = 0;
     bl_result r;
     if (s->pending >= 0) {
         if (!reserve(s, n + 1)) return 1;
@@ -282,6 +292,7 @@ static int run_turn(chat_state *s, int n) {
     if (o->print_ids) fputc('[', stdout);
     for (i = 0; o->n_gen < 0 || i < o->n_gen; i++) {
         int32_t t = bl_ctx_sample(s->c, &o->samp);
+        if (i == 0) t_first = now_sec();
         /* llama2.c story models end a story with BOS, as run.c knows */
         if (t < 0 || (s->tok && bl_tokenizer_is_eog(s->tok, t)) || t == bos) {
             if (s->tmpl && t >= 0) { s->pending = t; s->stop_tok = t; } /* the end-of-turn token opens the next turn's input */
@@ -318,6 +329,12 @@ static int run_turn(chat_state *s, int n) {
     if (stop) fprintf(stderr, "berlin-chat: the context of %d tokens is full\n", bl_ctx_n_ctx(s->c));
     fprintf(stderr, "prompt: %d tokens, %.1f tok/s | generation: %d tokens, %.1f tok/s\n", n,
             t1 > t0 ? n / (t1 - t0) : 0.0, n_gen, t2 > t1 ? n_gen / (t2 - t1) : 0.0);
+    if (o->timing) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        fprintf(stderr, "timing: first token %.3f s after start (prompt %.3f s); peak resident memory %.1f MiB\n", t_first - t_start, t1 - t0,
+                (double)ru.ru_maxrss / 1024.0);
+    }
     return 0;
 }
 
@@ -620,6 +637,7 @@ int main(int argc, char **argv) {
     bl_ctx_desc cd;
     int rc;
     bl_result r;
+    t_start = now_sec();
     rc = parse_args(argc, argv, &o);
     if (rc) return rc > 0 ? 0 : 2;
     if (o.tokenize_mode || o.detok_ids) return tokenizer_mode(&o);
@@ -629,6 +647,7 @@ int main(int argc, char **argv) {
     memset(&md, 0, sizeof md);
     md.tokenizer_path = o.tokenizer;
     md.no_mmap = o.no_mmap;
+    md.weights = o.weights;
     r = bl_model_load(&s.m, o.model, &md);
     if (r != BL_OK) {
         fprintf(stderr, "berlin-chat: cannot load '%s': %s\n", o.model, bl_model_last_error(s.m));
