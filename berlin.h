@@ -8359,6 +8359,56 @@ BL__AVX512BF static void bl__gemm_bf16_avx512(int type, const uint8_t *w, size_t
 #undef BL__DPBF
 #undef BL__GEMM4X4
 
+/* One token by up to 8 rows of F32 or F16 weights (the single-token case
+   of gemm_f). Small models have short rows (stories260K: 64 and 172), and
+   reducing each row's 16 lanes on its own costs as much as its products:
+   here the sums of 8 rows are reduced together, in one transpose. Eight
+   rows keep eight chains of FMAs busy and their pointers in registers. */
+BL__AVX512 static void bl__gemv_f_avx512(int type, const uint8_t *w, size_t row_bytes, int nr, const uint8_t *x, size_t xstride, int nt, int64_t K,
+                                         float *y, size_t ldy) {
+    const float *xf = (const float *)(const void *)x;
+    const uint8_t *w0 = w, *w1 = w + (size_t)(nr > 1) * row_bytes, *w2 = w1 + (size_t)(nr > 2) * row_bytes, *w3 = w2 + (size_t)(nr > 3) * row_bytes;
+    const uint8_t *w4 = w3 + (size_t)(nr > 4) * row_bytes, *w5 = w4 + (size_t)(nr > 5) * row_bytes, *w6 = w5 + (size_t)(nr > 6) * row_bytes;
+    const uint8_t *w7 = w6 + (size_t)(nr > 7) * row_bytes;
+    __m512 p0 = _mm512_setzero_ps(), p1 = p0, p2 = p0, p3 = p0, p4 = p0, p5 = p0, p6 = p0, p7 = p0, a0, a1, a2, a3;
+    int64_t i;
+    (void)xstride;
+    (void)nt;
+    (void)ldy;
+    for (i = 0; i < K; i += 16) {
+        const __mmask16 m = K - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - i)) - 1);
+        const __m512 xv = _mm512_maskz_loadu_ps(m, xf + i);
+        if (type == BL_TYPE_F32) {
+#define BL__W(wr) _mm512_maskz_loadu_ps(m, (const float *)(const void *)(wr) + i)
+            p0 = _mm512_fmadd_ps(BL__W(w0), xv, p0); p1 = _mm512_fmadd_ps(BL__W(w1), xv, p1);
+            p2 = _mm512_fmadd_ps(BL__W(w2), xv, p2); p3 = _mm512_fmadd_ps(BL__W(w3), xv, p3);
+            p4 = _mm512_fmadd_ps(BL__W(w4), xv, p4); p5 = _mm512_fmadd_ps(BL__W(w5), xv, p5);
+            p6 = _mm512_fmadd_ps(BL__W(w6), xv, p6); p7 = _mm512_fmadd_ps(BL__W(w7), xv, p7);
+#undef BL__W
+        } else {
+#define BL__W(wr) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const void *)((wr) + 2 * i)))
+            p0 = _mm512_fmadd_ps(BL__W(w0), xv, p0); p1 = _mm512_fmadd_ps(BL__W(w1), xv, p1);
+            p2 = _mm512_fmadd_ps(BL__W(w2), xv, p2); p3 = _mm512_fmadd_ps(BL__W(w3), xv, p3);
+            p4 = _mm512_fmadd_ps(BL__W(w4), xv, p4); p5 = _mm512_fmadd_ps(BL__W(w5), xv, p5);
+            p6 = _mm512_fmadd_ps(BL__W(w6), xv, p6); p7 = _mm512_fmadd_ps(BL__W(w7), xv, p7);
+#undef BL__W
+        }
+    }
+    /* The sums are added in bl__hsum512's order (lane j with j+8, then j+4,
+       j+2, j+1), so that one token gets the same bits as in a batch.
+       a0..a3: rows 2j and 2j+1, 8 partial sums each; p0, p1: rows 4j..4j+3,
+       4 each; then in 128-bit lane l rows l and 4+l, 2 each, then 1. */
+    a0 = _mm512_add_ps(_mm512_shuffle_f32x4(p0, p1, 0x44), _mm512_shuffle_f32x4(p0, p1, 0xee));
+    a1 = _mm512_add_ps(_mm512_shuffle_f32x4(p2, p3, 0x44), _mm512_shuffle_f32x4(p2, p3, 0xee));
+    a2 = _mm512_add_ps(_mm512_shuffle_f32x4(p4, p5, 0x44), _mm512_shuffle_f32x4(p4, p5, 0xee));
+    a3 = _mm512_add_ps(_mm512_shuffle_f32x4(p6, p7, 0x44), _mm512_shuffle_f32x4(p6, p7, 0xee));
+    p0 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x88), _mm512_shuffle_f32x4(a0, a1, 0xdd));
+    p1 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x88), _mm512_shuffle_f32x4(a2, a3, 0xdd));
+    a0 = _mm512_add_ps(_mm512_shuffle_ps(p0, p1, 0x44), _mm512_shuffle_ps(p0, p1, 0xee));
+    a0 = _mm512_add_ps(_mm512_shuffle_ps(a0, a0, 0x88), _mm512_shuffle_ps(a0, a0, 0xdd));
+    _mm256_mask_storeu_ps(y, (__mmask8)((1u << nr) - 1), _mm512_castps512_ps256(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0), a0)));
+}
+
 /* One row's codes, and per-sub-block s and o (stride sstride), as
    bl__unpack_row does, 64 codes at a time. */
 BL__AVX512 static void bl__unpack_row_avx512(int type, const uint8_t *w, int64_t K, uint8_t *u, float *s, float *o, int sstride) {
@@ -8724,6 +8774,7 @@ typedef struct bl__kern {
     bl__vdot_fn vdot[4];   /* Q4_0, Q8_0, Q4_K, Q6_K: one row by one token */
     bl__gemm_fn gemm_f;    /* F32, F16 weights: up to 4 rows by 4 tokens */
     bl__gemm_fn gemm_bf16; /* BF16 weights, BF16 activations */
+    bl__gemm_fn gemv_f;    /* F32, F16 weights: up to 8 rows by one token; NULL: gemm_f */
     void (*tile_pack)(int type, const uint8_t *w, size_t row_bytes, int nr, int64_t K, uint8_t *tile, uint8_t *rowbuf);
     bl__tile_fn tile_gemm; /* quantized tiles by a batch of tokens */
     int tile_min;          /* batches at least this long use tile_gemm, shorter ones vdot */
@@ -8820,6 +8871,7 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->vdot[3] = bl__vdot_q6_k_avx512;
         k->gemm_f = bl__gemm_f_avx512;
         if (f & BL__CPU_AVX512BF16) k->gemm_bf16 = bl__gemm_bf16_avx512;
+        k->gemv_f = bl__gemv_f_avx512;
         k->tile_pack = bl__tile_pack_avx512;
         k->tile_gemm = bl__tile_gemm_avx512;
         k->tile_min = 4;
@@ -9223,10 +9275,14 @@ static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, con
             const uint8_t *xa = kind == BL__ACT_BF16 ? A->bf : (const uint8_t *)A->f;
             size_t xs = kind == BL__ACT_BF16 ? A->sbf : (size_t)K * 4;
             int i;
-            for (i = 0; i < nr; i += 4)
-                for (b = 0; b < nb; b += 4)
-                    gm(W->type, W->data + (size_t)(r + i) * rb, rb, nr - i < 4 ? nr - i : 4, xa + (size_t)b * xs, xs, nb - b < 4 ? nb - b : 4, K,
-                       dst + (size_t)b * ld + (size_t)i, ld);
+            if (nb == 1 && kind == BL__ACT_F32 && k->gemv_f) {
+                for (i = 0; i < nr; i += 8) k->gemv_f(W->type, W->data + (size_t)(r + i) * rb, rb, nr - i < 8 ? nr - i : 8, xa, xs, 1, K, dst + i, ld);
+            } else {
+                for (i = 0; i < nr; i += 4)
+                    for (b = 0; b < nb; b += 4)
+                        gm(W->type, W->data + (size_t)(r + i) * rb, rb, nr - i < 4 ? nr - i : 4, xa + (size_t)b * xs, xs, nb - b < 4 ? nb - b : 4, K,
+                           dst + (size_t)b * ld + (size_t)i, ld);
+            }
         }
         if (acc) {
             int i;

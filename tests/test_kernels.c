@@ -181,6 +181,37 @@ static void test_gemm_f(const bl__kern *k) {
     }
 }
 
+/* One token by 1..8 rows (gemv_f, where a level has it): the same bits as
+   gemm_f of that level (a token must not change with the batch it is in),
+   with exactly nr rows allocated so ASan sees any read past them. */
+static void test_gemv_f(const bl__kern *k) {
+    static const int ftypes[2] = {BL_TYPE_F32, BL_TYPE_F16};
+    static const int64_t Ks[] = {1, 7, 8, 15, 16, 17, 31, 33, 64, 100, 172, 1000, 2049};
+    int ti, ki, nr;
+    if (!k->gemv_f) return;
+    for (ti = 0; ti < 2; ti++) {
+        int type = ftypes[ti];
+        double worst = 0;
+        for (ki = 0; ki < 13; ki++)
+            for (nr = 1; nr <= 8; nr++) {
+                int64_t K = Ks[ki], i;
+                size_t rb = bl__row_bytes(type, K);
+                uint8_t *w = (uint8_t *)malloc(rb * (size_t)nr);
+                float *x = (float *)malloc((size_t)K * sizeof(float)), y1[9], y2[9];
+                for (i = 0; i < nr; i++) fill_row(type, w + (size_t)i * rb, K);
+                for (i = 0; i < K; i++) x[i] = frand();
+                for (i = 0; i < 9; i++) y1[i] = y2[i] = -12345.0f;
+                for (i = 0; i < nr; i++) k->gemm_f(type, w + (size_t)i * rb, rb, 1, (const uint8_t *)x, (size_t)K * 4, 1, K, y1 + i, 1);
+                k->gemv_f(type, w, rb, nr, (const uint8_t *)x, (size_t)K * 4, 1, K, y2, 1);
+                for (i = nr; i < 9; i++)
+                    if (y2[i] != -12345.0f) { worst = 1; printf("gemv wrote outside nr=%d\n", nr); }
+                if (memcmp(y1, y2, (size_t)nr * sizeof(float))) { worst = 1; printf("gemv K=%d nr=%d differs from gemm\n", (int)K, nr); }
+                free(w); free(x);
+            }
+        CHECK(worst == 0, "%s gemv %s: differs from gemm_f", k->name, bl__type_any_name(type));
+    }
+}
+
 /* Tiles: pack (partial tiles too) and multiply by 1..9 tokens; compare with
    the one-row reference dot. */
 static void test_tiles(const bl__kern *k) {
@@ -307,6 +338,7 @@ int main(void) {
         test_act(&k);
         test_vdot(&k);
         test_gemm_f(&k);
+        test_gemv_f(&k);
         test_tiles(&k);
         test_misc(&k);
         test_attn(&k);
