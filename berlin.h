@@ -9297,21 +9297,109 @@ static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, con
    instead of waiting at the next barrier for the one that does not. */
 static int bl__chunk(int64_t n_units) {
     int64_t ch = n_units / (8 * (int64_t)BL__N_THREADS());
-    if (BL__N_THREADS() == 1) return n_units < INT_MAX ? (int)n_units + 1 : INT_MAX; /* one grab */
     return ch < 1 ? 1 : ch > 64 ? 64 : (int)ch;
 }
 
 /* Rows per work item: tiles of 32 for batches, 16 for single tokens. */
 static int64_t bl__unit_rows(const bl__ws *c, int nb) { return nb >= c->kern.tile_min ? 32 : 16; }
 
+/* What the work items of one loop of a forward step need. */
+typedef struct bl__job {
+    bl__ws *c;
+    int nb, l;            /* rows of the step, layer */
+    const bl__acts *A;    /* activations the matrices read */
+    const bl__weight *W;  /* bl__matmul: y (+)= W x */
+    float *y;
+    int64_t ldy, ur;      /* ur: matrix rows per item */
+    int acc;
+} bl__job;
+
+typedef void (*bl__item_fn)(const bl__job *j, int64_t i);
+
+/* Items [0, n) of one loop of a forward step: in a team, chunks of ch
+   handed out dynamically and a barrier at the end; with one thread a plain
+   loop, since an orphaned omp for still asks libgomp for a work share, and
+   without a team that is a malloc and a free per loop (5% of a
+   stories260K token). */
+static void bl__for(const bl__job *j, int64_t n, int ch, bl__item_fn fn) {
+    int64_t i;
+    (void)ch;
+    if (BL__N_THREADS() == 1) {
+        for (i = 0; i < n; i++) fn(j, i);
+        return;
+    }
+    BL__OMP(omp for schedule(dynamic, ch))
+    for (i = 0; i < n; i++) fn(j, i);
+}
+
+static void bl__item_rows(const bl__job *j, int64_t u) {
+    const int64_t r1 = (u + 1) * j->ur < j->W->rows ? (u + 1) * j->ur : j->W->rows;
+    bl__rows(j->c, j->W, u * j->ur, r1, j->A, j->nb, j->y, j->ldy, j->acc);
+}
+
 /* y (+)= W x for all rows, split between the threads of the team. */
 static void bl__matmul(bl__ws *c, const bl__weight *W, const bl__acts *A, int nb, float *y, int64_t ldy, int acc) {
-    const int64_t ur = bl__unit_rows(c, nb), n_units = (W->rows + ur - 1) / ur;
-    const int ch = bl__chunk(n_units);
-    int64_t u;
-    (void)ch;
-    BL__OMP(omp for schedule(dynamic, ch))
-    for (u = 0; u < n_units; u++) bl__rows(c, W, u * ur, (u + 1) * ur < W->rows ? (u + 1) * ur : W->rows, A, nb, y, ldy, acc);
+    bl__job j;
+    memset(&j, 0, sizeof j);
+    j.c = c;
+    j.nb = nb;
+    j.A = A;
+    j.W = W;
+    j.y = y;
+    j.ldy = ldy;
+    j.ur = bl__unit_rows(c, nb);
+    j.acc = acc;
+    bl__for(&j, (W->rows + j.ur - 1) / j.ur, bl__chunk((W->rows + j.ur - 1) / j.ur), bl__item_rows);
+}
+
+/* Item u of q, k and v: one head of one of them for every row, with its
+   bias, RoPE and, for k and v, the write into the cache. */
+static void bl__item_qkv(const bl__job *j, int64_t uu) {
+    bl__ws *c = j->c;
+    const bl__hparams *hp = &c->m->hp;
+    const bl__layer *L = &c->m->layers[j->l];
+    const int hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv, qd = nh * hd, kvd = nkv * hd, u = (int)uu;
+    const bl__weight *W = u < nh ? &L->wq : u < nh + nkv ? &L->wk : &L->wv;
+    const float *bias = u < nh ? L->bq : u < nh + nkv ? L->bk : L->bv;
+    float *y = u < nh ? c->q : u < nh + nkv ? c->k : c->v;
+    const int ld = u < nh ? qd : kvd, h = u < nh ? u : u < nh + nkv ? u - nh : u - nh - nkv;
+    int b;
+    bl__rows(c, W, (int64_t)h * hd, (int64_t)(h + 1) * hd, j->A, j->nb, y, ld, 0);
+    for (b = 0; b < j->nb; b++) {
+        float *v = y + (size_t)b * ld + (size_t)h * hd;
+        int i;
+        if (bias) for (i = 0; i < hd; i++) v[i] += bias[(size_t)h * hd + i];
+        if (u < nh + nkv) bl__rope(v, c->rope_cs + (size_t)b * hd, c->rope_cs + (size_t)b * hd + hd / 2, hd, hp->rope_neox);
+        if (u >= nh) {
+            const bl_ctx *sc = c->row_ctx[b];
+            float *cache = u < nh + nkv ? sc->k_cache : sc->v_cache;
+            memcpy(cache + ((size_t)j->l * (size_t)sc->n_ctx + (size_t)c->row_pos[b]) * kvd + (size_t)h * hd, v, (size_t)hd * sizeof(float));
+        }
+    }
+}
+
+/* Item bh of the attention: head bh % n_head of row bh / n_head. */
+static void bl__item_attn(const bl__job *j, int64_t bh) {
+    bl__ws *c = j->c;
+    const bl__hparams *hp = &c->m->hp;
+    const int hd = hp->head_dim, nh = hp->n_head, qd = nh * hd, kvd = hp->n_head_kv * hd;
+    const int bb = (int)(bh / nh), h = (int)(bh % nh), kh = h / (nh / hp->n_head_kv), n_att = c->row_pos[bb] + 1;
+    const bl_ctx *sc = c->row_ctx[bb];
+    const size_t lo = (size_t)j->l * (size_t)sc->n_ctx * kvd + (size_t)kh * hd;
+    c->kern.attn(c->q + (size_t)bb * qd + (size_t)h * hd, sc->k_cache + lo, sc->v_cache + lo, (size_t)kvd, n_att, hd, 1.0f / sqrtf((float)hd),
+                 c->scores + (size_t)BL__THREAD_ID() * (size_t)c->scores_cap, c->att + (size_t)bb * qd + (size_t)h * hd);
+}
+
+/* Item fu of the feed-forward: gate and up for a block of rows, then
+   SwiGLU on that block. */
+static void bl__item_ff(const bl__job *j, int64_t fu) {
+    bl__ws *c = j->c;
+    const bl__layer *L = &c->m->layers[j->l];
+    const int64_t ff = c->m->hp.n_ff, r0 = fu * j->ur, r1 = r0 + j->ur < ff ? r0 + j->ur : ff;
+    int b;
+    bl__rows(c, &L->w_gate, r0, r1, j->A, j->nb, c->g, ff, 0);
+    bl__rows(c, &L->w_up, r0, r1, j->A, j->nb, c->u, ff, 0);
+    for (b = 0; b < j->nb; b++) c->kern.swiglu(c->g + (size_t)b * ff + r0, c->u + (size_t)b * ff + r0, r1 - r0);
 }
 
 /* The body of one forward step over the nb rows the workspace c describes;
@@ -9325,71 +9413,36 @@ static void bl__matmul(bl__ws *c, const bl__weight *W, const bl__acts *A, int nb
 static void bl__forward_team(bl__ws *c, int nb, float *out, int n_out, int out_first) {
     const bl_model *m = c->m;
     const bl__hparams *hp = &m->hp;
-    const bl__kern *kn = &c->kern;
     const int dim = hp->dim, hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv;
-    const int qd = nh * hd, kvd = nkv * hd, ff = hp->n_ff, group = nh / nkv;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const int qd = nh * hd, ff = hp->n_ff;
     bl__acts A;
+    bl__job j;
     int b, l;
     BL__OMP(omp for schedule(static))
     for (b = 0; b < nb; b++) {
-        int j;
+        int i;
         bl__dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)c->row_tok[b] * m->tok_embd.row_bytes, c->x + (size_t)b * dim, dim);
-        for (j = 0; j < hd / 2; j++) {
-            double a = (double)c->row_pos[b] * (double)m->rope_freq[j];
-            c->rope_cs[(size_t)b * hd + j] = (float)cos(a);
-            c->rope_cs[(size_t)b * hd + hd / 2 + j] = (float)sin(a);
+        for (i = 0; i < hd / 2; i++) {
+            double a = (double)c->row_pos[b] * (double)m->rope_freq[i];
+            c->rope_cs[(size_t)b * hd + i] = (float)cos(a);
+            c->rope_cs[(size_t)b * hd + hd / 2 + i] = (float)sin(a);
         }
     }
+    memset(&j, 0, sizeof j);
+    j.c = c;
+    j.nb = nb;
+    j.A = &A;
+    j.ur = bl__unit_rows(c, nb);
     for (l = 0; l < hp->n_layer; l++) {
         const bl__layer *L = &m->layers[l];
-        const int64_t ur = bl__unit_rows(c, nb), n_ff_units = (ff + ur - 1) / ur;
-        const int ff_ch = bl__chunk(n_ff_units), qkv_ch = BL__N_THREADS() == 1 ? nh + 2 * nkv : 1, att_ch = BL__N_THREADS() == 1 ? nb * nh : 1;
-        (void)ff_ch;
-        (void)qkv_ch;
-        (void)att_ch;
-        int u, bh;
-        int64_t fu;
+        j.l = l;
         bl__prep(c, &A, c->x, L->attn_norm, nb, dim, bl__kinds(&L->wq, &L->wk, &L->wv));
-        /* q, k and v, one head per work item */
-        BL__OMP(omp for schedule(dynamic, qkv_ch))
-        for (u = 0; u < nh + 2 * nkv; u++) {
-            const bl__weight *W = u < nh ? &L->wq : u < nh + nkv ? &L->wk : &L->wv;
-            const float *bias = u < nh ? L->bq : u < nh + nkv ? L->bk : L->bv;
-            float *y = u < nh ? c->q : u < nh + nkv ? c->k : c->v;
-            const int ld = u < nh ? qd : kvd, h = u < nh ? u : u < nh + nkv ? u - nh : u - nh - nkv;
-            bl__rows(c, W, (int64_t)h * hd, (int64_t)(h + 1) * hd, &A, nb, y, ld, 0);
-            for (b = 0; b < nb; b++) {
-                float *v = y + (size_t)b * ld + (size_t)h * hd;
-                int i;
-                if (bias) for (i = 0; i < hd; i++) v[i] += bias[(size_t)h * hd + i];
-                if (u < nh + nkv) bl__rope(v, c->rope_cs + (size_t)b * hd, c->rope_cs + (size_t)b * hd + hd / 2, hd, hp->rope_neox);
-                if (u >= nh) {
-                    const bl_ctx *sc = c->row_ctx[b];
-                    float *cache = u < nh + nkv ? sc->k_cache : sc->v_cache;
-                    memcpy(cache + ((size_t)l * (size_t)sc->n_ctx + (size_t)c->row_pos[b]) * kvd + (size_t)h * hd, v, (size_t)hd * sizeof(float));
-                }
-            }
-        }
-        BL__OMP(omp for schedule(dynamic, att_ch))
-        for (bh = 0; bh < nb * nh; bh++) {
-            int bb = bh / nh, h = bh % nh, kh = h / group, n_att = c->row_pos[bb] + 1;
-            const bl_ctx *sc = c->row_ctx[bb];
-            const size_t lo = (size_t)l * (size_t)sc->n_ctx * kvd + (size_t)kh * hd;
-            kn->attn(c->q + (size_t)bb * qd + (size_t)h * hd, sc->k_cache + lo, sc->v_cache + lo, (size_t)kvd, n_att, hd, scale,
-                     c->scores + (size_t)BL__THREAD_ID() * (size_t)c->scores_cap, c->att + (size_t)bb * qd + (size_t)h * hd);
-        }
+        bl__for(&j, nh + 2 * nkv, 1, bl__item_qkv);
+        bl__for(&j, (int64_t)nb * nh, 1, bl__item_attn);
         bl__prep(c, &A, c->att, NULL, nb, qd, bl__kinds(&L->wo, NULL, NULL));
         bl__matmul(c, &L->wo, &A, nb, c->x, dim, 1);
         bl__prep(c, &A, c->x, L->ffn_norm, nb, dim, bl__kinds(&L->w_gate, &L->w_up, NULL));
-        /* gate and up for a block of rows, then SwiGLU on that block */
-        BL__OMP(omp for schedule(dynamic, ff_ch))
-        for (fu = 0; fu < n_ff_units; fu++) {
-            int64_t r0 = fu * ur, r1 = r0 + ur < ff ? r0 + ur : ff;
-            bl__rows(c, &L->w_gate, r0, r1, &A, nb, c->g, ff, 0);
-            bl__rows(c, &L->w_up, r0, r1, &A, nb, c->u, ff, 0);
-            for (b = 0; b < nb; b++) kn->swiglu(c->g + (size_t)b * ff + r0, c->u + (size_t)b * ff + r0, r1 - r0);
-        }
+        bl__for(&j, (ff + j.ur - 1) / j.ur, bl__chunk((ff + j.ur - 1) / j.ur), bl__item_ff);
         bl__prep(c, &A, c->g, NULL, nb, ff, bl__kinds(&L->w_down, NULL, NULL));
         bl__matmul(c, &L->w_down, &A, nb, c->x, dim, 1);
     }
