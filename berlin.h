@@ -8654,38 +8654,98 @@ BL__AVX512 static void bl__swiglu_avx512(float *g, const float *u, int64_t n) {
     }
 }
 
+/* Attention for heads of 8 (stories260K): two positions per vector. The
+   scores of 16 positions are reduced together, and their maximum kept on
+   the way; the second pass turns them into weights and sums the values,
+   divided by the sum of the weights once at the end. The last partial
+   block reads copies of its rows, padded with zeros, so that no pointer is
+   clamped. */
+BL__AVX512 static void bl__attn8_avx512(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, float scale, float *s, float *o) {
+    const __m512i fix = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512 q2 = _mm512_broadcast_f32x8(_mm256_loadu_ps(q));
+    float tail[16 * 8];
+    __m512 vmax = _mm512_set1_ps(-FLT_MAX), vsum = _mm512_setzero_ps(), mx, e[4];
+    int t0, j;
+    for (t0 = 0; t0 < n_att; t0 += 16) {
+        const float *kp = kc + (size_t)t0 * kvs;
+        size_t ks = kvs;
+        __mmask16 m = (__mmask16)0xffff;
+        __m512 a[8], p[4], r;
+        if (n_att - t0 < 16) {
+            memset(tail, 0, sizeof tail);
+            for (j = 0; t0 + j < n_att; j++) memcpy(tail + 8 * j, kp + (size_t)j * kvs, 8 * sizeof(float));
+            kp = tail;
+            ks = 8;
+            m = (__mmask16)((1u << (n_att - t0)) - 1);
+        }
+        /* a[j]: positions 2j (low half) and 2j+1 (high half), as bl__attn_avx512's first level leaves them */
+        BL__UNROLL16 for (j = 0; j < 8; j++) {
+            a[j] = _mm512_mul_ps(_mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(kp)), _mm256_loadu_ps(kp + ks), 1), q2);
+            kp += 2 * ks;
+        }
+        BL__UNROLL16 for (j = 0; j < 4; j++)
+            p[j] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0x88), _mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0xdd));
+        a[0] = _mm512_add_ps(_mm512_shuffle_ps(p[0], p[1], 0x88), _mm512_shuffle_ps(p[0], p[1], 0xdd));
+        a[1] = _mm512_add_ps(_mm512_shuffle_ps(p[2], p[3], 0x88), _mm512_shuffle_ps(p[2], p[3], 0xdd));
+        r = _mm512_add_ps(_mm512_shuffle_ps(a[0], a[1], 0x88), _mm512_shuffle_ps(a[0], a[1], 0xdd));
+        r = _mm512_mul_ps(_mm512_permutexvar_ps(fix, r), _mm512_set1_ps(scale));
+        _mm512_mask_storeu_ps(s + t0, m, r);
+        vmax = _mm512_mask_max_ps(vmax, m, vmax, r);
+    }
+    mx = _mm512_set1_ps(bl__hmax512(vmax));
+    for (j = 0; j < 4; j++) e[j] = _mm512_setzero_ps();
+    for (t0 = 0; t0 < n_att; t0 += 16) {
+        const float *vp = vc + (size_t)t0 * kvs;
+        size_t vs = kvs;
+        __mmask16 m = (__mmask16)0xffff;
+        __m512 w;
+        if (n_att - t0 < 16) {
+            memset(tail, 0, sizeof tail);
+            for (j = 0; t0 + j < n_att; j++) memcpy(tail + 8 * j, vp + (size_t)j * kvs, 8 * sizeof(float));
+            vp = tail;
+            vs = 8;
+            m = (__mmask16)((1u << (n_att - t0)) - 1);
+        }
+        w = _mm512_maskz_mov_ps(m, bl__exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + t0), mx)));
+        vsum = _mm512_add_ps(vsum, w);
+        BL__UNROLL16 for (j = 0; j < 8; j++) {
+            e[j & 3] = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_add_epi32(i01, _mm512_set1_epi32(2 * j)), w),
+                                       _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(vp)), _mm256_loadu_ps(vp + vs), 1), e[j & 3]);
+            vp += 2 * vs;
+        }
+    }
+    e[0] = _mm512_add_ps(_mm512_add_ps(e[0], e[1]), _mm512_add_ps(e[2], e[3]));
+    _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_add_ps(_mm512_castps512_ps256(e[0]), _mm512_extractf32x8_ps(e[0], 1)),
+                                      _mm256_set1_ps(1.0f / bl__hsum512(vsum))));
+}
+
 /* Attention for one query head over n_att cached positions: scores into s
    (n_att floats of scratch), the weighted sum of values into o (hd).
    q.k is computed for 16 positions at a time and the 16 sums are reduced
-   together. Heads of 8 (stories260K) put two positions in a vector, other
-   lengths that are not a multiple of 16 use masked loads: no gathers, which
-   cost some 20 cycles each on Zen 4. */
+   together; lengths that are not a multiple of 16 use masked loads, not
+   gathers, which cost some 20 cycles each on Zen 4. */
 BL__AVX512 static void bl__attn_avx512(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o) {
     const __m512i fix = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     const __mmask16 mq = hd >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << hd) - 1);
     int t0, j, c;
+    if (hd == 8) {
+        bl__attn8_avx512(q, kc, vc, kvs, n_att, scale, s, o);
+        return;
+    }
     for (t0 = 0; t0 < n_att; t0 += 16) {
         __m512 p[16], a[8], r;
         __mmask16 m = n_att - t0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n_att - t0)) - 1);
-        if (hd == 8) { /* a[j]: positions 2j (low half) and 2j+1 (high half) */
-            const __m512 q2 = _mm512_broadcast_f32x8(_mm256_loadu_ps(q));
-            BL__UNROLL16 for (j = 0; j < 8; j++) {
-                const float *k0 = kc + (size_t)(t0 + 2 * j < n_att ? t0 + 2 * j : t0) * kvs;
-                const float *k1 = kc + (size_t)(t0 + 2 * j + 1 < n_att ? t0 + 2 * j + 1 : t0) * kvs;
-                a[j] = _mm512_mul_ps(_mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(k0)), _mm256_loadu_ps(k1), 1), q2);
+        BL__UNROLL16 for (j = 0; j < 16; j++) {
+            const float *k = kc + (size_t)(t0 + j < n_att ? t0 + j : t0) * kvs;
+            p[j] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mq, q), _mm512_maskz_loadu_ps(mq, k));
+            for (c = 16; c < hd; c += 16) {
+                const __mmask16 mc = hd - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - c)) - 1);
+                p[j] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mc, q + c), _mm512_maskz_loadu_ps(mc, k + c), p[j]);
             }
-        } else {
-            BL__UNROLL16 for (j = 0; j < 16; j++) {
-                const float *k = kc + (size_t)(t0 + j < n_att ? t0 + j : t0) * kvs;
-                p[j] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mq, q), _mm512_maskz_loadu_ps(mq, k));
-                for (c = 16; c < hd; c += 16) {
-                    const __mmask16 mc = hd - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - c)) - 1);
-                    p[j] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mc, q + c), _mm512_maskz_loadu_ps(mc, k + c), p[j]);
-                }
-            }
-            BL__UNROLL16 for (j = 0; j < 8; j++)
-                a[j] = _mm512_add_ps(_mm512_shuffle_f32x4(p[2 * j], p[2 * j + 1], 0x44), _mm512_shuffle_f32x4(p[2 * j], p[2 * j + 1], 0xee));
         }
+        BL__UNROLL16 for (j = 0; j < 8; j++)
+            a[j] = _mm512_add_ps(_mm512_shuffle_f32x4(p[2 * j], p[2 * j + 1], 0x44), _mm512_shuffle_f32x4(p[2 * j], p[2 * j + 1], 0xee));
         BL__UNROLL16 for (j = 0; j < 4; j++)
             p[j] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0x88), _mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0xdd));
         BL__UNROLL16 for (j = 0; j < 2; j++)
@@ -8694,25 +8754,6 @@ BL__AVX512 static void bl__attn_avx512(const float *q, const float *kc, const fl
         _mm512_mask_storeu_ps(s + t0, m, _mm512_mul_ps(_mm512_permutexvar_ps(fix, r), _mm512_set1_ps(scale)));
     }
     bl__softmax_avx512(s, n_att);
-    if (hd == 8) { /* o = sum_t s[t] v_t, two positions per vector, four chains */
-        const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-        __m512 e[4];
-        for (j = 0; j < 4; j++) e[j] = _mm512_setzero_ps();
-        for (t0 = 0; t0 < n_att; t0 += 16) {
-            /* past n_att the weights are 0 and the rows those of position 0 */
-            __mmask16 m = n_att - t0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n_att - t0)) - 1);
-            const __m512 w = _mm512_maskz_loadu_ps(m, s + t0);
-            BL__UNROLL16 for (j = 0; j < 8; j++) {
-                const float *v0 = vc + (size_t)(t0 + 2 * j < n_att ? t0 + 2 * j : 0) * kvs;
-                const float *v1 = vc + (size_t)(t0 + 2 * j + 1 < n_att ? t0 + 2 * j + 1 : 0) * kvs;
-                e[j & 3] = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_add_epi32(i01, _mm512_set1_epi32(2 * j)), w),
-                                           _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(v0)), _mm256_loadu_ps(v1), 1), e[j & 3]);
-            }
-        }
-        e[0] = _mm512_add_ps(_mm512_add_ps(e[0], e[1]), _mm512_add_ps(e[2], e[3]));
-        _mm256_storeu_ps(o, _mm256_add_ps(_mm512_castps512_ps256(e[0]), _mm512_extractf32x8_ps(e[0], 1)));
-        return;
-    }
     if (hd % 16 || hd > 128) { /* o = sum_t s[t] v_t, 16 elements at a time */
         for (c = 0; c < hd; c += 16) {
             __mmask16 m = hd - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - c)) - 1);
