@@ -8654,70 +8654,87 @@ BL__AVX512 static void bl__swiglu_avx512(float *g, const float *u, int64_t n) {
     }
 }
 
-/* Attention for heads of 8 (stories260K): two positions per vector. The
-   scores of 16 positions are reduced together, and their maximum kept on
-   the way; the second pass turns them into weights and sums the values,
-   divided by the sum of the weights once at the end. The last partial
-   block reads copies of its rows, padded with zeros, so that no pointer is
-   clamped. */
-BL__AVX512 static void bl__attn8_avx512(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, float scale, float *s, float *o) {
+/* Two positions of a head of 8 in one vector: the first in the low half.
+   dense: the rows are consecutive (the cache's layout). lm keeps lanes. */
+BL__INLINE BL__AVX512 __m512 bl__kv8_pair(const float *p, size_t kvs, __mmask16 lm, const int dense) {
+    if (dense) return _mm512_maskz_loadu_ps(lm, p);
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_maskz_loadu_ps((__mmask8)lm, p)), _mm256_maskz_loadu_ps((__mmask8)(lm >> 8), p + kvs), 1);
+}
+
+/* The lanes of pair j of a block whose first `rem` positions exist. */
+BL__INLINE __mmask16 bl__kv8_lanes(int rem, int j) {
+    int n = 8 * rem - 16 * j;
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+/* Scores of the 16 positions from kp on (rem of them exist, the rest read as
+   zeros): a[j] holds positions 2j and 2j+1, as bl__attn_avx512's first
+   level leaves them, then the same reduction. */
+BL__INLINE BL__AVX512 __m512 bl__attn8_scores(const float *kp, size_t kvs, __m512 q2, int rem, const int dense) {
     const __m512i fix = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    __m512 a[8], p[4];
+    int j;
+    BL__UNROLL16 for (j = 0; j < 8; j++)
+        a[j] = _mm512_mul_ps(bl__kv8_pair(kp + (size_t)(2 * j) * kvs, kvs, rem >= 16 ? (__mmask16)0xffff : bl__kv8_lanes(rem, j), dense), q2);
+    BL__UNROLL16 for (j = 0; j < 4; j++)
+        p[j] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0x88), _mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0xdd));
+    a[0] = _mm512_add_ps(_mm512_shuffle_ps(p[0], p[1], 0x88), _mm512_shuffle_ps(p[0], p[1], 0xdd));
+    a[1] = _mm512_add_ps(_mm512_shuffle_ps(p[2], p[3], 0x88), _mm512_shuffle_ps(p[2], p[3], 0xdd));
+    return _mm512_permutexvar_ps(fix, _mm512_add_ps(_mm512_shuffle_ps(a[0], a[1], 0x88), _mm512_shuffle_ps(a[0], a[1], 0xdd)));
+}
+
+/* e[j & 3] += w[2j], w[2j+1] times the values of positions 2j, 2j+1 from vp on. */
+BL__INLINE BL__AVX512 void bl__attn8_values(const float *vp, size_t kvs, __m512 w, int rem, __m512 *e, const int dense) {
     const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    const __m512 q2 = _mm512_broadcast_f32x8(_mm256_loadu_ps(q));
-    float tail[16 * 8];
-    __m512 vmax = _mm512_set1_ps(-FLT_MAX), vsum = _mm512_setzero_ps(), mx, e[4];
-    int t0, j;
-    for (t0 = 0; t0 < n_att; t0 += 16) {
-        const float *kp = kc + (size_t)t0 * kvs;
-        size_t ks = kvs;
-        __mmask16 m = (__mmask16)0xffff;
-        __m512 a[8], p[4], r;
-        if (n_att - t0 < 16) {
-            memset(tail, 0, sizeof tail);
-            for (j = 0; t0 + j < n_att; j++) memcpy(tail + 8 * j, kp + (size_t)j * kvs, 8 * sizeof(float));
-            kp = tail;
-            ks = 8;
-            m = (__mmask16)((1u << (n_att - t0)) - 1);
-        }
-        /* a[j]: positions 2j (low half) and 2j+1 (high half), as bl__attn_avx512's first level leaves them */
-        BL__UNROLL16 for (j = 0; j < 8; j++) {
-            a[j] = _mm512_mul_ps(_mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(kp)), _mm256_loadu_ps(kp + ks), 1), q2);
-            kp += 2 * ks;
-        }
-        BL__UNROLL16 for (j = 0; j < 4; j++)
-            p[j] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0x88), _mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0xdd));
-        a[0] = _mm512_add_ps(_mm512_shuffle_ps(p[0], p[1], 0x88), _mm512_shuffle_ps(p[0], p[1], 0xdd));
-        a[1] = _mm512_add_ps(_mm512_shuffle_ps(p[2], p[3], 0x88), _mm512_shuffle_ps(p[2], p[3], 0xdd));
-        r = _mm512_add_ps(_mm512_shuffle_ps(a[0], a[1], 0x88), _mm512_shuffle_ps(a[0], a[1], 0xdd));
-        r = _mm512_mul_ps(_mm512_permutexvar_ps(fix, r), _mm512_set1_ps(scale));
+    int j;
+    BL__UNROLL16 for (j = 0; j < 8; j++)
+        e[j & 3] = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_add_epi32(i01, _mm512_set1_epi32(2 * j)), w),
+                                   bl__kv8_pair(vp + (size_t)(2 * j) * kvs, kvs, rem >= 16 ? (__mmask16)0xffff : bl__kv8_lanes(rem, j), dense), e[j & 3]);
+}
+
+/* Attention for heads of 8 (stories260K): two positions per vector. The
+   first pass makes the scores and keeps their maximum; the second turns
+   them into weights while it sums the values, divided by the sum of the
+   weights once at the end. Full blocks of 16 positions load without masks,
+   the last one with. */
+BL__INLINE BL__AVX512 void bl__attn8_body(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, float scale, float *s, float *o,
+                                          const int dense) {
+    const __m512 q2 = _mm512_broadcast_f32x8(_mm256_loadu_ps(q)), sc = _mm512_set1_ps(scale);
+    const int n_full = n_att & ~15;
+    __m512 vmax = _mm512_set1_ps(-FLT_MAX), vsum = _mm512_setzero_ps(), mx, w, e[4];
+    int t0;
+    for (t0 = 0; t0 < n_full; t0 += 16) {
+        __m512 r = _mm512_mul_ps(bl__attn8_scores(kc + (size_t)t0 * kvs, kvs, q2, 16, dense), sc);
+        _mm512_storeu_ps(s + t0, r);
+        vmax = _mm512_max_ps(vmax, r);
+    }
+    if (t0 < n_att) {
+        const __mmask16 m = (__mmask16)((1u << (n_att - t0)) - 1);
+        __m512 r = _mm512_mul_ps(bl__attn8_scores(kc + (size_t)t0 * kvs, kvs, q2, n_att - t0, dense), sc);
         _mm512_mask_storeu_ps(s + t0, m, r);
         vmax = _mm512_mask_max_ps(vmax, m, vmax, r);
     }
     mx = _mm512_set1_ps(bl__hmax512(vmax));
-    for (j = 0; j < 4; j++) e[j] = _mm512_setzero_ps();
-    for (t0 = 0; t0 < n_att; t0 += 16) {
-        const float *vp = vc + (size_t)t0 * kvs;
-        size_t vs = kvs;
-        __mmask16 m = (__mmask16)0xffff;
-        __m512 w;
-        if (n_att - t0 < 16) {
-            memset(tail, 0, sizeof tail);
-            for (j = 0; t0 + j < n_att; j++) memcpy(tail + 8 * j, vp + (size_t)j * kvs, 8 * sizeof(float));
-            vp = tail;
-            vs = 8;
-            m = (__mmask16)((1u << (n_att - t0)) - 1);
-        }
+    e[0] = e[1] = e[2] = e[3] = _mm512_setzero_ps();
+    for (t0 = 0; t0 < n_full; t0 += 16) {
+        w = bl__exp512(_mm512_sub_ps(_mm512_loadu_ps(s + t0), mx));
+        vsum = _mm512_add_ps(vsum, w);
+        bl__attn8_values(vc + (size_t)t0 * kvs, kvs, w, 16, e, dense);
+    }
+    if (t0 < n_att) {
+        const __mmask16 m = (__mmask16)((1u << (n_att - t0)) - 1);
         w = _mm512_maskz_mov_ps(m, bl__exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + t0), mx)));
         vsum = _mm512_add_ps(vsum, w);
-        BL__UNROLL16 for (j = 0; j < 8; j++) {
-            e[j & 3] = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_add_epi32(i01, _mm512_set1_epi32(2 * j)), w),
-                                       _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(vp)), _mm256_loadu_ps(vp + vs), 1), e[j & 3]);
-            vp += 2 * vs;
-        }
+        bl__attn8_values(vc + (size_t)t0 * kvs, kvs, w, n_att - t0, e, dense);
     }
     e[0] = _mm512_add_ps(_mm512_add_ps(e[0], e[1]), _mm512_add_ps(e[2], e[3]));
     _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_add_ps(_mm512_castps512_ps256(e[0]), _mm512_extractf32x8_ps(e[0], 1)),
                                       _mm256_set1_ps(1.0f / bl__hsum512(vsum))));
+}
+
+BL__AVX512 static void bl__attn8_avx512(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, float scale, float *s, float *o) {
+    if (kvs == 8) bl__attn8_body(q, kc, vc, 8, n_att, scale, s, o, 1);
+    else bl__attn8_body(q, kc, vc, kvs, n_att, scale, s, o, 0);
 }
 
 /* Attention for one query head over n_att cached positions: scores into s
@@ -8978,7 +8995,9 @@ static void bl__rope(float *v, const float *cs, const float *sn, int head_dim, i
    and attention are per row, the matrices are for all rows at once. After
    the last layer the rows that keep logits are gathered to the front so
    the output matrix is read once too. The KV cache (F32) lives in the
-   context. bl_ctx_decode is a batch of one sequence: there is one path.
+   context, each KV head's positions consecutive, so that attention reads
+   a head as one stream. bl_ctx_decode is a batch of one sequence: there
+   is one path.
    One OpenMP team runs a whole forward step: every thread walks the same
    code, the matrices are split by rows between them (worksharing loops,
    each ending in a barrier), so no team is started per matrix. Models too
@@ -9035,8 +9054,8 @@ struct bl_ctx {
     int32_t *tokens;      /* (n_ctx) */
     uint64_t rng;
     uint64_t seed;
-    float *k_cache;       /* (n_layer, n_ctx, n_head_kv*head_dim) */
-    float *v_cache;       /* (n_layer, n_ctx, n_head_kv*head_dim) */
+    float *k_cache;       /* (n_layer, n_head_kv, n_ctx, head_dim): a head's positions are consecutive */
+    float *v_cache;       /* (n_layer, n_head_kv, n_ctx, head_dim) */
     bl__ws ws;            /* scratch of its own decode calls */
     float *logits;        /* (logits_cap, n_vocab) */
     int logits_cap, logits_rows;
@@ -9414,7 +9433,7 @@ static void bl__item_qkv(const bl__job *j, int64_t uu) {
         if (u >= nh) {
             const bl_ctx *sc = c->row_ctx[b];
             float *cache = u < nh + nkv ? sc->k_cache : sc->v_cache;
-            memcpy(cache + ((size_t)j->l * (size_t)sc->n_ctx + (size_t)c->row_pos[b]) * kvd + (size_t)h * hd, v, (size_t)hd * sizeof(float));
+            memcpy(cache + (((size_t)j->l * (size_t)nkv + (size_t)h) * (size_t)sc->n_ctx + (size_t)c->row_pos[b]) * (size_t)hd, v, (size_t)hd * sizeof(float));
         }
     }
 }
@@ -9423,11 +9442,11 @@ static void bl__item_qkv(const bl__job *j, int64_t uu) {
 static void bl__item_attn(const bl__job *j, int64_t bh) {
     bl__ws *c = j->c;
     const bl__hparams *hp = &c->m->hp;
-    const int hd = hp->head_dim, nh = hp->n_head, qd = nh * hd, kvd = hp->n_head_kv * hd;
+    const int hd = hp->head_dim, nh = hp->n_head, qd = nh * hd;
     const int bb = (int)(bh / nh), h = (int)(bh % nh), kh = h / (nh / hp->n_head_kv), n_att = c->row_pos[bb] + 1;
     const bl_ctx *sc = c->row_ctx[bb];
-    const size_t lo = (size_t)j->l * (size_t)sc->n_ctx * kvd + (size_t)kh * hd;
-    c->kern.attn(c->q + (size_t)bb * qd + (size_t)h * hd, sc->k_cache + lo, sc->v_cache + lo, (size_t)kvd, n_att, hd, 1.0f / sqrtf((float)hd),
+    const size_t lo = ((size_t)j->l * (size_t)hp->n_head_kv + (size_t)kh) * (size_t)sc->n_ctx * (size_t)hd;
+    c->kern.attn(c->q + (size_t)bb * qd + (size_t)h * hd, sc->k_cache + lo, sc->v_cache + lo, (size_t)hd, n_att, hd, 1.0f / sqrtf((float)hd),
                  c->scores + (size_t)BL__THREAD_ID() * (size_t)c->scores_cap, c->att + (size_t)bb * qd + (size_t)h * hd);
 }
 
