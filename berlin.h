@@ -9374,27 +9374,26 @@ typedef struct bl__job {
     int acc;
 } bl__job;
 
-typedef void (*bl__item_fn)(const bl__job *j, int64_t i);
+typedef void (*bl__item_fn)(const bl__job *j, int64_t i0, int64_t i1);
 
-/* Items [0, n) of one loop of a forward step: in a team, chunks of ch
-   handed out dynamically and a barrier at the end; with one thread a plain
-   loop, since an orphaned omp for still asks libgomp for a work share, and
+/* Items [0, n) of one loop of a forward step, given to fn a range at a
+   time: in a team, ranges of ch handed out dynamically and a barrier at
+   the end; with one thread the whole range at once and no OpenMP at all,
+   since an orphaned omp for still asks libgomp for a work share, and
    without a team that is a malloc and a free per loop (5% of a
    stories260K token). */
 static void bl__for(const bl__job *j, int64_t n, int ch, bl__item_fn fn) {
     int64_t i;
-    (void)ch;
     if (BL__N_THREADS() == 1) {
-        for (i = 0; i < n; i++) fn(j, i);
+        fn(j, 0, n);
         return;
     }
-    BL__OMP(omp for schedule(dynamic, ch))
-    for (i = 0; i < n; i++) fn(j, i);
+    BL__OMP(omp for schedule(dynamic, 1))
+    for (i = 0; i < n; i += ch) fn(j, i, i + ch < n ? i + ch : n);
 }
 
-static void bl__item_rows(const bl__job *j, int64_t u) {
-    const int64_t r1 = (u + 1) * j->ur < j->W->rows ? (u + 1) * j->ur : j->W->rows;
-    bl__rows(j->c, j->W, u * j->ur, r1, j->A, j->nb, j->y, j->ldy, j->acc);
+static void bl__item_rows(const bl__job *j, int64_t u0, int64_t u1) {
+    bl__rows(j->c, j->W, u0 * j->ur, u1 * j->ur < j->W->rows ? u1 * j->ur : j->W->rows, j->A, j->nb, j->y, j->ldy, j->acc);
 }
 
 /* y (+)= W x for all rows, split between the threads of the team. */
@@ -9412,50 +9411,65 @@ static void bl__matmul(bl__ws *c, const bl__weight *W, const bl__acts *A, int nb
     bl__for(&j, (W->rows + j.ur - 1) / j.ur, bl__chunk((W->rows + j.ur - 1) / j.ur), bl__item_rows);
 }
 
-/* Item u of q, k and v: one head of one of them for every row, with its
+/* Heads [h0, h1) of q (which 0), k (1) or v (2) for every row, with their
    bias, RoPE and, for k and v, the write into the cache. */
-static void bl__item_qkv(const bl__job *j, int64_t uu) {
+static void bl__qkv_heads(const bl__job *j, int which, int h0, int h1) {
     bl__ws *c = j->c;
     const bl__hparams *hp = &c->m->hp;
     const bl__layer *L = &c->m->layers[j->l];
-    const int hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv, qd = nh * hd, kvd = nkv * hd, u = (int)uu;
-    const bl__weight *W = u < nh ? &L->wq : u < nh + nkv ? &L->wk : &L->wv;
-    const float *bias = u < nh ? L->bq : u < nh + nkv ? L->bk : L->bv;
-    float *y = u < nh ? c->q : u < nh + nkv ? c->k : c->v;
-    const int ld = u < nh ? qd : kvd, h = u < nh ? u : u < nh + nkv ? u - nh : u - nh - nkv;
-    int b;
-    bl__rows(c, W, (int64_t)h * hd, (int64_t)(h + 1) * hd, j->A, j->nb, y, ld, 0);
-    for (b = 0; b < j->nb; b++) {
-        float *v = y + (size_t)b * ld + (size_t)h * hd;
-        int i;
-        if (bias) for (i = 0; i < hd; i++) v[i] += bias[(size_t)h * hd + i];
-        if (u < nh + nkv) bl__rope(v, c->rope_cs + (size_t)b * hd, c->rope_cs + (size_t)b * hd + hd / 2, hd, hp->rope_neox);
-        if (u >= nh) {
-            const bl_ctx *sc = c->row_ctx[b];
-            float *cache = u < nh + nkv ? sc->k_cache : sc->v_cache;
-            memcpy(cache + (((size_t)j->l * (size_t)nkv + (size_t)h) * (size_t)sc->n_ctx + (size_t)c->row_pos[b]) * (size_t)hd, v, (size_t)hd * sizeof(float));
+    const int hd = hp->head_dim, nkv = hp->n_head_kv, ld = which ? nkv * hd : hp->n_head * hd;
+    const bl__weight *W = which == 0 ? &L->wq : which == 1 ? &L->wk : &L->wv;
+    const float *bias = which == 0 ? L->bq : which == 1 ? L->bk : L->bv;
+    float *y = which == 0 ? c->q : which == 1 ? c->k : c->v;
+    int b, h;
+    if (h0 >= h1) return;
+    bl__rows(c, W, (int64_t)h0 * hd, (int64_t)h1 * hd, j->A, j->nb, y, ld, 0);
+    for (b = 0; b < j->nb; b++)
+        for (h = h0; h < h1; h++) {
+            float *v = y + (size_t)b * ld + (size_t)h * hd;
+            int i;
+            if (bias) for (i = 0; i < hd; i++) v[i] += bias[(size_t)h * hd + i];
+            if (which < 2) bl__rope(v, c->rope_cs + (size_t)b * hd, c->rope_cs + (size_t)b * hd + hd / 2, hd, hp->rope_neox);
+            if (which) {
+                const bl_ctx *sc = c->row_ctx[b];
+                float *cache = which == 1 ? sc->k_cache : sc->v_cache;
+                memcpy(cache + (((size_t)j->l * (size_t)nkv + (size_t)h) * (size_t)sc->n_ctx + (size_t)c->row_pos[b]) * (size_t)hd, v,
+                       (size_t)hd * sizeof(float));
+            }
         }
-    }
 }
 
-/* Item bh of the attention: head bh % n_head of row bh / n_head. */
-static void bl__item_attn(const bl__job *j, int64_t bh) {
+/* Items [u0, u1) of q, k and v: the heads of q, then of k, then of v. */
+static void bl__item_qkv(const bl__job *j, int64_t u0, int64_t u1) {
+    const int nh = j->c->m->hp.n_head, nkv = j->c->m->hp.n_head_kv, a = (int)u0, b = (int)u1;
+    bl__qkv_heads(j, 0, a, b < nh ? b : nh);
+    bl__qkv_heads(j, 1, (a > nh ? a : nh) - nh, (b < nh + nkv ? b : nh + nkv) - nh);
+    bl__qkv_heads(j, 2, (a > nh + nkv ? a : nh + nkv) - nh - nkv, b - nh - nkv);
+}
+
+/* Items [i0, i1) of the attention: item i is head i % n_head of row i / n_head. */
+static void bl__item_attn(const bl__job *j, int64_t i0, int64_t i1) {
     bl__ws *c = j->c;
     const bl__hparams *hp = &c->m->hp;
     const int hd = hp->head_dim, nh = hp->n_head, qd = nh * hd;
-    const int bb = (int)(bh / nh), h = (int)(bh % nh), kh = h / (nh / hp->n_head_kv), n_att = c->row_pos[bb] + 1;
-    const bl_ctx *sc = c->row_ctx[bb];
-    const size_t lo = ((size_t)j->l * (size_t)hp->n_head_kv + (size_t)kh) * (size_t)sc->n_ctx * (size_t)hd;
-    c->kern.attn(c->q + (size_t)bb * qd + (size_t)h * hd, sc->k_cache + lo, sc->v_cache + lo, (size_t)hd, n_att, hd, 1.0f / sqrtf((float)hd),
-                 c->scores + (size_t)BL__THREAD_ID() * (size_t)c->scores_cap, c->att + (size_t)bb * qd + (size_t)h * hd);
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *scores = c->scores + (size_t)BL__THREAD_ID() * (size_t)c->scores_cap;
+    int64_t i;
+    for (i = i0; i < i1; i++) {
+        const int bb = (int)(i / nh), h = (int)(i % nh), kh = h / (nh / hp->n_head_kv), n_att = c->row_pos[bb] + 1;
+        const bl_ctx *sc = c->row_ctx[bb];
+        const size_t lo = ((size_t)j->l * (size_t)hp->n_head_kv + (size_t)kh) * (size_t)sc->n_ctx * (size_t)hd;
+        c->kern.attn(c->q + (size_t)bb * qd + (size_t)h * hd, sc->k_cache + lo, sc->v_cache + lo, (size_t)hd, n_att, hd, scale, scores,
+                     c->att + (size_t)bb * qd + (size_t)h * hd);
+    }
 }
 
-/* Item fu of the feed-forward: gate and up for a block of rows, then
-   SwiGLU on that block. */
-static void bl__item_ff(const bl__job *j, int64_t fu) {
+/* Items [u0, u1) of the feed-forward: gate and up for their rows, then
+   SwiGLU on those. */
+static void bl__item_ff(const bl__job *j, int64_t u0, int64_t u1) {
     bl__ws *c = j->c;
     const bl__layer *L = &c->m->layers[j->l];
-    const int64_t ff = c->m->hp.n_ff, r0 = fu * j->ur, r1 = r0 + j->ur < ff ? r0 + j->ur : ff;
+    const int64_t ff = c->m->hp.n_ff, r0 = u0 * j->ur, r1 = u1 * j->ur < ff ? u1 * j->ur : ff;
     int b;
     bl__rows(c, &L->w_gate, r0, r1, j->A, j->nb, c->g, ff, 0);
     bl__rows(c, &L->w_up, r0, r1, j->A, j->nb, c->u, ff, 0);
