@@ -7698,15 +7698,20 @@ static void bl__swiglu_ref(float *g, const float *u, int64_t n) {
     for (i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-/* Attention for one query head over n_att cached positions (rows kvs floats
-   apart): scores into s (n_att floats of scratch), the softmax-weighted sum
-   of the values into o (hd floats). */
-static void bl__attn_ref(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o) {
-    int t;
-    for (t = 0; t < n_att; t++) s[t] = bl__dot_f32(q, kc + (size_t)t * kvs, hd) * scale;
+/* Attention for one query head over n_att cached positions. The cache holds
+   a head transposed, element d of position t at kc[d * ld + t] (and
+   vc[d * ld + t]): q.k for many positions is then a sum of q[d] times
+   consecutive floats, with no horizontal sums, and each element of the
+   output a dot product along consecutive floats. Scores go to s (n_att
+   floats of scratch), the softmax-weighted sum of the values to o (hd). */
+static void bl__attn_ref(const float *q, const float *kc, const float *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o) {
+    int t, d;
+    for (t = 0; t < n_att; t++) s[t] = 0;
+    for (d = 0; d < hd; d++)
+        for (t = 0; t < n_att; t++) s[t] += q[d] * kc[(size_t)d * ld + (size_t)t];
+    for (t = 0; t < n_att; t++) s[t] *= scale;
     bl__softmax_ref(s, n_att);
-    memset(o, 0, (size_t)hd * sizeof(float));
-    for (t = 0; t < n_att; t++) bl__axpy_ref(o, s[t], vc + (size_t)t * kvs, hd);
+    for (d = 0; d < hd; d++) o[d] = bl__dot_f32(s, vc + (size_t)d * ld, n_att);
 }
 
 /* ---- x86 SIMD variants ----------------------------------------------------
@@ -7989,12 +7994,29 @@ BL__AVX2 static void bl__swiglu_avx2(float *g, const float *u, int64_t n) {
     bl__swiglu_ref(g + i, u + i, n - i);
 }
 
-BL__AVX2 static void bl__attn_avx2(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o) {
-    int t;
-    for (t = 0; t < n_att; t++) s[t] = bl__dot_avx2(q, kc + (size_t)t * kvs, hd) * scale;
+/* The head transposed in the cache, as bl__attn_ref reads it: scores for
+   16 positions at a time, two chains of FMAs broadcasting q[d]. */
+BL__AVX2 static void bl__attn_avx2(const float *q, const float *kc, const float *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o) {
+    const __m256 sc = _mm256_set1_ps(scale);
+    int t = 0, d;
+    for (; t + 16 <= n_att; t += 16) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        for (d = 0; d < hd; d++) {
+            const float *k = kc + (size_t)d * ld + (size_t)t;
+            const __m256 qd = _mm256_set1_ps(q[d]);
+            a0 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(k), a0);
+            a1 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(k + 8), a1);
+        }
+        _mm256_storeu_ps(s + t, _mm256_mul_ps(a0, sc));
+        _mm256_storeu_ps(s + t + 8, _mm256_mul_ps(a1, sc));
+    }
+    for (; t < n_att; t++) {
+        float a = 0;
+        for (d = 0; d < hd; d++) a += q[d] * kc[(size_t)d * ld + (size_t)t];
+        s[t] = a * scale;
+    }
     bl__softmax_avx2(s, n_att);
-    memset(o, 0, (size_t)hd * sizeof(float));
-    for (t = 0; t < n_att; t++) bl__axpy_avx2(o, s[t], vc + (size_t)t * kvs, hd);
+    for (d = 0; d < hd; d++) o[d] = bl__dot_avx2(s, vc + (size_t)d * ld, n_att);
 }
 
 /* Tiles on AVX2: 16 rows by 2 tokens per pass; pmaddubsw needs codes <= 63
@@ -8359,6 +8381,23 @@ BL__AVX512BF static void bl__gemm_bf16_avx512(int type, const uint8_t *w, size_t
 #undef BL__DPBF
 #undef BL__GEMM4X4
 
+/* The sums of the 16 lanes of p0..p7, in one transpose, added in
+   bl__hsum512's order (lane j with j+8, then j+4, j+2, j+1) so that gemv_f
+   gives the same bits as gemm_f. a0..a3: vectors 2j and 2j+1, 8 partial
+   sums each; b0, b1: 4j..4j+3, 4 each; then in 128-bit lane l vectors l
+   and 4+l, 2 each, then 1. */
+BL__INLINE BL__AVX512 __m256 bl__sum8_avx512(__m512 p0, __m512 p1, __m512 p2, __m512 p3, __m512 p4, __m512 p5, __m512 p6, __m512 p7) {
+    const __m512 a0 = _mm512_add_ps(_mm512_shuffle_f32x4(p0, p1, 0x44), _mm512_shuffle_f32x4(p0, p1, 0xee));
+    const __m512 a1 = _mm512_add_ps(_mm512_shuffle_f32x4(p2, p3, 0x44), _mm512_shuffle_f32x4(p2, p3, 0xee));
+    const __m512 a2 = _mm512_add_ps(_mm512_shuffle_f32x4(p4, p5, 0x44), _mm512_shuffle_f32x4(p4, p5, 0xee));
+    const __m512 a3 = _mm512_add_ps(_mm512_shuffle_f32x4(p6, p7, 0x44), _mm512_shuffle_f32x4(p6, p7, 0xee));
+    const __m512 b0 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x88), _mm512_shuffle_f32x4(a0, a1, 0xdd));
+    const __m512 b1 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x88), _mm512_shuffle_f32x4(a2, a3, 0xdd));
+    __m512 c = _mm512_add_ps(_mm512_shuffle_ps(b0, b1, 0x44), _mm512_shuffle_ps(b0, b1, 0xee));
+    c = _mm512_add_ps(_mm512_shuffle_ps(c, c, 0x88), _mm512_shuffle_ps(c, c, 0xdd));
+    return _mm512_castps512_ps256(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0), c));
+}
+
 /* One token by up to 8 rows of F32 or F16 weights (the single-token case
    of gemm_f). Small models have short rows (stories260K: 64 and 172), and
    reducing each row's 16 lanes on its own costs as much as its products:
@@ -8370,7 +8409,7 @@ BL__AVX512 static void bl__gemv_f_avx512(int type, const uint8_t *w, size_t row_
     const uint8_t *w0 = w, *w1 = w + (size_t)(nr > 1) * row_bytes, *w2 = w1 + (size_t)(nr > 2) * row_bytes, *w3 = w2 + (size_t)(nr > 3) * row_bytes;
     const uint8_t *w4 = w3 + (size_t)(nr > 4) * row_bytes, *w5 = w4 + (size_t)(nr > 5) * row_bytes, *w6 = w5 + (size_t)(nr > 6) * row_bytes;
     const uint8_t *w7 = w6 + (size_t)(nr > 7) * row_bytes;
-    __m512 p0 = _mm512_setzero_ps(), p1 = p0, p2 = p0, p3 = p0, p4 = p0, p5 = p0, p6 = p0, p7 = p0, a0, a1, a2, a3;
+    __m512 p0 = _mm512_setzero_ps(), p1 = p0, p2 = p0, p3 = p0, p4 = p0, p5 = p0, p6 = p0, p7 = p0;
     int64_t i;
     (void)xstride;
     (void)nt;
@@ -8394,19 +8433,7 @@ BL__AVX512 static void bl__gemv_f_avx512(int type, const uint8_t *w, size_t row_
 #undef BL__W
         }
     }
-    /* The sums are added in bl__hsum512's order (lane j with j+8, then j+4,
-       j+2, j+1), so that one token gets the same bits as in a batch.
-       a0..a3: rows 2j and 2j+1, 8 partial sums each; p0, p1: rows 4j..4j+3,
-       4 each; then in 128-bit lane l rows l and 4+l, 2 each, then 1. */
-    a0 = _mm512_add_ps(_mm512_shuffle_f32x4(p0, p1, 0x44), _mm512_shuffle_f32x4(p0, p1, 0xee));
-    a1 = _mm512_add_ps(_mm512_shuffle_f32x4(p2, p3, 0x44), _mm512_shuffle_f32x4(p2, p3, 0xee));
-    a2 = _mm512_add_ps(_mm512_shuffle_f32x4(p4, p5, 0x44), _mm512_shuffle_f32x4(p4, p5, 0xee));
-    a3 = _mm512_add_ps(_mm512_shuffle_f32x4(p6, p7, 0x44), _mm512_shuffle_f32x4(p6, p7, 0xee));
-    p0 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x88), _mm512_shuffle_f32x4(a0, a1, 0xdd));
-    p1 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x88), _mm512_shuffle_f32x4(a2, a3, 0xdd));
-    a0 = _mm512_add_ps(_mm512_shuffle_ps(p0, p1, 0x44), _mm512_shuffle_ps(p0, p1, 0xee));
-    a0 = _mm512_add_ps(_mm512_shuffle_ps(a0, a0, 0x88), _mm512_shuffle_ps(a0, a0, 0xdd));
-    _mm256_mask_storeu_ps(y, (__mmask8)((1u << nr) - 1), _mm512_castps512_ps256(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0), a0)));
+    _mm256_mask_storeu_ps(y, (__mmask8)((1u << nr) - 1), bl__sum8_avx512(p0, p1, p2, p3, p4, p5, p6, p7));
 }
 
 /* One row's codes, and per-sub-block s and o (stride sstride), as
@@ -8654,154 +8681,61 @@ BL__AVX512 static void bl__swiglu_avx512(float *g, const float *u, int64_t n) {
     }
 }
 
-/* Two positions of a head of 8 in one vector: the first in the low half.
-   dense: the rows are consecutive (the cache's layout). lm keeps lanes. */
-BL__INLINE BL__AVX512 __m512 bl__kv8_pair(const float *p, size_t kvs, __mmask16 lm, const int dense) {
-    if (dense) return _mm512_maskz_loadu_ps(lm, p);
-    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_maskz_loadu_ps((__mmask8)lm, p)), _mm256_maskz_loadu_ps((__mmask8)(lm >> 8), p + kvs), 1);
-}
+/* Lanes [0, n) of 16. */
+BL__INLINE __mmask16 bl__mask16(int n) { return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1); }
 
-/* The lanes of pair j of a block whose first `rem` positions exist. */
-BL__INLINE __mmask16 bl__kv8_lanes(int rem, int j) {
-    int n = 8 * rem - 16 * j;
-    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
-
-/* Scores of the 16 positions from kp on (rem of them exist, the rest read as
-   zeros): a[j] holds positions 2j and 2j+1, as bl__attn_avx512's first
-   level leaves them, then the same reduction. */
-BL__INLINE BL__AVX512 __m512 bl__attn8_scores(const float *kp, size_t kvs, __m512 q2, int rem, const int dense) {
-    const __m512i fix = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    __m512 a[8], p[4];
-    int j;
-    BL__UNROLL16 for (j = 0; j < 8; j++)
-        a[j] = _mm512_mul_ps(bl__kv8_pair(kp + (size_t)(2 * j) * kvs, kvs, rem >= 16 ? (__mmask16)0xffff : bl__kv8_lanes(rem, j), dense), q2);
-    BL__UNROLL16 for (j = 0; j < 4; j++)
-        p[j] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0x88), _mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0xdd));
-    a[0] = _mm512_add_ps(_mm512_shuffle_ps(p[0], p[1], 0x88), _mm512_shuffle_ps(p[0], p[1], 0xdd));
-    a[1] = _mm512_add_ps(_mm512_shuffle_ps(p[2], p[3], 0x88), _mm512_shuffle_ps(p[2], p[3], 0xdd));
-    return _mm512_permutexvar_ps(fix, _mm512_add_ps(_mm512_shuffle_ps(a[0], a[1], 0x88), _mm512_shuffle_ps(a[0], a[1], 0xdd)));
-}
-
-/* e[j & 3] += w[2j], w[2j+1] times the values of positions 2j, 2j+1 from vp on. */
-BL__INLINE BL__AVX512 void bl__attn8_values(const float *vp, size_t kvs, __m512 w, int rem, __m512 *e, const int dense) {
-    const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    int j;
-    BL__UNROLL16 for (j = 0; j < 8; j++)
-        e[j & 3] = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_add_epi32(i01, _mm512_set1_epi32(2 * j)), w),
-                                   bl__kv8_pair(vp + (size_t)(2 * j) * kvs, kvs, rem >= 16 ? (__mmask16)0xffff : bl__kv8_lanes(rem, j), dense), e[j & 3]);
-}
-
-/* Attention for heads of 8 (stories260K): two positions per vector. The
-   first pass makes the scores and keeps their maximum; the second turns
-   them into weights while it sums the values, divided by the sum of the
-   weights once at the end. Full blocks of 16 positions load without masks,
-   the last one with. */
-BL__INLINE BL__AVX512 void bl__attn8_body(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, float scale, float *s, float *o,
-                                          const int dense) {
-    const __m512 q2 = _mm512_broadcast_f32x8(_mm256_loadu_ps(q)), sc = _mm512_set1_ps(scale);
-    const int n_full = n_att & ~15;
-    __m512 vmax = _mm512_set1_ps(-FLT_MAX), vsum = _mm512_setzero_ps(), mx, w, e[4];
-    int t0;
-    for (t0 = 0; t0 < n_full; t0 += 16) {
-        __m512 r = _mm512_mul_ps(bl__attn8_scores(kc + (size_t)t0 * kvs, kvs, q2, 16, dense), sc);
-        _mm512_storeu_ps(s + t0, r);
-        vmax = _mm512_max_ps(vmax, r);
-    }
-    if (t0 < n_att) {
-        const __mmask16 m = (__mmask16)((1u << (n_att - t0)) - 1);
-        __m512 r = _mm512_mul_ps(bl__attn8_scores(kc + (size_t)t0 * kvs, kvs, q2, n_att - t0, dense), sc);
-        _mm512_mask_storeu_ps(s + t0, m, r);
-        vmax = _mm512_mask_max_ps(vmax, m, vmax, r);
+/* Attention for one query head over n_att cached positions, the head
+   transposed in the cache (element d of position t at kc[d * ld + t], see
+   bl__attn_ref). q.k for 64 positions at a time is four chains of FMAs
+   broadcasting q[d], and the maximum is kept on the way; the second pass
+   turns the scores into weights and sums them; the third sums the values,
+   eight elements at a time over all positions, reduces the eight sums
+   together and divides by the sum of the weights. */
+BL__AVX512 static void bl__attn_avx512(const float *q, const float *kc, const float *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    __m512 vmax = _mm512_set1_ps(-FLT_MAX), vsum = _mm512_setzero_ps(), mx;
+    __m256 inv;
+    int t0, d, i;
+    for (t0 = 0; t0 < n_att; t0 += 64) {
+        __mmask16 m[4];
+        __m512 a[4];
+        BL__UNROLL16 for (i = 0; i < 4; i++) {
+            m[i] = bl__mask16(n_att - t0 - 16 * i);
+            a[i] = _mm512_setzero_ps();
+        }
+        for (d = 0; d < hd; d++) {
+            const float *k = kc + (size_t)d * ld + (size_t)t0;
+            const __m512 qd = _mm512_set1_ps(q[d]);
+            BL__UNROLL16 for (i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(qd, _mm512_maskz_loadu_ps(m[i], k + 16 * i), a[i]);
+        }
+        BL__UNROLL16 for (i = 0; i < 4; i++) {
+            const __m512 r = _mm512_mul_ps(a[i], sc);
+            _mm512_mask_storeu_ps(s + t0 + 16 * i, m[i], r);
+            vmax = _mm512_mask_max_ps(vmax, m[i], vmax, r);
+        }
     }
     mx = _mm512_set1_ps(bl__hmax512(vmax));
-    e[0] = e[1] = e[2] = e[3] = _mm512_setzero_ps();
-    for (t0 = 0; t0 < n_full; t0 += 16) {
-        w = bl__exp512(_mm512_sub_ps(_mm512_loadu_ps(s + t0), mx));
-        vsum = _mm512_add_ps(vsum, w);
-        bl__attn8_values(vc + (size_t)t0 * kvs, kvs, w, 16, e, dense);
-    }
-    if (t0 < n_att) {
-        const __mmask16 m = (__mmask16)((1u << (n_att - t0)) - 1);
-        w = _mm512_maskz_mov_ps(m, bl__exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + t0), mx)));
-        vsum = _mm512_add_ps(vsum, w);
-        bl__attn8_values(vc + (size_t)t0 * kvs, kvs, w, n_att - t0, e, dense);
-    }
-    e[0] = _mm512_add_ps(_mm512_add_ps(e[0], e[1]), _mm512_add_ps(e[2], e[3]));
-    _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_add_ps(_mm512_castps512_ps256(e[0]), _mm512_extractf32x8_ps(e[0], 1)),
-                                      _mm256_set1_ps(1.0f / bl__hsum512(vsum))));
-}
-
-BL__AVX512 static void bl__attn8_avx512(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, float scale, float *s, float *o) {
-    if (kvs == 8) bl__attn8_body(q, kc, vc, 8, n_att, scale, s, o, 1);
-    else bl__attn8_body(q, kc, vc, kvs, n_att, scale, s, o, 0);
-}
-
-/* Attention for one query head over n_att cached positions: scores into s
-   (n_att floats of scratch), the weighted sum of values into o (hd).
-   q.k is computed for 16 positions at a time and the 16 sums are reduced
-   together; lengths that are not a multiple of 16 use masked loads, not
-   gathers, which cost some 20 cycles each on Zen 4. */
-BL__AVX512 static void bl__attn_avx512(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o) {
-    const __m512i fix = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    const __mmask16 mq = hd >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << hd) - 1);
-    int t0, j, c;
-    if (hd == 8) {
-        bl__attn8_avx512(q, kc, vc, kvs, n_att, scale, s, o);
-        return;
-    }
     for (t0 = 0; t0 < n_att; t0 += 16) {
-        __m512 p[16], a[8], r;
-        __mmask16 m = n_att - t0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n_att - t0)) - 1);
-        BL__UNROLL16 for (j = 0; j < 16; j++) {
-            const float *k = kc + (size_t)(t0 + j < n_att ? t0 + j : t0) * kvs;
-            p[j] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mq, q), _mm512_maskz_loadu_ps(mq, k));
-            for (c = 16; c < hd; c += 16) {
-                const __mmask16 mc = hd - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - c)) - 1);
-                p[j] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mc, q + c), _mm512_maskz_loadu_ps(mc, k + c), p[j]);
-            }
-        }
-        BL__UNROLL16 for (j = 0; j < 8; j++)
-            a[j] = _mm512_add_ps(_mm512_shuffle_f32x4(p[2 * j], p[2 * j + 1], 0x44), _mm512_shuffle_f32x4(p[2 * j], p[2 * j + 1], 0xee));
-        BL__UNROLL16 for (j = 0; j < 4; j++)
-            p[j] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0x88), _mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0xdd));
-        BL__UNROLL16 for (j = 0; j < 2; j++)
-            a[j] = _mm512_add_ps(_mm512_shuffle_ps(p[2 * j], p[2 * j + 1], 0x88), _mm512_shuffle_ps(p[2 * j], p[2 * j + 1], 0xdd));
-        r = _mm512_add_ps(_mm512_shuffle_ps(a[0], a[1], 0x88), _mm512_shuffle_ps(a[0], a[1], 0xdd));
-        _mm512_mask_storeu_ps(s + t0, m, _mm512_mul_ps(_mm512_permutexvar_ps(fix, r), _mm512_set1_ps(scale)));
+        const __mmask16 m = bl__mask16(n_att - t0);
+        const __m512 e = _mm512_maskz_mov_ps(m, bl__exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + t0), mx)));
+        _mm512_mask_storeu_ps(s + t0, m, e);
+        vsum = _mm512_add_ps(vsum, e);
     }
-    bl__softmax_avx512(s, n_att);
-    if (hd % 16 || hd > 128) { /* o = sum_t s[t] v_t, 16 elements at a time */
-        for (c = 0; c < hd; c += 16) {
-            __mmask16 m = hd - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - c)) - 1);
-            __m512 e0 = _mm512_setzero_ps(), e1 = e0;
-            int t;
-            for (t = 0; t + 1 < n_att; t += 2) {
-                e0 = _mm512_fmadd_ps(_mm512_set1_ps(s[t]), _mm512_maskz_loadu_ps(m, vc + (size_t)t * kvs + c), e0);
-                e1 = _mm512_fmadd_ps(_mm512_set1_ps(s[t + 1]), _mm512_maskz_loadu_ps(m, vc + (size_t)(t + 1) * kvs + c), e1);
-            }
-            if (t < n_att) e0 = _mm512_fmadd_ps(_mm512_set1_ps(s[t]), _mm512_maskz_loadu_ps(m, vc + (size_t)t * kvs + c), e0);
-            _mm512_mask_storeu_ps(o + c, m, _mm512_add_ps(e0, e1));
+    inv = _mm256_set1_ps(1.0f / bl__hsum512(vsum));
+    for (d = 0; d < hd; d += 8) {
+        const int nd = hd - d < 8 ? hd - d : 8;
+        const float *v0 = vc + (size_t)d * ld, *v1 = v0 + (size_t)(nd > 1) * ld, *v2 = v1 + (size_t)(nd > 2) * ld, *v3 = v2 + (size_t)(nd > 3) * ld;
+        const float *v4 = v3 + (size_t)(nd > 4) * ld, *v5 = v4 + (size_t)(nd > 5) * ld, *v6 = v5 + (size_t)(nd > 6) * ld, *v7 = v6 + (size_t)(nd > 7) * ld;
+        __m512 e0 = _mm512_setzero_ps(), e1 = e0, e2 = e0, e3 = e0, e4 = e0, e5 = e0, e6 = e0, e7 = e0;
+        for (t0 = 0; t0 < n_att; t0 += 16) {
+            const __mmask16 m = bl__mask16(n_att - t0);
+            const __m512 w = _mm512_maskz_loadu_ps(m, s + t0);
+            e0 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v0 + t0), e0); e1 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v1 + t0), e1);
+            e2 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v2 + t0), e2); e3 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v3 + t0), e3);
+            e4 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v4 + t0), e4); e5 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v5 + t0), e5);
+            e6 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v6 + t0), e6); e7 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v7 + t0), e7);
         }
-        return;
-    }
-    /* o = sum_t s[t] v_t, two sets of accumulators for even and odd t */
-    {
-        __m512 e[8], d[8];
-        int nc = hd / 16, t;
-        for (c = 0; c < 8; c++) e[c] = d[c] = _mm512_setzero_ps();
-        for (t = 0; t + 1 < n_att; t += 2) {
-            const float *v0 = vc + (size_t)t * kvs, *v1 = v0 + kvs;
-            __m512 w0 = _mm512_set1_ps(s[t]), w1 = _mm512_set1_ps(s[t + 1]);
-            BL__UNROLL16 for (c = 0; c < 8; c++)
-                if (c < nc) { e[c] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(v0 + 16 * c), e[c]); d[c] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(v1 + 16 * c), d[c]); }
-        }
-        if (t < n_att) {
-            const float *v0 = vc + (size_t)t * kvs;
-            __m512 w0 = _mm512_set1_ps(s[t]);
-            for (c = 0; c < nc; c++) e[c] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(v0 + 16 * c), e[c]);
-        }
-        for (c = 0; c < nc; c++) _mm512_storeu_ps(o + 16 * c, _mm512_add_ps(e[c], d[c]));
+        _mm256_mask_storeu_ps(o + d, (__mmask8)((1u << nd) - 1), _mm256_mul_ps(bl__sum8_avx512(e0, e1, e2, e3, e4, e5, e6, e7), inv));
     }
 }
 
@@ -8841,7 +8775,7 @@ typedef struct bl__kern {
     void (*axpy)(float *y, float a, const float *x, int64_t n);
     void (*softmax)(float *x, int n);
     void (*swiglu)(float *g, const float *u, int64_t n);
-    void (*attn)(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o);
+    void (*attn)(const float *q, const float *kc, const float *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o); /* head transposed */
 } bl__kern;
 
 enum { BL__SIMD_SCALAR = 0, BL__SIMD_AVX2 = 1, BL__SIMD_AVX512 = 2 };
@@ -8995,9 +8929,10 @@ static void bl__rope(float *v, const float *cs, const float *sn, int head_dim, i
    and attention are per row, the matrices are for all rows at once. After
    the last layer the rows that keep logits are gathered to the front so
    the output matrix is read once too. The KV cache (F32) lives in the
-   context, each KV head's positions consecutive, so that attention reads
-   a head as one stream. bl_ctx_decode is a batch of one sequence: there
-   is one path.
+   context, each KV head transposed (element d of all positions, then
+   d + 1), so that attention walks consecutive floats both for q.k and for
+   the weighted sum of the values (see bl__attn_ref). bl_ctx_decode is a
+   batch of one sequence: there is one path.
    One OpenMP team runs a whole forward step: every thread walks the same
    code, the matrices are split by rows between them (worksharing loops,
    each ending in a barrier), so no team is started per matrix. Models too
@@ -9054,8 +8989,8 @@ struct bl_ctx {
     int32_t *tokens;      /* (n_ctx) */
     uint64_t rng;
     uint64_t seed;
-    float *k_cache;       /* (n_layer, n_head_kv, n_ctx, head_dim): a head's positions are consecutive */
-    float *v_cache;       /* (n_layer, n_head_kv, n_ctx, head_dim) */
+    float *k_cache;       /* (n_layer, n_head_kv, head_dim, n_ctx): each head transposed */
+    float *v_cache;       /* (n_layer, n_head_kv, head_dim, n_ctx) */
     bl__ws ws;            /* scratch of its own decode calls */
     float *logits;        /* (logits_cap, n_vocab) */
     int logits_cap, logits_rows;
@@ -9432,9 +9367,8 @@ static void bl__qkv_heads(const bl__job *j, int which, int h0, int h1) {
             if (which < 2) bl__rope(v, c->rope_cs + (size_t)b * hd, c->rope_cs + (size_t)b * hd + hd / 2, hd, hp->rope_neox);
             if (which) {
                 const bl_ctx *sc = c->row_ctx[b];
-                float *cache = which == 1 ? sc->k_cache : sc->v_cache;
-                memcpy(cache + (((size_t)j->l * (size_t)nkv + (size_t)h) * (size_t)sc->n_ctx + (size_t)c->row_pos[b]) * (size_t)hd, v,
-                       (size_t)hd * sizeof(float));
+                float *cache = (which == 1 ? sc->k_cache : sc->v_cache) + ((size_t)j->l * (size_t)nkv + (size_t)h) * (size_t)hd * (size_t)sc->n_ctx;
+                for (i = 0; i < hd; i++) cache[(size_t)i * (size_t)sc->n_ctx + (size_t)c->row_pos[b]] = v[i];
             }
         }
 }
@@ -9458,8 +9392,8 @@ static void bl__item_attn(const bl__job *j, int64_t i0, int64_t i1) {
     for (i = i0; i < i1; i++) {
         const int bb = (int)(i / nh), h = (int)(i % nh), kh = h / (nh / hp->n_head_kv), n_att = c->row_pos[bb] + 1;
         const bl_ctx *sc = c->row_ctx[bb];
-        const size_t lo = ((size_t)j->l * (size_t)hp->n_head_kv + (size_t)kh) * (size_t)sc->n_ctx * (size_t)hd;
-        c->kern.attn(c->q + (size_t)bb * qd + (size_t)h * hd, sc->k_cache + lo, sc->v_cache + lo, (size_t)hd, n_att, hd, scale, scores,
+        const size_t lo = ((size_t)j->l * (size_t)hp->n_head_kv + (size_t)kh) * (size_t)hd * (size_t)sc->n_ctx;
+        c->kern.attn(c->q + (size_t)bb * qd + (size_t)h * hd, sc->k_cache + lo, sc->v_cache + lo, (size_t)sc->n_ctx, n_att, hd, scale, scores,
                      c->att + (size_t)bb * qd + (size_t)h * hd);
     }
 }

@@ -307,25 +307,26 @@ static void test_misc(const bl__kern *k) {
 }
 
 /* Attention of one head: every level against the reference, odd lengths,
-   rows apart (a row of several heads) and consecutive (the cache's layout). */
+   the head transposed (element d of position t at d * ld + t) with ld = n
+   and with a gap between the elements. */
 static void test_attn(const bl__kern *k) {
     static const int hds[] = {8, 16, 32, 64, 128, 256, 6, 20, 72};
-    static const int ns[] = {1, 2, 15, 16, 17, 33, 100};
-    int hi, ni, dense;
-    for (dense = 0; dense < 2; dense++)
+    static const int ns[] = {1, 2, 15, 16, 17, 33, 63, 64, 65, 100};
+    int hi, ni, gap;
+    for (gap = 0; gap < 2; gap++)
         for (hi = 0; hi < 9; hi++)
-            for (ni = 0; ni < 7; ni++) {
-                int hd = hds[hi], n = ns[ni], kvs = dense ? hd : hd * 3, i;
-                size_t kvn = (size_t)(n + 1) * (size_t)kvs; /* rows start hd in */
+            for (ni = 0; ni < 10; ni++) {
+                int hd = hds[hi], n = ns[ni], ld = gap ? n + 5 : n, i;
+                size_t kvn = (size_t)hd * (size_t)ld;
                 float *q = (float *)malloc((size_t)hd * 4), *kv = (float *)malloc(kvn * 4), *vv = (float *)malloc(kvn * 4);
                 float *s = (float *)malloc((size_t)n * 4), *o1 = (float *)malloc((size_t)hd * 4), *o2 = (float *)malloc((size_t)hd * 4);
                 double e = 0;
                 for (i = 0; i < hd; i++) q[i] = frand();
                 for (i = 0; i < (int)kvn; i++) { kv[i] = frand(); vv[i] = frand(); }
-                bl__attn_ref(q, kv + hd, vv + hd, (size_t)kvs, n, hd, 0.3f, s, o1);
-                k->attn(q, kv + hd, vv + hd, (size_t)kvs, n, hd, 0.3f, s, o2);
+                bl__attn_ref(q, kv, vv, (size_t)ld, n, hd, 0.3f, s, o1);
+                k->attn(q, kv, vv, (size_t)ld, n, hd, 0.3f, s, o2);
                 for (i = 0; i < hd; i++) if (fabs(o1[i] - o2[i]) > e) e = fabs(o1[i] - o2[i]);
-                CHECK(e < 1e-5, "%s attn hd=%d n=%d kvs=%d: err %.3g", k->name, hd, n, kvs, e);
+                CHECK(e < 1e-5, "%s attn hd=%d n=%d ld=%d: err %.3g", k->name, hd, n, ld, e);
                 free(q); free(kv); free(vv); free(s); free(o1); free(o2);
             }
 }
