@@ -7846,15 +7846,20 @@ static void bl__swiglu_ref(float *g, const float *u, int64_t n) {
     for (i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-/* Attention for one query head over n_att cached positions (rows kvs floats
-   apart): scores into s (n_att floats of scratch), the softmax-weighted sum
-   of the values into o (hd floats). */
-static void bl__attn_ref(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o) {
-    int t;
-    for (t = 0; t < n_att; t++) s[t] = bl__dot_f32(q, kc + (size_t)t * kvs, hd) * scale;
+/* Attention for one query head over n_att cached positions. The cache holds
+   a head transposed, element d of position t at kc[d * ld + t] (and
+   vc[d * ld + t]): q.k for many positions is then a sum of q[d] times
+   consecutive floats, with no horizontal sums, and each element of the
+   output a dot product along consecutive floats. Scores go to s (n_att
+   floats of scratch), the softmax-weighted sum of the values to o (hd). */
+static void bl__attn_ref(const float *q, const float *kc, const float *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o) {
+    int t, d;
+    for (t = 0; t < n_att; t++) s[t] = 0;
+    for (d = 0; d < hd; d++)
+        for (t = 0; t < n_att; t++) s[t] += q[d] * kc[(size_t)d * ld + (size_t)t];
+    for (t = 0; t < n_att; t++) s[t] *= scale;
     bl__softmax_ref(s, n_att);
-    memset(o, 0, (size_t)hd * sizeof(float));
-    for (t = 0; t < n_att; t++) bl__axpy_ref(o, s[t], vc + (size_t)t * kvs, hd);
+    for (d = 0; d < hd; d++) o[d] = bl__dot_f32(s, vc + (size_t)d * ld, n_att);
 }
 
 /* ---- x86 SIMD variants ----------------------------------------------------
@@ -8194,12 +8199,29 @@ BL__AVX2 static void bl__swiglu_avx2(float *g, const float *u, int64_t n) {
     bl__swiglu_ref(g + i, u + i, n - i);
 }
 
-BL__AVX2 static void bl__attn_avx2(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o) {
-    int t;
-    for (t = 0; t < n_att; t++) s[t] = bl__dot_avx2(q, kc + (size_t)t * kvs, hd) * scale;
+/* The head transposed in the cache, as bl__attn_ref reads it: scores for
+   16 positions at a time, two chains of FMAs broadcasting q[d]. */
+BL__AVX2 static void bl__attn_avx2(const float *q, const float *kc, const float *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o) {
+    const __m256 sc = _mm256_set1_ps(scale);
+    int t = 0, d;
+    for (; t + 16 <= n_att; t += 16) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        for (d = 0; d < hd; d++) {
+            const float *k = kc + (size_t)d * ld + (size_t)t;
+            const __m256 qd = _mm256_set1_ps(q[d]);
+            a0 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(k), a0);
+            a1 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(k + 8), a1);
+        }
+        _mm256_storeu_ps(s + t, _mm256_mul_ps(a0, sc));
+        _mm256_storeu_ps(s + t + 8, _mm256_mul_ps(a1, sc));
+    }
+    for (; t < n_att; t++) {
+        float a = 0;
+        for (d = 0; d < hd; d++) a += q[d] * kc[(size_t)d * ld + (size_t)t];
+        s[t] = a * scale;
+    }
     bl__softmax_avx2(s, n_att);
-    memset(o, 0, (size_t)hd * sizeof(float));
-    for (t = 0; t < n_att; t++) bl__axpy_avx2(o, s[t], vc + (size_t)t * kvs, hd);
+    for (d = 0; d < hd; d++) o[d] = bl__dot_avx2(s, vc + (size_t)d * ld, n_att);
 }
 
 /* Tiles on AVX2: 16 rows by 2 tokens per pass; pmaddubsw needs codes <= 63
@@ -8629,6 +8651,61 @@ BL__AVX512BF static void bl__gemm_bf16_avx512(int type, const uint8_t *w, size_t
 #undef BL__DPBF
 #undef BL__GEMM4X4
 
+/* The sums of the 16 lanes of p0..p7, in one transpose, added in
+   bl__hsum512's order (lane j with j+8, then j+4, j+2, j+1) so that gemv_f
+   gives the same bits as gemm_f. a0..a3: vectors 2j and 2j+1, 8 partial
+   sums each; b0, b1: 4j..4j+3, 4 each; then in 128-bit lane l vectors l
+   and 4+l, 2 each, then 1. */
+BL__INLINE BL__AVX512 __m256 bl__sum8_avx512(__m512 p0, __m512 p1, __m512 p2, __m512 p3, __m512 p4, __m512 p5, __m512 p6, __m512 p7) {
+    const __m512 a0 = _mm512_add_ps(_mm512_shuffle_f32x4(p0, p1, 0x44), _mm512_shuffle_f32x4(p0, p1, 0xee));
+    const __m512 a1 = _mm512_add_ps(_mm512_shuffle_f32x4(p2, p3, 0x44), _mm512_shuffle_f32x4(p2, p3, 0xee));
+    const __m512 a2 = _mm512_add_ps(_mm512_shuffle_f32x4(p4, p5, 0x44), _mm512_shuffle_f32x4(p4, p5, 0xee));
+    const __m512 a3 = _mm512_add_ps(_mm512_shuffle_f32x4(p6, p7, 0x44), _mm512_shuffle_f32x4(p6, p7, 0xee));
+    const __m512 b0 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x88), _mm512_shuffle_f32x4(a0, a1, 0xdd));
+    const __m512 b1 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x88), _mm512_shuffle_f32x4(a2, a3, 0xdd));
+    __m512 c = _mm512_add_ps(_mm512_shuffle_ps(b0, b1, 0x44), _mm512_shuffle_ps(b0, b1, 0xee));
+    c = _mm512_add_ps(_mm512_shuffle_ps(c, c, 0x88), _mm512_shuffle_ps(c, c, 0xdd));
+    return _mm512_castps512_ps256(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0), c));
+}
+
+/* One token by up to 8 rows of F32 or F16 weights (the single-token case
+   of gemm_f). Small models have short rows (stories260K: 64 and 172), and
+   reducing each row's 16 lanes on its own costs as much as its products:
+   here the sums of 8 rows are reduced together, in one transpose. Eight
+   rows keep eight chains of FMAs busy and their pointers in registers. */
+BL__AVX512 static void bl__gemv_f_avx512(int type, const uint8_t *w, size_t row_bytes, int nr, const uint8_t *x, size_t xstride, int nt, int64_t K,
+                                         float *y, size_t ldy) {
+    const float *xf = (const float *)(const void *)x;
+    const uint8_t *w0 = w, *w1 = w + (size_t)(nr > 1) * row_bytes, *w2 = w1 + (size_t)(nr > 2) * row_bytes, *w3 = w2 + (size_t)(nr > 3) * row_bytes;
+    const uint8_t *w4 = w3 + (size_t)(nr > 4) * row_bytes, *w5 = w4 + (size_t)(nr > 5) * row_bytes, *w6 = w5 + (size_t)(nr > 6) * row_bytes;
+    const uint8_t *w7 = w6 + (size_t)(nr > 7) * row_bytes;
+    __m512 p0 = _mm512_setzero_ps(), p1 = p0, p2 = p0, p3 = p0, p4 = p0, p5 = p0, p6 = p0, p7 = p0;
+    int64_t i;
+    (void)xstride;
+    (void)nt;
+    (void)ldy;
+    for (i = 0; i < K; i += 16) {
+        const __mmask16 m = K - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - i)) - 1);
+        const __m512 xv = _mm512_maskz_loadu_ps(m, xf + i);
+        if (type == BL_TYPE_F32) {
+#define BL__W(wr) _mm512_maskz_loadu_ps(m, (const float *)(const void *)(wr) + i)
+            p0 = _mm512_fmadd_ps(BL__W(w0), xv, p0); p1 = _mm512_fmadd_ps(BL__W(w1), xv, p1);
+            p2 = _mm512_fmadd_ps(BL__W(w2), xv, p2); p3 = _mm512_fmadd_ps(BL__W(w3), xv, p3);
+            p4 = _mm512_fmadd_ps(BL__W(w4), xv, p4); p5 = _mm512_fmadd_ps(BL__W(w5), xv, p5);
+            p6 = _mm512_fmadd_ps(BL__W(w6), xv, p6); p7 = _mm512_fmadd_ps(BL__W(w7), xv, p7);
+#undef BL__W
+        } else {
+#define BL__W(wr) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const void *)((wr) + 2 * i)))
+            p0 = _mm512_fmadd_ps(BL__W(w0), xv, p0); p1 = _mm512_fmadd_ps(BL__W(w1), xv, p1);
+            p2 = _mm512_fmadd_ps(BL__W(w2), xv, p2); p3 = _mm512_fmadd_ps(BL__W(w3), xv, p3);
+            p4 = _mm512_fmadd_ps(BL__W(w4), xv, p4); p5 = _mm512_fmadd_ps(BL__W(w5), xv, p5);
+            p6 = _mm512_fmadd_ps(BL__W(w6), xv, p6); p7 = _mm512_fmadd_ps(BL__W(w7), xv, p7);
+#undef BL__W
+        }
+    }
+    _mm256_mask_storeu_ps(y, (__mmask8)((1u << nr) - 1), bl__sum8_avx512(p0, p1, p2, p3, p4, p5, p6, p7));
+}
+
 /* One row's codes, and per-sub-block s and o (stride sstride), as
    bl__unpack_row does, 64 codes at a time. */
 BL__AVX512 static void bl__unpack_row_avx512(int type, const uint8_t *w, int64_t K, uint8_t *u, float *s, float *o, int sstride) {
@@ -8884,72 +8961,61 @@ BL__AVX512 static void bl__swiglu_avx512(float *g, const float *u, int64_t n) {
     }
 }
 
-/* Attention for one query head over n_att cached positions: scores into s
-   (n_att floats of scratch), the weighted sum of values into o (hd). */
-BL__AVX512 static void bl__attn_avx512(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o) {
-    const __m512i fix = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    int t0, j, c;
-    if (hd % 16) {
-        /* short heads: 16 positions at a time, one gathered column per element */
-        const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)kvs));
-        for (t0 = 0; t0 < n_att; t0 += 16) {
-            __mmask16 m = n_att - t0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n_att - t0)) - 1);
-            __m512 acc = _mm512_setzero_ps();
-            for (j = 0; j < hd; j++)
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(q[j]), _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, kc + (size_t)t0 * kvs + j, 4), acc);
-            _mm512_mask_storeu_ps(s + t0, m, _mm512_mul_ps(acc, _mm512_set1_ps(scale)));
+/* Lanes [0, n) of 16. */
+BL__INLINE __mmask16 bl__mask16(int n) { return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1); }
+
+/* Attention for one query head over n_att cached positions, the head
+   transposed in the cache (element d of position t at kc[d * ld + t], see
+   bl__attn_ref). q.k for 64 positions at a time is four chains of FMAs
+   broadcasting q[d], and the maximum is kept on the way; the second pass
+   turns the scores into weights and sums them; the third sums the values,
+   eight elements at a time over all positions, reduces the eight sums
+   together and divides by the sum of the weights. */
+BL__AVX512 static void bl__attn_avx512(const float *q, const float *kc, const float *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    __m512 vmax = _mm512_set1_ps(-FLT_MAX), vsum = _mm512_setzero_ps(), mx;
+    __m256 inv;
+    int t0, d, i;
+    for (t0 = 0; t0 < n_att; t0 += 64) {
+        __mmask16 m[4];
+        __m512 a[4];
+        BL__UNROLL16 for (i = 0; i < 4; i++) {
+            m[i] = bl__mask16(n_att - t0 - 16 * i);
+            a[i] = _mm512_setzero_ps();
         }
-    } else
-    /* q.k for 16 positions at a time, the 16 sums reduced together */
+        for (d = 0; d < hd; d++) {
+            const float *k = kc + (size_t)d * ld + (size_t)t0;
+            const __m512 qd = _mm512_set1_ps(q[d]);
+            BL__UNROLL16 for (i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(qd, _mm512_maskz_loadu_ps(m[i], k + 16 * i), a[i]);
+        }
+        BL__UNROLL16 for (i = 0; i < 4; i++) {
+            const __m512 r = _mm512_mul_ps(a[i], sc);
+            _mm512_mask_storeu_ps(s + t0 + 16 * i, m[i], r);
+            vmax = _mm512_mask_max_ps(vmax, m[i], vmax, r);
+        }
+    }
+    mx = _mm512_set1_ps(bl__hmax512(vmax));
     for (t0 = 0; t0 < n_att; t0 += 16) {
-        __m512 p[16], a[8], r;
-        __mmask16 m = n_att - t0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n_att - t0)) - 1);
-        BL__UNROLL16 for (j = 0; j < 16; j++) {
-            const float *k = kc + (size_t)(t0 + j < n_att ? t0 + j : t0) * kvs;
-            p[j] = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_loadu_ps(k));
-            for (c = 16; c < hd; c += 16) p[j] = _mm512_fmadd_ps(_mm512_loadu_ps(q + c), _mm512_loadu_ps(k + c), p[j]);
-        }
-        BL__UNROLL16 for (j = 0; j < 8; j++)
-            a[j] = _mm512_add_ps(_mm512_shuffle_f32x4(p[2 * j], p[2 * j + 1], 0x44), _mm512_shuffle_f32x4(p[2 * j], p[2 * j + 1], 0xee));
-        BL__UNROLL16 for (j = 0; j < 4; j++)
-            p[j] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0x88), _mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0xdd));
-        BL__UNROLL16 for (j = 0; j < 2; j++)
-            a[j] = _mm512_add_ps(_mm512_shuffle_ps(p[2 * j], p[2 * j + 1], 0x88), _mm512_shuffle_ps(p[2 * j], p[2 * j + 1], 0xdd));
-        r = _mm512_add_ps(_mm512_shuffle_ps(a[0], a[1], 0x88), _mm512_shuffle_ps(a[0], a[1], 0xdd));
-        _mm512_mask_storeu_ps(s + t0, m, _mm512_mul_ps(_mm512_permutexvar_ps(fix, r), _mm512_set1_ps(scale)));
+        const __mmask16 m = bl__mask16(n_att - t0);
+        const __m512 e = _mm512_maskz_mov_ps(m, bl__exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + t0), mx)));
+        _mm512_mask_storeu_ps(s + t0, m, e);
+        vsum = _mm512_add_ps(vsum, e);
     }
-    bl__softmax_avx512(s, n_att);
-    if (hd % 16 || hd > 128) { /* o = sum_t s[t] v_t, 16 elements at a time */
-        for (c = 0; c < hd; c += 16) {
-            __mmask16 m = hd - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - c)) - 1);
-            __m512 e0 = _mm512_setzero_ps(), e1 = e0;
-            int t;
-            for (t = 0; t + 1 < n_att; t += 2) {
-                e0 = _mm512_fmadd_ps(_mm512_set1_ps(s[t]), _mm512_maskz_loadu_ps(m, vc + (size_t)t * kvs + c), e0);
-                e1 = _mm512_fmadd_ps(_mm512_set1_ps(s[t + 1]), _mm512_maskz_loadu_ps(m, vc + (size_t)(t + 1) * kvs + c), e1);
-            }
-            if (t < n_att) e0 = _mm512_fmadd_ps(_mm512_set1_ps(s[t]), _mm512_maskz_loadu_ps(m, vc + (size_t)t * kvs + c), e0);
-            _mm512_mask_storeu_ps(o + c, m, _mm512_add_ps(e0, e1));
+    inv = _mm256_set1_ps(1.0f / bl__hsum512(vsum));
+    for (d = 0; d < hd; d += 8) {
+        const int nd = hd - d < 8 ? hd - d : 8;
+        const float *v0 = vc + (size_t)d * ld, *v1 = v0 + (size_t)(nd > 1) * ld, *v2 = v1 + (size_t)(nd > 2) * ld, *v3 = v2 + (size_t)(nd > 3) * ld;
+        const float *v4 = v3 + (size_t)(nd > 4) * ld, *v5 = v4 + (size_t)(nd > 5) * ld, *v6 = v5 + (size_t)(nd > 6) * ld, *v7 = v6 + (size_t)(nd > 7) * ld;
+        __m512 e0 = _mm512_setzero_ps(), e1 = e0, e2 = e0, e3 = e0, e4 = e0, e5 = e0, e6 = e0, e7 = e0;
+        for (t0 = 0; t0 < n_att; t0 += 16) {
+            const __mmask16 m = bl__mask16(n_att - t0);
+            const __m512 w = _mm512_maskz_loadu_ps(m, s + t0);
+            e0 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v0 + t0), e0); e1 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v1 + t0), e1);
+            e2 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v2 + t0), e2); e3 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v3 + t0), e3);
+            e4 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v4 + t0), e4); e5 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v5 + t0), e5);
+            e6 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v6 + t0), e6); e7 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v7 + t0), e7);
         }
-        return;
-    }
-    /* o = sum_t s[t] v_t, two sets of accumulators for even and odd t */
-    {
-        __m512 e[8], d[8];
-        int nc = hd / 16, t;
-        for (c = 0; c < 8; c++) e[c] = d[c] = _mm512_setzero_ps();
-        for (t = 0; t + 1 < n_att; t += 2) {
-            const float *v0 = vc + (size_t)t * kvs, *v1 = v0 + kvs;
-            __m512 w0 = _mm512_set1_ps(s[t]), w1 = _mm512_set1_ps(s[t + 1]);
-            BL__UNROLL16 for (c = 0; c < 8; c++)
-                if (c < nc) { e[c] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(v0 + 16 * c), e[c]); d[c] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(v1 + 16 * c), d[c]); }
-        }
-        if (t < n_att) {
-            const float *v0 = vc + (size_t)t * kvs;
-            __m512 w0 = _mm512_set1_ps(s[t]);
-            for (c = 0; c < nc; c++) e[c] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(v0 + 16 * c), e[c]);
-        }
-        for (c = 0; c < nc; c++) _mm512_storeu_ps(o + 16 * c, _mm512_add_ps(e[c], d[c]));
+        _mm256_mask_storeu_ps(o + d, (__mmask8)((1u << nd) - 1), _mm256_mul_ps(bl__sum8_avx512(e0, e1, e2, e3, e4, e5, e6, e7), inv));
     }
 }
 
@@ -8980,6 +9046,7 @@ typedef struct bl__kern {
     bl__vdot_fn vdot[5];   /* Q4_0, Q8_0, Q4_K, Q6_K, Q4_0R: one row by one token */
     bl__gemm_fn gemm_f;    /* F32, F16 weights: up to 4 rows by 4 tokens */
     bl__gemm_fn gemm_bf16; /* BF16 weights, BF16 activations */
+    bl__gemm_fn gemv_f;    /* F32, F16 weights: up to 8 rows by one token; NULL: gemm_f */
     void (*tile_pack)(int type, const uint8_t *w, size_t row_bytes, int nr, int64_t K, uint8_t *tile, uint8_t *rowbuf);
     bl__tile_fn tile_gemm; /* quantized tiles by a batch of tokens */
     int tile_min;          /* batches at least this long use tile_gemm, shorter ones vdot */
@@ -8988,7 +9055,7 @@ typedef struct bl__kern {
     void (*axpy)(float *y, float a, const float *x, int64_t n);
     void (*softmax)(float *x, int n);
     void (*swiglu)(float *g, const float *u, int64_t n);
-    void (*attn)(const float *q, const float *kc, const float *vc, size_t kvs, int n_att, int hd, float scale, float *s, float *o);
+    void (*attn)(const float *q, const float *kc, const float *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o); /* head transposed */
 } bl__kern;
 
 enum { BL__SIMD_SCALAR = 0, BL__SIMD_AVX2 = 1, BL__SIMD_AVX512 = 2 };
@@ -9079,6 +9146,7 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->vdot[4] = bl__vdot_q4_0r_avx512;
         k->gemm_f = bl__gemm_f_avx512;
         if (f & BL__CPU_AVX512BF16) k->gemm_bf16 = bl__gemm_bf16_avx512;
+        k->gemv_f = bl__gemv_f_avx512;
         k->tile_pack = bl__tile_pack_avx512;
         k->tile_gemm = bl__tile_gemm_avx512;
         k->tile_min = 4;
@@ -9144,7 +9212,10 @@ static void bl__rope(float *v, const float *cs, const float *sn, int head_dim, i
    and attention are per row, the matrices are for all rows at once. After
    the last layer the rows that keep logits are gathered to the front so
    the output matrix is read once too. The KV cache (F32) lives in the
-   context. bl_ctx_decode is a batch of one sequence: there is one path.
+   context, each KV head transposed (element d of all positions, then
+   d + 1), so that attention walks consecutive floats both for q.k and for
+   the weighted sum of the values (see bl__attn_ref). bl_ctx_decode is a
+   batch of one sequence: there is one path.
    One OpenMP team runs a whole forward step: every thread walks the same
    code, the matrices are split by rows between them (worksharing loops,
    each ending in a barrier), so no team is started per matrix. Models too
@@ -9201,8 +9272,8 @@ struct bl_ctx {
     int32_t *tokens;      /* (n_ctx) */
     uint64_t rng;
     uint64_t seed;
-    float *k_cache;       /* (n_layer, n_ctx, n_head_kv*head_dim) */
-    float *v_cache;       /* (n_layer, n_ctx, n_head_kv*head_dim) */
+    float *k_cache;       /* (n_layer, n_head_kv, head_dim, n_ctx): each head transposed */
+    float *v_cache;       /* (n_layer, n_head_kv, head_dim, n_ctx) */
     bl__ws ws;            /* scratch of its own decode calls */
     float *logits;        /* (logits_cap, n_vocab) */
     int logits_cap, logits_rows;
@@ -9482,10 +9553,14 @@ static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, con
             const uint8_t *xa = kind == BL__ACT_BF16 ? A->bf : (const uint8_t *)A->f;
             size_t xs = kind == BL__ACT_BF16 ? A->sbf : (size_t)K * 4;
             int i;
-            for (i = 0; i < nr; i += 4)
-                for (b = 0; b < nb; b += 4)
-                    gm(W->type, W->data + (size_t)(r + i) * rb, rb, nr - i < 4 ? nr - i : 4, xa + (size_t)b * xs, xs, nb - b < 4 ? nb - b : 4, K,
-                       dst + (size_t)b * ld + (size_t)i, ld);
+            if (nb == 1 && kind == BL__ACT_F32 && k->gemv_f) {
+                for (i = 0; i < nr; i += 8) k->gemv_f(W->type, W->data + (size_t)(r + i) * rb, rb, nr - i < 8 ? nr - i : 8, xa, xs, 1, K, dst + i, ld);
+            } else {
+                for (i = 0; i < nr; i += 4)
+                    for (b = 0; b < nb; b += 4)
+                        gm(W->type, W->data + (size_t)(r + i) * rb, rb, nr - i < 4 ? nr - i : 4, xa + (size_t)b * xs, xs, nb - b < 4 ? nb - b : 4, K,
+                           dst + (size_t)b * ld + (size_t)i, ld);
+            }
         }
         if (acc) {
             int i;
@@ -9500,21 +9575,122 @@ static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, con
    instead of waiting at the next barrier for the one that does not. */
 static int bl__chunk(int64_t n_units) {
     int64_t ch = n_units / (8 * (int64_t)BL__N_THREADS());
-    if (BL__N_THREADS() == 1) return n_units < INT_MAX ? (int)n_units + 1 : INT_MAX; /* one grab */
     return ch < 1 ? 1 : ch > 64 ? 64 : (int)ch;
 }
 
 /* Rows per work item: tiles of 32 for batches, 16 for single tokens. */
 static int64_t bl__unit_rows(const bl__ws *c, int nb) { return nb >= c->kern.tile_min ? 32 : 16; }
 
+/* What the work items of one loop of a forward step need. */
+typedef struct bl__job {
+    bl__ws *c;
+    int nb, l;            /* rows of the step, layer */
+    const bl__acts *A;    /* activations the matrices read */
+    const bl__weight *W;  /* bl__matmul: y (+)= W x */
+    float *y;
+    int64_t ldy, ur;      /* ur: matrix rows per item */
+    int acc;
+} bl__job;
+
+typedef void (*bl__item_fn)(const bl__job *j, int64_t i0, int64_t i1);
+
+/* Items [0, n) of one loop of a forward step, given to fn a range at a
+   time: in a team, ranges of ch handed out dynamically and a barrier at
+   the end; with one thread the whole range at once and no OpenMP at all,
+   since an orphaned omp for still asks libgomp for a work share, and
+   without a team that is a malloc and a free per loop (5% of a
+   stories260K token). */
+static void bl__for(const bl__job *j, int64_t n, int ch, bl__item_fn fn) {
+    int64_t i;
+    if (BL__N_THREADS() == 1) {
+        fn(j, 0, n);
+        return;
+    }
+    BL__OMP(omp for schedule(dynamic, 1))
+    for (i = 0; i < n; i += ch) fn(j, i, i + ch < n ? i + ch : n);
+}
+
+static void bl__item_rows(const bl__job *j, int64_t u0, int64_t u1) {
+    bl__rows(j->c, j->W, u0 * j->ur, u1 * j->ur < j->W->rows ? u1 * j->ur : j->W->rows, j->A, j->nb, j->y, j->ldy, j->acc);
+}
+
 /* y (+)= W x for all rows, split between the threads of the team. */
 static void bl__matmul(bl__ws *c, const bl__weight *W, const bl__acts *A, int nb, float *y, int64_t ldy, int acc) {
-    const int64_t ur = bl__unit_rows(c, nb), n_units = (W->rows + ur - 1) / ur;
-    const int ch = bl__chunk(n_units);
-    int64_t u;
-    (void)ch;
-    BL__OMP(omp for schedule(dynamic, ch))
-    for (u = 0; u < n_units; u++) bl__rows(c, W, u * ur, (u + 1) * ur < W->rows ? (u + 1) * ur : W->rows, A, nb, y, ldy, acc);
+    bl__job j;
+    memset(&j, 0, sizeof j);
+    j.c = c;
+    j.nb = nb;
+    j.A = A;
+    j.W = W;
+    j.y = y;
+    j.ldy = ldy;
+    j.ur = bl__unit_rows(c, nb);
+    j.acc = acc;
+    bl__for(&j, (W->rows + j.ur - 1) / j.ur, bl__chunk((W->rows + j.ur - 1) / j.ur), bl__item_rows);
+}
+
+/* Heads [h0, h1) of q (which 0), k (1) or v (2) for every row, with their
+   bias, RoPE and, for k and v, the write into the cache. */
+static void bl__qkv_heads(const bl__job *j, int which, int h0, int h1) {
+    bl__ws *c = j->c;
+    const bl__hparams *hp = &c->m->hp;
+    const bl__layer *L = &c->m->layers[j->l];
+    const int hd = hp->head_dim, nkv = hp->n_head_kv, ld = which ? nkv * hd : hp->n_head * hd;
+    const bl__weight *W = which == 0 ? &L->wq : which == 1 ? &L->wk : &L->wv;
+    const float *bias = which == 0 ? L->bq : which == 1 ? L->bk : L->bv;
+    float *y = which == 0 ? c->q : which == 1 ? c->k : c->v;
+    int b, h;
+    if (h0 >= h1) return;
+    bl__rows(c, W, (int64_t)h0 * hd, (int64_t)h1 * hd, j->A, j->nb, y, ld, 0);
+    for (b = 0; b < j->nb; b++)
+        for (h = h0; h < h1; h++) {
+            float *v = y + (size_t)b * ld + (size_t)h * hd;
+            int i;
+            if (bias) for (i = 0; i < hd; i++) v[i] += bias[(size_t)h * hd + i];
+            if (which < 2) bl__rope(v, c->rope_cs + (size_t)b * hd, c->rope_cs + (size_t)b * hd + hd / 2, hd, hp->rope_neox);
+            if (which) {
+                const bl_ctx *sc = c->row_ctx[b];
+                float *cache = (which == 1 ? sc->k_cache : sc->v_cache) + ((size_t)j->l * (size_t)nkv + (size_t)h) * (size_t)hd * (size_t)sc->n_ctx;
+                for (i = 0; i < hd; i++) cache[(size_t)i * (size_t)sc->n_ctx + (size_t)c->row_pos[b]] = v[i];
+            }
+        }
+}
+
+/* Items [u0, u1) of q, k and v: the heads of q, then of k, then of v. */
+static void bl__item_qkv(const bl__job *j, int64_t u0, int64_t u1) {
+    const int nh = j->c->m->hp.n_head, nkv = j->c->m->hp.n_head_kv, a = (int)u0, b = (int)u1;
+    bl__qkv_heads(j, 0, a, b < nh ? b : nh);
+    bl__qkv_heads(j, 1, (a > nh ? a : nh) - nh, (b < nh + nkv ? b : nh + nkv) - nh);
+    bl__qkv_heads(j, 2, (a > nh + nkv ? a : nh + nkv) - nh - nkv, b - nh - nkv);
+}
+
+/* Items [i0, i1) of the attention: item i is head i % n_head of row i / n_head. */
+static void bl__item_attn(const bl__job *j, int64_t i0, int64_t i1) {
+    bl__ws *c = j->c;
+    const bl__hparams *hp = &c->m->hp;
+    const int hd = hp->head_dim, nh = hp->n_head, qd = nh * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *scores = c->scores + (size_t)BL__THREAD_ID() * (size_t)c->scores_cap;
+    int64_t i;
+    for (i = i0; i < i1; i++) {
+        const int bb = (int)(i / nh), h = (int)(i % nh), kh = h / (nh / hp->n_head_kv), n_att = c->row_pos[bb] + 1;
+        const bl_ctx *sc = c->row_ctx[bb];
+        const size_t lo = ((size_t)j->l * (size_t)hp->n_head_kv + (size_t)kh) * (size_t)hd * (size_t)sc->n_ctx;
+        c->kern.attn(c->q + (size_t)bb * qd + (size_t)h * hd, sc->k_cache + lo, sc->v_cache + lo, (size_t)sc->n_ctx, n_att, hd, scale, scores,
+                     c->att + (size_t)bb * qd + (size_t)h * hd);
+    }
+}
+
+/* Items [u0, u1) of the feed-forward: gate and up for their rows, then
+   SwiGLU on those. */
+static void bl__item_ff(const bl__job *j, int64_t u0, int64_t u1) {
+    bl__ws *c = j->c;
+    const bl__layer *L = &c->m->layers[j->l];
+    const int64_t ff = c->m->hp.n_ff, r0 = u0 * j->ur, r1 = u1 * j->ur < ff ? u1 * j->ur : ff;
+    int b;
+    bl__rows(c, &L->w_gate, r0, r1, j->A, j->nb, c->g, ff, 0);
+    bl__rows(c, &L->w_up, r0, r1, j->A, j->nb, c->u, ff, 0);
+    for (b = 0; b < j->nb; b++) c->kern.swiglu(c->g + (size_t)b * ff + r0, c->u + (size_t)b * ff + r0, r1 - r0);
 }
 
 /* The body of one forward step over the nb rows the workspace c describes;
@@ -9528,71 +9704,36 @@ static void bl__matmul(bl__ws *c, const bl__weight *W, const bl__acts *A, int nb
 static void bl__forward_team(bl__ws *c, int nb, float *out, int n_out, int out_first) {
     const bl_model *m = c->m;
     const bl__hparams *hp = &m->hp;
-    const bl__kern *kn = &c->kern;
     const int dim = hp->dim, hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv;
-    const int qd = nh * hd, kvd = nkv * hd, ff = hp->n_ff, group = nh / nkv;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const int qd = nh * hd, ff = hp->n_ff;
     bl__acts A;
+    bl__job j;
     int b, l;
     BL__OMP(omp for schedule(static))
     for (b = 0; b < nb; b++) {
-        int j;
+        int i;
         bl__dequant_row(m->tok_embd.type, m->tok_embd.data + (size_t)c->row_tok[b] * m->tok_embd.row_bytes, c->x + (size_t)b * dim, dim);
-        for (j = 0; j < hd / 2; j++) {
-            double a = (double)c->row_pos[b] * (double)m->rope_freq[j];
-            c->rope_cs[(size_t)b * hd + j] = (float)cos(a);
-            c->rope_cs[(size_t)b * hd + hd / 2 + j] = (float)sin(a);
+        for (i = 0; i < hd / 2; i++) {
+            double a = (double)c->row_pos[b] * (double)m->rope_freq[i];
+            c->rope_cs[(size_t)b * hd + i] = (float)cos(a);
+            c->rope_cs[(size_t)b * hd + hd / 2 + i] = (float)sin(a);
         }
     }
+    memset(&j, 0, sizeof j);
+    j.c = c;
+    j.nb = nb;
+    j.A = &A;
+    j.ur = bl__unit_rows(c, nb);
     for (l = 0; l < hp->n_layer; l++) {
         const bl__layer *L = &m->layers[l];
-        const int64_t ur = bl__unit_rows(c, nb), n_ff_units = (ff + ur - 1) / ur;
-        const int ff_ch = bl__chunk(n_ff_units), qkv_ch = BL__N_THREADS() == 1 ? nh + 2 * nkv : 1, att_ch = BL__N_THREADS() == 1 ? nb * nh : 1;
-        (void)ff_ch;
-        (void)qkv_ch;
-        (void)att_ch;
-        int u, bh;
-        int64_t fu;
+        j.l = l;
         bl__prep(c, &A, c->x, L->attn_norm, nb, dim, bl__kinds(&L->wq, &L->wk, &L->wv));
-        /* q, k and v, one head per work item */
-        BL__OMP(omp for schedule(dynamic, qkv_ch))
-        for (u = 0; u < nh + 2 * nkv; u++) {
-            const bl__weight *W = u < nh ? &L->wq : u < nh + nkv ? &L->wk : &L->wv;
-            const float *bias = u < nh ? L->bq : u < nh + nkv ? L->bk : L->bv;
-            float *y = u < nh ? c->q : u < nh + nkv ? c->k : c->v;
-            const int ld = u < nh ? qd : kvd, h = u < nh ? u : u < nh + nkv ? u - nh : u - nh - nkv;
-            bl__rows(c, W, (int64_t)h * hd, (int64_t)(h + 1) * hd, &A, nb, y, ld, 0);
-            for (b = 0; b < nb; b++) {
-                float *v = y + (size_t)b * ld + (size_t)h * hd;
-                int i;
-                if (bias) for (i = 0; i < hd; i++) v[i] += bias[(size_t)h * hd + i];
-                if (u < nh + nkv) bl__rope(v, c->rope_cs + (size_t)b * hd, c->rope_cs + (size_t)b * hd + hd / 2, hd, hp->rope_neox);
-                if (u >= nh) {
-                    const bl_ctx *sc = c->row_ctx[b];
-                    float *cache = u < nh + nkv ? sc->k_cache : sc->v_cache;
-                    memcpy(cache + ((size_t)l * (size_t)sc->n_ctx + (size_t)c->row_pos[b]) * kvd + (size_t)h * hd, v, (size_t)hd * sizeof(float));
-                }
-            }
-        }
-        BL__OMP(omp for schedule(dynamic, att_ch))
-        for (bh = 0; bh < nb * nh; bh++) {
-            int bb = bh / nh, h = bh % nh, kh = h / group, n_att = c->row_pos[bb] + 1;
-            const bl_ctx *sc = c->row_ctx[bb];
-            const size_t lo = (size_t)l * (size_t)sc->n_ctx * kvd + (size_t)kh * hd;
-            kn->attn(c->q + (size_t)bb * qd + (size_t)h * hd, sc->k_cache + lo, sc->v_cache + lo, (size_t)kvd, n_att, hd, scale,
-                     c->scores + (size_t)BL__THREAD_ID() * (size_t)c->scores_cap, c->att + (size_t)bb * qd + (size_t)h * hd);
-        }
+        bl__for(&j, nh + 2 * nkv, 1, bl__item_qkv);
+        bl__for(&j, (int64_t)nb * nh, 1, bl__item_attn);
         bl__prep(c, &A, c->att, NULL, nb, qd, bl__kinds(&L->wo, NULL, NULL));
         bl__matmul(c, &L->wo, &A, nb, c->x, dim, 1);
         bl__prep(c, &A, c->x, L->ffn_norm, nb, dim, bl__kinds(&L->w_gate, &L->w_up, NULL));
-        /* gate and up for a block of rows, then SwiGLU on that block */
-        BL__OMP(omp for schedule(dynamic, ff_ch))
-        for (fu = 0; fu < n_ff_units; fu++) {
-            int64_t r0 = fu * ur, r1 = r0 + ur < ff ? r0 + ur : ff;
-            bl__rows(c, &L->w_gate, r0, r1, &A, nb, c->g, ff, 0);
-            bl__rows(c, &L->w_up, r0, r1, &A, nb, c->u, ff, 0);
-            for (b = 0; b < nb; b++) kn->swiglu(c->g + (size_t)b * ff + r0, c->u + (size_t)b * ff + r0, r1 - r0);
-        }
+        bl__for(&j, (ff + j.ur - 1) / j.ur, bl__chunk((ff + j.ur - 1) / j.ur), bl__item_ff);
         bl__prep(c, &A, c->g, NULL, nb, ff, bl__kinds(&L->w_down, NULL, NULL));
         bl__matmul(c, &L->w_down, &A, nb, c->x, dim, 1);
     }

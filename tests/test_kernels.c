@@ -181,6 +181,37 @@ static void test_gemm_f(const bl__kern *k) {
     }
 }
 
+/* One token by 1..8 rows (gemv_f, where a level has it): the same bits as
+   gemm_f of that level (a token must not change with the batch it is in),
+   with exactly nr rows allocated so ASan sees any read past them. */
+static void test_gemv_f(const bl__kern *k) {
+    static const int ftypes[2] = {BL_TYPE_F32, BL_TYPE_F16};
+    static const int64_t Ks[] = {1, 7, 8, 15, 16, 17, 31, 33, 64, 100, 172, 1000, 2049};
+    int ti, ki, nr;
+    if (!k->gemv_f) return;
+    for (ti = 0; ti < 2; ti++) {
+        int type = ftypes[ti];
+        double worst = 0;
+        for (ki = 0; ki < 13; ki++)
+            for (nr = 1; nr <= 8; nr++) {
+                int64_t K = Ks[ki], i;
+                size_t rb = bl__row_bytes(type, K);
+                uint8_t *w = (uint8_t *)malloc(rb * (size_t)nr);
+                float *x = (float *)malloc((size_t)K * sizeof(float)), y1[9], y2[9];
+                for (i = 0; i < nr; i++) fill_row(type, w + (size_t)i * rb, K);
+                for (i = 0; i < K; i++) x[i] = frand();
+                for (i = 0; i < 9; i++) y1[i] = y2[i] = -12345.0f;
+                for (i = 0; i < nr; i++) k->gemm_f(type, w + (size_t)i * rb, rb, 1, (const uint8_t *)x, (size_t)K * 4, 1, K, y1 + i, 1);
+                k->gemv_f(type, w, rb, nr, (const uint8_t *)x, (size_t)K * 4, 1, K, y2, 1);
+                for (i = nr; i < 9; i++)
+                    if (y2[i] != -12345.0f) { worst = 1; printf("gemv wrote outside nr=%d\n", nr); }
+                if (memcmp(y1, y2, (size_t)nr * sizeof(float))) { worst = 1; printf("gemv K=%d nr=%d differs from gemm\n", (int)K, nr); }
+                free(w); free(x);
+            }
+        CHECK(worst == 0, "%s gemv %s: differs from gemm_f", k->name, bl__type_any_name(type));
+    }
+}
+
 /* Tiles: pack (partial tiles too) and multiply by 1..9 tokens; compare with
    the one-row reference dot. */
 static void test_tiles(const bl__kern *k) {
@@ -316,25 +347,29 @@ static void test_misc(const bl__kern *k) {
     }
 }
 
-/* Attention of one head: every level against the reference, odd lengths. */
+/* Attention of one head: every level against the reference, odd lengths,
+   the head transposed (element d of position t at d * ld + t) with ld = n
+   and with a gap between the elements. */
 static void test_attn(const bl__kern *k) {
     static const int hds[] = {8, 16, 32, 64, 128, 256, 6, 20, 72};
-    static const int ns[] = {1, 2, 15, 16, 17, 33, 100};
-    int hi, ni;
-    for (hi = 0; hi < 9; hi++)
-        for (ni = 0; ni < 7; ni++) {
-            int hd = hds[hi], n = ns[ni], kvs = hd * 3, i;
-            float *q = (float *)malloc((size_t)hd * 4), *kv = (float *)malloc((size_t)n * kvs * 4), *vv = (float *)malloc((size_t)n * kvs * 4);
-            float *s = (float *)malloc((size_t)n * 4), *o1 = (float *)malloc((size_t)hd * 4), *o2 = (float *)malloc((size_t)hd * 4);
-            double e = 0;
-            for (i = 0; i < hd; i++) q[i] = frand();
-            for (i = 0; i < n * kvs; i++) { kv[i] = frand(); vv[i] = frand(); }
-            bl__attn_ref(q, kv + hd, vv + hd, (size_t)kvs, n, hd, 0.3f, s, o1);
-            k->attn(q, kv + hd, vv + hd, (size_t)kvs, n, hd, 0.3f, s, o2);
-            for (i = 0; i < hd; i++) if (fabs(o1[i] - o2[i]) > e) e = fabs(o1[i] - o2[i]);
-            CHECK(e < 1e-5, "%s attn hd=%d n=%d: err %.3g", k->name, hd, n, e);
-            free(q); free(kv); free(vv); free(s); free(o1); free(o2);
-        }
+    static const int ns[] = {1, 2, 15, 16, 17, 33, 63, 64, 65, 100};
+    int hi, ni, gap;
+    for (gap = 0; gap < 2; gap++)
+        for (hi = 0; hi < 9; hi++)
+            for (ni = 0; ni < 10; ni++) {
+                int hd = hds[hi], n = ns[ni], ld = gap ? n + 5 : n, i;
+                size_t kvn = (size_t)hd * (size_t)ld;
+                float *q = (float *)malloc((size_t)hd * 4), *kv = (float *)malloc(kvn * 4), *vv = (float *)malloc(kvn * 4);
+                float *s = (float *)malloc((size_t)n * 4), *o1 = (float *)malloc((size_t)hd * 4), *o2 = (float *)malloc((size_t)hd * 4);
+                double e = 0;
+                for (i = 0; i < hd; i++) q[i] = frand();
+                for (i = 0; i < (int)kvn; i++) { kv[i] = frand(); vv[i] = frand(); }
+                bl__attn_ref(q, kv, vv, (size_t)ld, n, hd, 0.3f, s, o1);
+                k->attn(q, kv, vv, (size_t)ld, n, hd, 0.3f, s, o2);
+                for (i = 0; i < hd; i++) if (fabs(o1[i] - o2[i]) > e) e = fabs(o1[i] - o2[i]);
+                CHECK(e < 1e-5, "%s attn hd=%d n=%d ld=%d: err %.3g", k->name, hd, n, ld, e);
+                free(q); free(kv); free(vv); free(s); free(o1); free(o2);
+            }
 }
 
 int main(void) {
@@ -348,6 +383,7 @@ int main(void) {
         test_act(&k);
         test_vdot(&k);
         test_gemm_f(&k);
+        test_gemv_f(&k);
         test_tiles(&k);
         test_q4_0r(&k);
         test_misc(&k);
