@@ -9553,7 +9553,7 @@ static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, con
             const uint8_t *xa = kind == BL__ACT_BF16 ? A->bf : (const uint8_t *)A->f;
             size_t xs = kind == BL__ACT_BF16 ? A->sbf : (size_t)K * 4;
             int i;
-            if (nb == 1 && kind == BL__ACT_F32 && k->gemv_f) {
+            if (nb == 1 && kind == BL__ACT_F32 && k->gemv_f && rb <= 2048) { /* short rows; long ones stream one at a time */
                 for (i = 0; i < nr; i += 8) k->gemv_f(W->type, W->data + (size_t)(r + i) * rb, rb, nr - i < 8 ? nr - i : 8, xa, xs, 1, K, dst + i, ld);
             } else {
                 for (i = 0; i < nr; i += 4)

@@ -182,7 +182,7 @@ static void test_gemm_f(const bl__kern *k) {
 }
 
 /* One token by 1..8 rows (gemv_f, where a level has it): the same bits as
-   gemm_f of that level (a token must not change with the batch it is in),
+   gemm_f of that level on a batch (a token must not change with the batch it is in),
    with exactly nr rows allocated so ASan sees any read past them. */
 static void test_gemv_f(const bl__kern *k) {
     static const int ftypes[2] = {BL_TYPE_F32, BL_TYPE_F16};
@@ -201,7 +201,11 @@ static void test_gemv_f(const bl__kern *k) {
                 for (i = 0; i < nr; i++) fill_row(type, w + (size_t)i * rb, K);
                 for (i = 0; i < K; i++) x[i] = frand();
                 for (i = 0; i < 9; i++) y1[i] = y2[i] = -12345.0f;
-                for (i = 0; i < nr; i++) k->gemm_f(type, w + (size_t)i * rb, rb, 1, (const uint8_t *)x, (size_t)K * 4, 1, K, y1 + i, 1);
+                for (i = 0; i < nr; i++) { /* the token as one of a batch of two (nt = 1 reads long rows one at a time instead) */
+                    float yy[2];
+                    k->gemm_f(type, w + (size_t)i * rb, rb, 1, (const uint8_t *)x, 0, 2, K, yy, 1);
+                    y1[i] = yy[0];
+                }
                 k->gemv_f(type, w, rb, nr, (const uint8_t *)x, (size_t)K * 4, 1, K, y2, 1);
                 for (i = nr; i < 9; i++)
                     if (y2[i] != -12345.0f) { worst = 1; printf("gemv wrote outside nr=%d\n", nr); }
