@@ -9587,8 +9587,10 @@ static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, con
         } else if (kind == BL__ACT_Q8) {
             bl__vdot_fn vd = k->vdot[bl__qslot(W->type)];
             int i;
-            for (i = 0; i < nr; i++)
-                for (b = 0; b < nb; b++) dst[(size_t)b * ld + (size_t)i] = vd(W->data + (size_t)(r + i) * rb, bl__q8a_at(A->q8 + (size_t)b * A->sq8, K), K);
+            for (b = 0; b < nb; b++) { /* the row descriptor built once: rebuilt per call it stalls each call on store forwarding */
+                const bl__q8a qa = bl__q8a_at(A->q8 + (size_t)b * A->sq8, K);
+                for (i = 0; i < nr; i++) dst[(size_t)b * ld + (size_t)i] = vd(W->data + (size_t)(r + i) * rb, qa, K);
+            }
         } else {
             bl__gemm_fn gm = kind == BL__ACT_BF16 ? k->gemm_bf16 : k->gemm_f;
             const uint8_t *xa = kind == BL__ACT_BF16 ? A->bf : (const uint8_t *)A->f;
