@@ -8459,8 +8459,15 @@ BL__AVX512 static float bl__vdot_q8_0_avx512(const uint8_t *w, bl__q8a a, int64_
 #undef BL__Q80_BLOCK
         }
     }
+    for (; b < nb; b++) { /* the last nb % 16 blocks (a third of a row of 768) */
+        const uint8_t *x = w + b * 34;
+        __m256i z = _mm256_loadu_si256((const __m256i *)(const void *)(x + 2));
+        __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(a.q + 32 * b));
+        __m256i qs = _mm256_mask_sub_epi8(q, _mm256_movepi8_mask(z), _mm256_setzero_si256(), q);
+        __m256i sm = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(z), qs);
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sm), _mm256_set1_ps(_cvtsh_ss((unsigned short)(x[0] | (x[1] << 8))) * a.d[b]), acc0);
+    }
     r = bl__hsum256(_mm256_add_ps(acc0, acc1));
-    if (b < nb) r += bl__vdot_q8_0_avx2(w + b * 34, bl__q8a_skip(a, b * 32), (nb - b) * 32);
     return r;
 }
 
