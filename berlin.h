@@ -541,6 +541,7 @@ typedef struct bl__file {
     const uint8_t *data;
     size_t size;
     int mapped; /* 1: munmap on close, 0: BL_FREE */
+    unsigned long long dev, ino; /* of the mapped file, to know it again by path */
 } bl__file;
 
 static bl_result bl__file_open(bl__file *f, const char *path, int no_mmap, char *err) {
@@ -559,6 +560,8 @@ static bl_result bl__file_open(bl__file *f, const char *path, int no_mmap, char 
             return bl__fmt(err, BL_ERR_IO, "%s: not a regular file", path);
         }
         f->size = (size_t)st.st_size;
+        f->dev = (unsigned long long)st.st_dev;
+        f->ino = (unsigned long long)st.st_ino;
         if (f->size == 0) { close(fd); f->data = (const uint8_t *)""; return BL_OK; }
         {
             void *p = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -1947,14 +1950,17 @@ static void bl__q4_0r_from_q4_0(const uint8_t *src, uint8_t *dst, int64_t K) {
     }
 }
 
-/* Read sz bytes at offset off of the file at path into dst; 0 on success.
-   Its own descriptor, so threads can read side by side. */
-static int bl__read_at(const char *path, size_t off, uint8_t *dst, size_t sz) {
+/* Read sz bytes at offset off of the mapped file f into dst; 0 on success.
+   Its own descriptor, so threads can read side by side; -1 if the path no
+   longer names the file that is mapped (replaced since it was opened). */
+static int bl__read_at(const bl__file *f, size_t off, uint8_t *dst, size_t sz) {
 #ifdef BL__POSIX_MMAP
-    int fd = open(path, O_RDONLY);
+    int fd = open(f->path, O_RDONLY);
     size_t got = 0;
+    struct stat st;
     if (fd < 0) return -1;
-    if (lseek(fd, (off_t)off, SEEK_SET) == (off_t)off)
+    if (fstat(fd, &st) == 0 && (unsigned long long)st.st_dev == f->dev && (unsigned long long)st.st_ino == f->ino &&
+        (size_t)st.st_size == f->size && lseek(fd, (off_t)off, SEEK_SET) == (off_t)off)
         while (got < sz) {
             ssize_t r = read(fd, dst + got, sz - got < ((size_t)1 << 30) ? sz - got : (size_t)1 << 30);
             if (r <= 0) break;
@@ -1963,7 +1969,7 @@ static int bl__read_at(const char *path, size_t off, uint8_t *dst, size_t sz) {
     close(fd);
     return got == sz ? 0 : -1;
 #else
-    (void)path; (void)off; (void)dst; (void)sz;
+    (void)f; (void)off; (void)dst; (void)sz;
     return -1;
 #endif
 }
@@ -2046,7 +2052,7 @@ static bl_result bl__model_copy(bl_model *m) {
         int k, done = 0;
         for (k = 0; k < m->n_files && !done; k++) {
             const bl__file *f = &m->files[k];
-            if (f->mapped && src >= f->data && src + sz <= f->data + f->size) done = bl__read_at(f->path, (size_t)(src - f->data), dst, sz) == 0;
+            if (f->mapped && src >= f->data && src + sz <= f->data + f->size) done = bl__read_at(f, (size_t)(src - f->data), dst, sz) == 0;
         }
         if (W->type == BL_TYPE_Q4_0 && i > 0 && (row = (uint8_t *)bl__alloc(W->row_bytes)) != NULL) {
             int64_t r;

@@ -436,6 +436,53 @@ static void test_threads(const bl_model *m) {
 #endif
 }
 
+/* bl_model_desc.weights: AUTO copies Q4_0 models (rearranged for decoding)
+   and maps the rest, info.weights says which; every mode gives logits within
+   the quantized tier (rel 6e-2) of the first. */
+static void test_weights_modes(void) {
+    static const char *paths[2] = {"golden/llama3-gqa/gguf/model-Q4_0.gguf", "golden/llama3-gqa/gguf/model-F32.gguf"};
+    static const int32_t toks[6] = {1, 17, 99, 230, 7, 400};
+    int i, mode;
+    for (i = 0; i < 2; i++) {
+        float *first = NULL;
+        int nv = 0;
+        for (mode = BL_WEIGHTS_AUTO; mode <= BL_WEIGHTS_COPIED; mode++) {
+            bl_model *m = NULL;
+            bl_model_desc d;
+            bl_ctx *c;
+            memset(&d, 0, sizeof d);
+            d.weights = mode;
+            if (bl_model_load(&m, tu_shared(paths[i]), &d) != BL_OK) {
+                CHECK(0, "load %s (weights %d): %s", paths[i], mode, bl_model_last_error(m));
+                bl_model_destroy(m);
+                continue;
+            }
+            CHECK(bl_model_get_info(m)->weights == (mode == BL_WEIGHTS_AUTO ? (i == 0 ? BL_WEIGHTS_COPIED : BL_WEIGHTS_MAPPED) : mode),
+                  "%s: weights mode %d taken as %d", paths[i], mode, bl_model_get_info(m)->weights);
+            nv = bl_model_get_info(m)->n_vocab;
+            c = new_ctx(m, 0, 1);
+            if (c && bl_ctx_decode(c, toks, 6, BL_LOGITS_LAST) == BL_OK) {
+                const float *lg = bl_ctx_logits(c, -1);
+                if (!first) {
+                    first = (float *)malloc((size_t)nv * sizeof(float));
+                    if (first) memcpy(first, lg, (size_t)nv * sizeof(float));
+                } else if (first) {
+                    double md = 0, mx = 0;
+                    int k;
+                    for (k = 0; k < nv; k++) {
+                        if (fabs(first[k]) > mx) mx = fabs(first[k]);
+                        if (fabs(first[k] - lg[k]) > md) md = fabs(first[k] - lg[k]);
+                    }
+                    CHECK(md <= 6e-2 * mx, "%s: weights mode %d moves the logits by %g of %g", paths[i], mode, md, mx);
+                }
+            } else CHECK(0, "%s: decode (weights %d)", paths[i], mode);
+            bl_ctx_destroy(c);
+            bl_model_destroy(m);
+        }
+        free(first);
+    }
+}
+
 int main(void) {
     bl_model *m = NULL;
     size_t n;
@@ -454,6 +501,7 @@ int main(void) {
     test_threads(m);
     bl_model_destroy(m);
     test_formats();
+    test_weights_modes();
     /* the golden manifest agrees with the first greedy token checked above */
     man = tu_read(tu_shared("golden/stories260K/manifest.json"), &n);
     CHECK(man && strstr(man, "432"), "golden manifest unreadable or lacks token 432");
