@@ -67,8 +67,9 @@
      level (for testing a lower path on a newer CPU).
 
    CONCEPTS
-       model    bl_model: weights (mmapped, read-only), hyper-parameters and the
-                tokenizer. Loaded once; may be shared by any number of threads.
+       model    bl_model: weights (read-only; mmapped, or for Q4_0 copied into huge
+                pages in a decoding layout: bl_model_desc.weights), hyper-parameters
+                and the tokenizer. Loaded once; may be shared by any number of threads.
        context  bl_ctx: one sequence's KV cache, scratch memory, logits and
                 sampler RNG. Belongs to one thread at a time.
        batch    bl_batch: scratch for decoding several contexts in one forward
@@ -10057,10 +10058,11 @@ int32_t bl_ctx_sample(bl_ctx *c, const bl_sampler_desc *d) {
               decoders), generated Unicode tables with NFC/NFD/NFKC/NFKD, a
               small regex engine, streaming detokenizer, chat templates.
               SIMD kernels (AVX2, AVX-512 VNNI/BF16) with int8/BF16 activations,
-              tiled prompt GEMM, one OpenMP team per forward step, huge-page
-              weight copies. bl_batch_decode: several contexts in one forward
-              step (the weights read once per step); bl_ctx_decode is its
-              one-sequence case.
+              tiled prompt GEMM, one OpenMP team per forward step. Weights mapped
+              or copied (bl_model_desc.weights) into huge pages, Q4_0 copied into
+              the Q4_0R decoding layout by default. KV cache transposed per head.
+              bl_batch_decode: several contexts in one forward step (the weights
+              read once per step); bl_ctx_decode is its one-sequence case.
 
    LICENSE
    MIT License. Copyright (c) 2026 the berlin.h authors.
