@@ -8562,15 +8562,21 @@ BL__INLINE BL__AVX512 __m256 bl__sum8_avx512(__m512 p0, __m512 p1, __m512 p2, __
     return _mm512_castps512_ps256(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0), c));
 }
 
-/* 4 rows by 4 tokens of float-type weights, 16 accumulators in registers.
+/* 4 rows by 4 tokens of float-type weights, 16 accumulators in registers,
+   their sums reduced together (bl__sum8_avx512: the same bits as
+   bl__hsum512 on each) and the nr x nt wanted stored to y; then it returns.
    LOADW(r, i, m) yields row r's vector at element i under mask m, LOADX
-   token t's; STEP is the element count per vector and FMA the multiply-add. */
+   token t's; STEP is the element count per vector and FMA the multiply-add.
+   A whole tile (nr = nt = 4, K a multiple of STEP) runs with loaders that
+   ignore the mask: plain loads, a fifth faster. */
 #define BL__GEMM4X4(LOADW, LOADX, FMA, STEP, MASKT, MASKALL, MASKTAIL)                                               \
     {                                                                                                                 \
         __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00; \
         __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;                \
+        float o[16];                                                                                                  \
         for (i = 0; i < K; i += STEP) {                                                                               \
             const MASKT m = K - i >= STEP ? MASKALL : MASKTAIL;                                                       \
+            (void)m;                                                                                                  \
             x0 = LOADX(0, i, m); x1 = LOADX(1, i, m); x2 = LOADX(2, i, m); x3 = LOADX(3, i, m);                     \
             w0 = LOADW(0, i, m);                                                                                      \
             c00 = FMA(c00, w0, x0); c01 = FMA(c01, w0, x1); c02 = FMA(c02, w0, x2); c03 = FMA(c03, w0, x3);           \
@@ -8581,38 +8587,15 @@ BL__INLINE BL__AVX512 __m256 bl__sum8_avx512(__m512 p0, __m512 p1, __m512 p2, __
             w0 = LOADW(3, i, m);                                                                                      \
             c30 = FMA(c30, w0, x0); c31 = FMA(c31, w0, x1); c32 = FMA(c32, w0, x2); c33 = FMA(c33, w0, x3);           \
         }                                                                                                             \
-        out[0] = c00; out[1] = c01; out[2] = c02; out[3] = c03; out[4] = c10; out[5] = c11; out[6] = c12; out[7] = c13; \
-        out[8] = c20; out[9] = c21; out[10] = c22; out[11] = c23; out[12] = c30; out[13] = c31; out[14] = c32; out[15] = c33; \
+        _mm256_storeu_ps(o, bl__sum8_avx512(c00, c10, c20, c30, c01, c11, c21, c31));                                 \
+        _mm256_storeu_ps(o + 8, bl__sum8_avx512(c02, c12, c22, c32, c03, c13, c23, c33));                             \
+        for (t = 0; t < nt; t++) for (r = 0; r < nr; r++) y[(size_t)t * ldy + r] = o[4 * t + r];                     \
+        return;                                                                                                       \
     }
 
-/* The same for a whole tile (4 rows, 4 tokens, K a multiple of STEP):
-   plain loads and the 16 sums reduced together (bl__sum8_avx512, the same
-   bits as bl__hsum512 each), a fifth faster. LOADW(r, i), LOADX(t, i). */
-#define BL__GEMM4X4_FULL(LOADW, LOADX, FMA, STEP)                                                                   \
-    {                                                                                                               \
-        __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00; \
-        __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;              \
-        float o[16];                                                                                                \
-        for (i = 0; i < K; i += STEP) {                                                                             \
-            x0 = LOADX(0, i); x1 = LOADX(1, i); x2 = LOADX(2, i); x3 = LOADX(3, i);                                 \
-            w0 = LOADW(0, i);                                                                                       \
-            c00 = FMA(c00, w0, x0); c01 = FMA(c01, w0, x1); c02 = FMA(c02, w0, x2); c03 = FMA(c03, w0, x3);         \
-            w0 = LOADW(1, i);                                                                                       \
-            c10 = FMA(c10, w0, x0); c11 = FMA(c11, w0, x1); c12 = FMA(c12, w0, x2); c13 = FMA(c13, w0, x3);         \
-            w0 = LOADW(2, i);                                                                                       \
-            c20 = FMA(c20, w0, x0); c21 = FMA(c21, w0, x1); c22 = FMA(c22, w0, x2); c23 = FMA(c23, w0, x3);         \
-            w0 = LOADW(3, i);                                                                                       \
-            c30 = FMA(c30, w0, x0); c31 = FMA(c31, w0, x1); c32 = FMA(c32, w0, x2); c33 = FMA(c33, w0, x3);         \
-        }                                                                                                           \
-        _mm256_storeu_ps(o, bl__sum8_avx512(c00, c10, c20, c30, c01, c11, c21, c31));                               \
-        _mm256_storeu_ps(o + 8, bl__sum8_avx512(c02, c12, c22, c32, c03, c13, c23, c33));                           \
-        for (t = 0; t < 4; t++) for (r = 0; r < 4; r++) y[(size_t)t * ldy + r] = o[4 * t + r];                     \
-        return;                                                                                                     \
-    }
-
-#define BL__F32WU(r, i) _mm512_loadu_ps((const float *)(const void *)wr[r] + (i))
-#define BL__F16WU(r, i) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(wr[r] + 2 * (i))))
-#define BL__F32XU(t, i) _mm512_loadu_ps((const float *)(const void *)xt[t] + (i))
+#define BL__F32WU(r, i, m) _mm512_loadu_ps((const float *)(const void *)wr[r] + (i))
+#define BL__F16WU(r, i, m) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(wr[r] + 2 * (i))))
+#define BL__F32XU(t, i, m) _mm512_loadu_ps((const float *)(const void *)xt[t] + (i))
 #define BL__F32W(r, i, m) _mm512_maskz_loadu_ps(m, (const float *)(const void *)wr[r] + (i))
 #define BL__F16W(r, i, m) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const void *)(wr[r] + 2 * (i))))
 #define BL__F32X(t, i, m) _mm512_maskz_loadu_ps(m, (const float *)(const void *)xt[t] + (i))
@@ -8622,7 +8605,7 @@ BL__INLINE BL__AVX512 __m256 bl__sum8_avx512(__m512 p0, __m512 p1, __m512 p2, __
 BL__AVX512 static void bl__gemm_f_avx512(int type, const uint8_t *w, size_t row_bytes, int nr, const uint8_t *x, size_t xstride, int nt,
                                          int64_t K, float *y, size_t ldy) {
     const uint8_t *wr[4], *xt[4];
-    __m512 out[16], x0, x1, x2, x3, w0;
+    __m512 x0, x1, x2, x3, w0;
     int64_t i;
     int r, t;
     if (type == BL_TYPE_BF16) { bl__gemm_f_avx2(type, w, row_bytes, nr, x, xstride, nt, K, y, ldy); return; }
@@ -8660,25 +8643,23 @@ BL__AVX512 static void bl__gemm_f_avx512(int type, const uint8_t *w, size_t row_
     }
     for (t = 0; t < 4; t++) xt[t] = x + (size_t)(t < nt ? t : 0) * xstride;
     if (nr == 4 && nt == 4 && K % 16 == 0) {
-        if (type == BL_TYPE_F32) BL__GEMM4X4_FULL(BL__F32WU, BL__F32XU, BL__FMA, 16)
-        else BL__GEMM4X4_FULL(BL__F16WU, BL__F32XU, BL__FMA, 16)
+        if (type == BL_TYPE_F32) BL__GEMM4X4(BL__F32WU, BL__F32XU, BL__FMA, 16, __mmask16, 0, 0)
+        else BL__GEMM4X4(BL__F16WU, BL__F32XU, BL__FMA, 16, __mmask16, 0, 0)
     }
     if (type == BL_TYPE_F32) BL__GEMM4X4(BL__F32W, BL__F32X, BL__FMA, 16, __mmask16, (__mmask16)0xffff, (__mmask16)((1u << (K - i)) - 1))
     else BL__GEMM4X4(BL__F16W, BL__F32X, BL__FMA, 16, __mmask16, (__mmask16)0xffff, (__mmask16)((1u << (K - i)) - 1))
-    for (r = 0; r < nr; r++) for (t = 0; t < nt; t++) y[(size_t)t * ldy + r] = bl__hsum512(out[4 * r + t]);
 }
 
 #define BL__BF16W(r, i, m) _mm512_maskz_loadu_epi16(m, (const void *)(wr[r] + 2 * (i)))
 #define BL__BF16X(t, i, m) _mm512_maskz_loadu_epi16(m, (const void *)(xt[t] + 2 * (i)))
-#define BL__BF16WU(r, i) _mm512_loadu_si512((const void *)(wr[r] + 2 * (i)))
-#define BL__BF16XU(t, i) _mm512_loadu_si512((const void *)(xt[t] + 2 * (i)))
+#define BL__BF16WU(r, i, m) _mm512_loadu_si512((const void *)(wr[r] + 2 * (i)))
+#define BL__BF16XU(t, i, m) _mm512_loadu_si512((const void *)(xt[t] + 2 * (i)))
 #define BL__DPBF(c, a, b) _mm512_dpbf16_ps(c, (__m512bh)(a), (__m512bh)(b))
 
 /* BF16 weights and BF16 activations: vdpbf16ps, 32 per step. */
 BL__AVX512BF static void bl__gemm_bf16_avx512(int type, const uint8_t *w, size_t row_bytes, int nr, const uint8_t *x, size_t xstride, int nt,
                                               int64_t K, float *y, size_t ldy) {
     const uint8_t *wr[4], *xt[4];
-    __m512 out[16];
     __m512i x0, x1, x2, x3, w0;
     int64_t i;
     int r, t;
@@ -8704,9 +8685,8 @@ BL__AVX512BF static void bl__gemm_bf16_avx512(int type, const uint8_t *w, size_t
         return;
     }
     for (t = 0; t < 4; t++) xt[t] = x + (size_t)(t < nt ? t : 0) * xstride;
-    if (nr == 4 && nt == 4 && K % 32 == 0) BL__GEMM4X4_FULL(BL__BF16WU, BL__BF16XU, BL__DPBF, 32)
+    if (nr == 4 && nt == 4 && K % 32 == 0) BL__GEMM4X4(BL__BF16WU, BL__BF16XU, BL__DPBF, 32, __mmask32, 0, 0)
     BL__GEMM4X4(BL__BF16W, BL__BF16X, BL__DPBF, 32, __mmask32, (__mmask32)0xffffffffu, (__mmask32)((1u << (K - i)) - 1))
-    for (r = 0; r < nr; r++) for (t = 0; t < nt; t++) y[(size_t)t * ldy + r] = bl__hsum512(out[4 * r + t]);
 }
 #undef BL__F32W
 #undef BL__F16W
@@ -8716,7 +8696,6 @@ BL__AVX512BF static void bl__gemm_bf16_avx512(int type, const uint8_t *w, size_t
 #undef BL__BF16X
 #undef BL__DPBF
 #undef BL__GEMM4X4
-#undef BL__GEMM4X4_FULL
 #undef BL__F32WU
 #undef BL__F16WU
 #undef BL__F32XU
