@@ -8299,11 +8299,6 @@ BL__AVX2 static void bl__tile_gemm_avx2(int type, const uint8_t *tile, int64_t K
 }
 
 /* -- AVX-512 (F, BW, VL, DQ, VNNI; BF16 where noted) -- */
-static bl__q8a bl__q8a_skip(bl__q8a a, int64_t k) { /* the same row from element k (k % 32 == 0) */
-    a.q += k; a.qp += k; a.d += k / 32; a.s32 += k / 32; a.s16 += k / 16; a.i32 += k / 32;
-    return a;
-}
-
 /* Horizontal sums and maxima (GCC 12's _mm512_reduce_* trip -Wuninitialized in C++). */
 BL__AVX512 static float bl__hsum512(__m512 v) {
     return bl__hsum256(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_castps512_ps256(_mm512_shuffle_f32x4(v, v, 0xee))));
@@ -8395,7 +8390,20 @@ BL__AVX512 static float bl__vdot_q4_0_avx512(const uint8_t *w, bl__q8a a, int64_
         }
     }
     r = bl__hsum256(_mm256_add_ps(acc0, acc1)) - 8.0f * bl__hsum512(cor);
-    if (b < nb) r += bl__vdot_q4_0_avx2(w + b * 18, bl__q8a_skip(a, b * 32), (nb - b) * 32);
+    if (b < nb) { /* the last nb % 16 blocks */
+        __m256 t = _mm256_setzero_ps();
+        float c = 0;
+        for (; b < nb; b++) {
+            const uint8_t *x = w + b * 18;
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(x + 2));
+            __m256i u = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), m4);
+            __m256i sm = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, _mm256_loadu_si256((const __m256i *)(const void *)(a.q + 32 * b)));
+            float dw = _cvtsh_ss((unsigned short)(x[0] | (x[1] << 8)));
+            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sm), _mm256_set1_ps(dw * a.d[b]), t);
+            c += dw * a.s32[b];
+        }
+        r += bl__hsum256(t) - 8.0f * c;
+    }
     return r;
 }
 
