@@ -329,7 +329,7 @@ static int run_turn(chat_state *s, int n) {
     if (stop) fprintf(stderr, "berlin-chat: the context of %d tokens is full\n", bl_ctx_n_ctx(s->c));
     fprintf(stderr, "prompt: %d tokens, %.1f tok/s | generation: %d tokens, %.1f tok/s\n", n,
             t1 > t0 ? n / (t1 - t0) : 0.0, n_gen, t2 > t1 ? n_gen / (t2 - t1) : 0.0);
-    if (o->timing) {
+    if (o->timing && t_first > 0) {
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         fprintf(stderr, "timing: first token %.3f s after start (prompt %.3f s); peak resident memory %.1f MiB\n", t_first - t_start, t1 - t0,
