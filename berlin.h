@@ -7853,6 +7853,35 @@ static void bl__swiglu_ref(float *g, const float *u, int64_t n) {
     for (i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
+/* RMSNorm: o = x / rms(x) * w, the sum of squares in double. */
+static void bl__rmsnorm_ref(float *o, const float *x, const float *w, int64_t n, float eps) {
+    double s[4] = {0, 0, 0, 0};
+    int64_t i;
+    float sc;
+    for (i = 0; i + 4 <= n; i += 4) {
+        s[0] += (double)x[i] * x[i];
+        s[1] += (double)x[i + 1] * x[i + 1];
+        s[2] += (double)x[i + 2] * x[i + 2];
+        s[3] += (double)x[i + 3] * x[i + 3];
+    }
+    for (; i < n; i++) s[0] += (double)x[i] * x[i];
+    sc = (float)(1.0 / sqrt(((s[0] + s[1]) + (s[2] + s[3])) / (double)n + eps));
+    for (i = 0; i < n; i++) o[i] = x[i] * sc * w[i];
+}
+
+/* Rotate the pairs of one head: (j, j+half) for rotate-half weights,
+   (2j, 2j+1) for interleaved ones. */
+static void bl__rope_ref(float *v, const float *cs, const float *sn, int head_dim, int neox) {
+    int half = head_dim / 2, j;
+    int stride = neox ? 1 : 2, gap = neox ? half : 1;
+    for (j = 0; j < half; j++) {
+        float *a = v + j * stride, *b = a + gap;
+        float x0 = *a, x1 = *b;
+        *a = x0 * cs[j] - x1 * sn[j];
+        *b = x0 * sn[j] + x1 * cs[j];
+    }
+}
+
 /* Attention for one query head over n_att cached positions. The cache holds
    a head transposed, element d of position t at kc[d * ld + t] (and
    vc[d * ld + t]): q.k for many positions is then a sum of q[d] times
@@ -8194,6 +8223,59 @@ BL__AVX2 static void bl__softmax_avx2(float *x, int n) {
     inv = 1.0f / sum;
     for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(inv)));
     for (; i < n; i++) x[i] *= inv;
+}
+
+/* RMSNorm and RoPE as bl__rmsnorm_ref and bl__rope_ref: the same products
+   in the same order (RoPE gives the same bits), the squares summed in double. */
+BL__AVX2 static void bl__rmsnorm_avx2(float *o, const float *x, const float *w, int64_t n, float eps) {
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    double t[4], s;
+    int64_t i = 0;
+    float sc;
+    __m256 vs;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+        s0 = _mm256_fmadd_pd(lo, lo, s0);
+        s1 = _mm256_fmadd_pd(hi, hi, s1);
+    }
+    _mm256_storeu_pd(t, _mm256_add_pd(s0, s1));
+    s = (t[0] + t[1]) + (t[2] + t[3]);
+    for (; i < n; i++) s += (double)x[i] * x[i];
+    sc = (float)(1.0 / sqrt(s / (double)n + eps));
+    vs = _mm256_set1_ps(sc);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs), _mm256_loadu_ps(w + i)));
+    for (; i < n; i++) o[i] = x[i] * sc * w[i];
+}
+
+BL__AVX2 static void bl__rope_avx2(float *v, const float *cs, const float *sn, int head_dim, int neox) {
+    const int half = head_dim / 2;
+    int j = 0;
+    if (neox)
+        for (; j + 8 <= half; j += 8) {
+            const __m256 a = _mm256_loadu_ps(v + j), b = _mm256_loadu_ps(v + half + j), c = _mm256_loadu_ps(cs + j), s = _mm256_loadu_ps(sn + j);
+            _mm256_storeu_ps(v + j, _mm256_sub_ps(_mm256_mul_ps(a, c), _mm256_mul_ps(b, s)));
+            _mm256_storeu_ps(v + half + j, _mm256_add_ps(_mm256_mul_ps(a, s), _mm256_mul_ps(b, c)));
+        }
+    else { /* four pairs per vector; x0' = x0 c - x1 s, x1' = x1 c + x0 s */
+        const __m256i dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+        const __m256 sign = _mm256_setr_ps(-1, 1, -1, 1, -1, 1, -1, 1);
+        for (; j + 4 <= half; j += 4) {
+            const __m256 x = _mm256_loadu_ps(v + 2 * j);
+            const __m256 c = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(cs + j)), dup);
+            const __m256 s = _mm256_mul_ps(_mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(sn + j)), dup), sign);
+            _mm256_storeu_ps(v + 2 * j, _mm256_add_ps(_mm256_mul_ps(x, c), _mm256_mul_ps(_mm256_permute_ps(x, 0xb1), s)));
+        }
+    }
+    if (j < half) { /* the last pairs: the plain C rotation on the rest of the head */
+        int k;
+        for (k = j; k < half; k++) {
+            float *a = neox ? v + k : v + 2 * k, *b = neox ? a + half : a + 1;
+            const float x0 = *a, x1 = *b;
+            *a = x0 * cs[k] - x1 * sn[k];
+            *b = x0 * sn[k] + x1 * cs[k];
+        }
+    }
 }
 
 BL__AVX2 static void bl__swiglu_avx2(float *g, const float *u, int64_t n) {
@@ -9006,6 +9088,52 @@ BL__AVX512 static void bl__swiglu_avx512(float *g, const float *u, int64_t n) {
 /* Lanes [0, n) of 16. */
 BL__INLINE __mmask16 bl__mask16(int n) { return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1); }
 
+BL__AVX512 static void bl__rmsnorm_avx512(float *o, const float *x, const float *w, int64_t n, float eps) {
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0;
+    double s;
+    int64_t i = 0;
+    float sc;
+    __m512 vs;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v)), hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        s0 = _mm512_fmadd_pd(lo, lo, s0);
+        s1 = _mm512_fmadd_pd(hi, hi, s1);
+    }
+    s = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    for (; i < n; i++) s += (double)x[i] * x[i];
+    sc = (float)(1.0 / sqrt(s / (double)n + eps));
+    vs = _mm512_set1_ps(sc);
+    for (i = 0; i < n; i += 16) {
+        const __mmask16 m = bl__mask16((int)(n - i < 16 ? n - i : 16));
+        _mm512_mask_storeu_ps(o + i, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vs), _mm512_maskz_loadu_ps(m, w + i)));
+    }
+}
+
+BL__AVX512 static void bl__rope_avx512(float *v, const float *cs, const float *sn, int head_dim, int neox) {
+    const int half = head_dim / 2;
+    int j;
+    if (neox)
+        for (j = 0; j < half; j += 16) {
+            const __mmask16 m = bl__mask16(half - j);
+            const __m512 a = _mm512_maskz_loadu_ps(m, v + j), b = _mm512_maskz_loadu_ps(m, v + half + j);
+            const __m512 c = _mm512_maskz_loadu_ps(m, cs + j), s = _mm512_maskz_loadu_ps(m, sn + j);
+            _mm512_mask_storeu_ps(v + j, m, _mm512_sub_ps(_mm512_mul_ps(a, c), _mm512_mul_ps(b, s)));
+            _mm512_mask_storeu_ps(v + half + j, m, _mm512_add_ps(_mm512_mul_ps(a, s), _mm512_mul_ps(b, c)));
+        }
+    else { /* eight pairs per vector, as in bl__rope_avx2 */
+        const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+        const __m512 sign = _mm512_setr_ps(-1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1);
+        for (j = 0; j < half; j += 8) {
+            const __mmask16 mp = bl__mask16(half - j < 8 ? half - j : 8), m = bl__mask16(2 * (half - j));
+            const __m512 x = _mm512_maskz_loadu_ps(m, v + 2 * j);
+            const __m512 c = _mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(mp, cs + j));
+            const __m512 s = _mm512_mul_ps(_mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(mp, sn + j)), sign);
+            _mm512_mask_storeu_ps(v + 2 * j, m, _mm512_add_ps(_mm512_mul_ps(x, c), _mm512_mul_ps(_mm512_permute_ps(x, 0xb1), s)));
+        }
+    }
+}
+
 /* Attention for one query head over n_att cached positions, the head
    transposed in the cache (element d of position t at kc[d * ld + t], see
    bl__attn_ref). q.k for 64 positions at a time is four chains of FMAs
@@ -9097,6 +9225,8 @@ typedef struct bl__kern {
     void (*axpy)(float *y, float a, const float *x, int64_t n);
     void (*softmax)(float *x, int n);
     void (*swiglu)(float *g, const float *u, int64_t n);
+    void (*rmsnorm)(float *o, const float *x, const float *w, int64_t n, float eps);
+    void (*rope)(float *v, const float *cs, const float *sn, int head_dim, int neox);
     void (*attn)(const float *q, const float *kc, const float *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o); /* head transposed */
 } bl__kern;
 
@@ -9155,6 +9285,8 @@ static int bl__kern_init(bl__kern *k, int level) {
     k->axpy = bl__axpy_ref;
     k->softmax = bl__softmax_ref;
     k->swiglu = bl__swiglu_ref;
+    k->rmsnorm = bl__rmsnorm_ref;
+    k->rope = bl__rope_ref;
     k->attn = bl__attn_ref;
 #ifdef BL__X86
     if (level >= BL__SIMD_AVX2) {
@@ -9172,6 +9304,8 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->axpy = bl__axpy_avx2;
         k->softmax = bl__softmax_avx2;
         k->swiglu = bl__swiglu_avx2;
+        k->rmsnorm = bl__rmsnorm_avx2;
+        k->rope = bl__rope_avx2;
         k->attn = bl__attn_avx2;
         k->tile_gemm = bl__tile_gemm_avx2;
         k->tile_min = 8;
@@ -9197,6 +9331,8 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->axpy = bl__axpy_avx512;
         k->softmax = bl__softmax_avx512;
         k->swiglu = bl__swiglu_avx512;
+        k->rmsnorm = bl__rmsnorm_avx512;
+        k->rope = bl__rope_avx512;
         k->attn = bl__attn_avx512;
     }
 #else
@@ -9214,33 +9350,7 @@ static int bl__kern_select(bl__kern *k) {
     return bl__kern_init(k, level);
 }
 
-static void bl__rmsnorm(float *o, const float *x, const float *w, int64_t n, float eps) {
-    double s[4] = {0, 0, 0, 0};
-    int64_t i;
-    float sc;
-    for (i = 0; i + 4 <= n; i += 4) {
-        s[0] += (double)x[i] * x[i];
-        s[1] += (double)x[i + 1] * x[i + 1];
-        s[2] += (double)x[i + 2] * x[i + 2];
-        s[3] += (double)x[i + 3] * x[i + 3];
-    }
-    for (; i < n; i++) s[0] += (double)x[i] * x[i];
-    sc = (float)(1.0 / sqrt(((s[0] + s[1]) + (s[2] + s[3])) / (double)n + eps));
-    for (i = 0; i < n; i++) o[i] = x[i] * sc * w[i];
-}
 
-/* Rotate the pairs of one head: (j, j+half) for rotate-half weights,
-   (2j, 2j+1) for interleaved ones. */
-static void bl__rope(float *v, const float *cs, const float *sn, int head_dim, int neox) {
-    int half = head_dim / 2, j;
-    int stride = neox ? 1 : 2, gap = neox ? half : 1;
-    for (j = 0; j < half; j++) {
-        float *a = v + j * stride, *b = a + gap;
-        float x0 = *a, x1 = *b;
-        *a = x0 * cs[j] - x1 * sn[j];
-        *b = x0 * sn[j] + x1 * cs[j];
-    }
-}
 
 #define BL__SMALL_BATCH 4 /* batches below this are prepared by every thread for itself */
 
@@ -9548,7 +9658,7 @@ static void bl__prep(bl__ws *c, bl__acts *A, const float *x, const float *norm, 
     if (nb < BL__SMALL_BATCH) {
         for (b = 0; b < nb; b++) {
             const float *src = x + (size_t)b * (size_t)K;
-            if (norm) { bl__rmsnorm(xf + (size_t)b * (size_t)K, src, norm, K, (float)c->m->hp.eps); src = xf + (size_t)b * (size_t)K; }
+            if (norm) { k->rmsnorm(xf + (size_t)b * (size_t)K, src, norm, K, (float)c->m->hp.eps); src = xf + (size_t)b * (size_t)K; }
             if (kinds & (1 << BL__ACT_Q8)) k->q8a(src, K, q8 + (size_t)b * A->sq8);
             if (kinds & (1 << BL__ACT_BF16)) k->bf16a(src, K, (uint16_t *)(void *)(bf + (size_t)b * A->sbf));
         }
@@ -9557,7 +9667,7 @@ static void bl__prep(bl__ws *c, bl__acts *A, const float *x, const float *norm, 
     BL__OMP(omp for schedule(static))
     for (b = 0; b < nb; b++) {
         const float *src = x + (size_t)b * (size_t)K;
-        if (norm) { bl__rmsnorm(xf + (size_t)b * (size_t)K, src, norm, K, (float)c->m->hp.eps); src = xf + (size_t)b * (size_t)K; }
+        if (norm) { k->rmsnorm(xf + (size_t)b * (size_t)K, src, norm, K, (float)c->m->hp.eps); src = xf + (size_t)b * (size_t)K; }
         if (kinds & (1 << BL__ACT_Q8)) k->q8a(src, K, q8 + (size_t)b * A->sq8);
         if (kinds & (1 << BL__ACT_BF16)) k->bf16a(src, K, (uint16_t *)(void *)(bf + (size_t)b * A->sbf));
     }
@@ -9691,7 +9801,7 @@ static void bl__qkv_heads(const bl__job *j, int which, int h0, int h1) {
             float *v = y + (size_t)b * ld + (size_t)h * hd;
             int i;
             if (bias) for (i = 0; i < hd; i++) v[i] += bias[(size_t)h * hd + i];
-            if (which < 2) bl__rope(v, c->rope_cs + (size_t)b * hd, c->rope_cs + (size_t)b * hd + hd / 2, hd, hp->rope_neox);
+            if (which < 2) c->kern.rope(v, c->rope_cs + (size_t)b * hd, c->rope_cs + (size_t)b * hd + hd / 2, hd, hp->rope_neox);
             if (which) {
                 const bl_ctx *sc = c->row_ctx[b];
                 float *cache = (which == 1 ? sc->k_cache : sc->v_cache) + ((size_t)j->l * (size_t)nkv + (size_t)h) * (size_t)hd * (size_t)sc->n_ctx;

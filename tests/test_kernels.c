@@ -340,7 +340,26 @@ static void test_misc(const bl__kern *k) {
         k->swiglu(c2, b, n);
         for (i = 0, e = 0; i < n; i++) if (fabs(c1[i] - c2[i]) / (fabs(c1[i]) + 1e-3) > e) e = fabs(c1[i] - c2[i]) / (fabs(c1[i]) + 1e-3);
         CHECK(e < 1e-5, "%s swiglu n=%d: rel err %.3g", k->name, n, e);
+        bl__rmsnorm_ref(c1, a, b, n, 1e-5f);
+        k->rmsnorm(c2, a, b, n, 1e-5f);
+        for (i = 0, e = 0; i < n; i++) if (fabs(c1[i] - c2[i]) / (fabs(c1[i]) + 1e-3) > e) e = fabs(c1[i] - c2[i]) / (fabs(c1[i]) + 1e-3);
+        CHECK(e < 1e-6, "%s rmsnorm n=%d: rel err %.3g", k->name, n, e);
         free(a); free(b); free(c1); free(c2);
+    }
+    {   /* RoPE: both pairings, head sizes with and without whole vectors; the same bits */
+        static const int hds[] = {2, 6, 8, 16, 18, 34, 64, 80, 96, 128};
+        float v1[128], v2[128], cs[64], sn[64];
+        int hi, neox, i, same = 1;
+        for (hi = 0; hi < 10; hi++)
+            for (neox = 0; neox < 2; neox++) {
+                int hd = hds[hi];
+                for (i = 0; i < hd; i++) v1[i] = v2[i] = frand() * 4;
+                for (i = 0; i < hd / 2; i++) { cs[i] = cosf(0.3f * (float)i + 0.1f); sn[i] = sinf(0.3f * (float)i + 0.1f); }
+                bl__rope_ref(v1, cs, sn, hd, neox);
+                k->rope(v2, cs, sn, hd, neox);
+                if (memcmp(v1, v2, (size_t)hd * sizeof(float))) { same = 0; printf("rope hd=%d neox=%d differs\n", hd, neox); }
+            }
+        CHECK(same, "%s rope: the same bits as the reference", k->name);
     }
     {   /* extreme inputs to the vector exp: no inf/nan, monotone tails */
         float v[32], u[32];
