@@ -1951,6 +1951,20 @@ static void bl__q4_0r_from_q4_0(const uint8_t *src, uint8_t *dst, int64_t K) {
     }
 }
 
+/* W's rows, in Q4_0 at rows, rewritten there as Q4_0R (other types are
+   left as they are; so is W if no row buffer can be had). */
+static void bl__q4_0r_in_place(bl__weight *W, uint8_t *rows) {
+    uint8_t *row = W->type == BL_TYPE_Q4_0 ? (uint8_t *)bl__alloc(W->row_bytes) : NULL;
+    int64_t r;
+    if (!row) return;
+    for (r = 0; r < W->rows; r++) {
+        memcpy(row, rows + (size_t)r * W->row_bytes, W->row_bytes);
+        bl__q4_0r_from_q4_0(row, rows + (size_t)r * W->row_bytes, W->cols);
+    }
+    W->type = BL__TYPE_Q4_0R;
+    BL_FREE(row);
+}
+
 /* Read sz bytes at offset off of the mapped file f into dst; 0 on success.
    Its own descriptor, so threads can read side by side; -1 if the path no
    longer names the file that is mapped (replaced since it was opened). */
@@ -2000,19 +2014,7 @@ static bl_result bl__model_copy(bl_model *m) {
         ws[n++] = &L->w_gate; ws[n++] = &L->w_up; ws[n++] = &L->w_down;
     }
     if (m->no_mmap) { /* the file is already in private memory: rearrange Q4_0 where it is */
-        for (i = 1; i < n; i++) {
-            bl__weight *W = ws[i];
-            uint8_t *row = W->type == BL_TYPE_Q4_0 ? (uint8_t *)bl__alloc(W->row_bytes) : NULL;
-            int64_t r;
-            if (!row) continue;
-            for (r = 0; r < W->rows; r++) {
-                uint8_t *p = (uint8_t *)(uintptr_t)(W->data + (size_t)r * W->row_bytes);
-                memcpy(row, p, W->row_bytes);
-                bl__q4_0r_from_q4_0(row, p, W->cols);
-            }
-            W->type = BL__TYPE_Q4_0R;
-            BL_FREE(row);
-        }
+        for (i = 1; i < n; i++) bl__q4_0r_in_place(ws[i], (uint8_t *)(uintptr_t)ws[i]->data);
         BL_FREE(ws);
         BL_FREE(offs);
         return BL_OK;
@@ -2048,23 +2050,15 @@ static bl_result bl__model_copy(bl_model *m) {
     for (i = 0; i < n; i++) {
         bl__weight *W = ws[i];
         const uint8_t *src = W->data;
-        uint8_t *dst = base + offs[i], *row = NULL;
+        uint8_t *dst = base + offs[i];
         size_t sz = (size_t)W->rows * W->row_bytes;
         int k, done = 0;
         for (k = 0; k < m->n_files && !done; k++) {
             const bl__file *f = &m->files[k];
             if (f->mapped && src >= f->data && src + sz <= f->data + f->size) done = bl__read_at(f, (size_t)(src - f->data), dst, sz) == 0;
         }
-        if (W->type == BL_TYPE_Q4_0 && i > 0 && (row = (uint8_t *)bl__alloc(W->row_bytes)) != NULL) {
-            int64_t r;
-            for (r = 0; r < W->rows; r++) {
-                const uint8_t *from = done ? row : src + (size_t)r * W->row_bytes;
-                if (done) memcpy(row, dst + (size_t)r * W->row_bytes, W->row_bytes);
-                bl__q4_0r_from_q4_0(from, dst + (size_t)r * W->row_bytes, W->cols);
-            }
-            W->type = BL__TYPE_Q4_0R;
-            BL_FREE(row);
-        } else if (!done) memcpy(dst, src, sz);
+        if (!done) memcpy(dst, src, sz);
+        if (i > 0) bl__q4_0r_in_place(W, dst);
         W->data = dst;
     }
     if (m->info.tied_output) m->output = m->tok_embd;
