@@ -177,35 +177,27 @@ static void fuzz_json_mem(const uint8_t *data, size_t n, long iter) {
     free(copy);
 }
 
-static void fuzz_tok_file(const uint8_t *data, size_t n, long iter) {
-    const char *p = tpath("tok.bin");
+/* A tokenizer file (llama2.c tokenizer.bin or tokenizer.json): loaded (or
+   refused with a message), then used to encode and decode. */
+static void fuzz_tokenizer(const uint8_t *data, size_t n, long iter, const char *name, const char *file, int n_vocab) {
+    const char *p = tpath(file);
     bl_tokenizer *t = NULL;
     bl_result r;
-    if (!write_file(p, data, n)) { violation("tokenizer", iter, "cannot write the temp file"); return; }
-    r = bl_tokenizer_load(&t, p, 512);
-    if (r != BL_OK && !bl_tokenizer_last_error(t)[0]) violation("tokenizer", iter, "error without a message");
-    if (r == BL_OK) use_tokenizer(t);
-    bl_tokenizer_destroy(t);
-}
-
-/* A tokenizer.json: loaded (or refused with a message), then used. */
-static void fuzz_tokjson_file(const uint8_t *data, size_t n, long iter) {
-    const char *p = tpath("tokenizer.json");
-    bl_tokenizer *t = NULL;
-    bl_result r;
-    if (!write_file(p, data, n)) { violation("tokenizer.json", iter, "cannot write the temp file"); return; }
-    r = bl_tokenizer_load(&t, p, 0);
-    if (r != BL_OK && !bl_tokenizer_last_error(t)[0]) violation("tokenizer.json", iter, "error without a message");
+    if (!write_file(p, data, n)) { violation(name, iter, "cannot write the temp file"); return; }
+    r = bl_tokenizer_load(&t, p, n_vocab);
+    if (r != BL_OK && !bl_tokenizer_last_error(t)[0]) violation(name, iter, "error without a message");
     if (r == BL_OK) {
         int32_t ids[64];
         char text[256];
         int k = bl_tokenize(t, "<s>Hello  world's 123 \xC3\xA9\xCC\x81\n\tx", -1, ids, 64, BL_TOK_PARSE_SPECIAL);
-        if (k < 0) violation("tokenizer.json", iter, "bl_tokenize failed on a loaded tokenizer");
+        if (k < 0) violation(name, iter, "bl_tokenize failed on a loaded tokenizer");
         else bl_detokenize(t, ids, k < 64 ? k : 64, text, sizeof text, BL_DETOK_SPECIAL);
         use_tokenizer(t);
     }
     bl_tokenizer_destroy(t);
 }
+static void fuzz_tok_file(const uint8_t *data, size_t n, long iter) { fuzz_tokenizer(data, n, iter, "tokenizer", "tok.bin", 512); }
+static void fuzz_tokjson_file(const uint8_t *data, size_t n, long iter) { fuzz_tokenizer(data, n, iter, "tokenizer.json", "tokenizer.json", 0); }
 
 #ifndef BL_LIBFUZZER
 /* ---- the bounded driver ---- */
