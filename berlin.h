@@ -524,8 +524,10 @@ static char *bl__strndup(const char *s, size_t n) {
 
 #if defined(__GNUC__) || defined(__clang__)
 #define BL__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define BL__PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
 #else
 #define BL__PRINTF(a, b)
+#define BL__PREFETCH_L2(p) ((void)(p))
 #endif
 
 static bl_result bl__fmt(char *err, bl_result code, const char *fmt, ...) BL__PRINTF(3, 4);
@@ -9667,6 +9669,15 @@ static void bl__prep(bl__ws *c, bl__acts *A, const float *x, const float *norm, 
     }
 }
 
+/* Batches read each weight row many times, but the first time from memory:
+   the rows that come next are asked into L2 a slice at a time, between the
+   tiles of the rows before them, so that no tile waits for memory. This
+   call asks for bytes [*o, share * n) of p[0, n). */
+static void bl__prefetch_part(const uint8_t *p, size_t n, size_t *o, double share) {
+    const size_t lim = share >= 1 ? n : (size_t)(share * (double)n);
+    for (; *o < lim; *o += 64) BL__PREFETCH_L2(p + *o);
+}
+
 /* y[b][r] = sum_c W[r][c] * x[b][c] for rows r0 <= r < r1 and b < nb, or
    y[b][r] += ... when acc. One thread; the caller splits the rows. */
 static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, const bl__acts *A, int nb, float *y, int64_t ldy, int acc) {
@@ -9687,8 +9698,13 @@ static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, con
         ld = acc ? 32 : (size_t)ldy;
         if (kind == BL__ACT_Q8 && nb >= k->tile_min && (W->type != BL_TYPE_Q8_0 || k->tile_q8_0)) {
             uint8_t *tile = c->tiles + (size_t)BL__THREAD_ID() * c->tile_cap;
+            const int64_t nn = r1 - r - n < 32 ? r1 - r - n : 32; /* rows of the next tile */
+            size_t o = 0;
             k->tile_pack(W->type, W->data + (size_t)r * rb, rb, nr, K, tile, tile + bl__tile_bytes(K));
-            k->tile_gemm(W->type, tile, K, A->q8, A->sq8, nb, dst, ld, nr);
+            for (b = 0; b < nb; b += 8) { /* 8 tokens at a time, then a slice of the next tile's rows into L2 */
+                k->tile_gemm(W->type, tile, K, A->q8 + (size_t)b * A->sq8, A->sq8, nb - b < 8 ? nb - b : 8, dst + (size_t)b * ld, ld, nr);
+                bl__prefetch_part(W->data + (size_t)(r + n) * rb, (size_t)nn * rb, &o, (b + 8) >= nb ? 1 : (double)(b + 8) / nb);
+            }
         } else if (kind == BL__ACT_Q8) {
             bl__vdot_fn vd = k->vdot[bl__qslot(W->type)];
             int i;
@@ -9704,10 +9720,15 @@ static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, con
             if (nb == 1 && kind == BL__ACT_F32 && k->gemv_f && rb <= 2048) { /* short rows; long ones stream one at a time */
                 for (i = 0; i < nr; i += 8) k->gemv_f(W->type, W->data + (size_t)(r + i) * rb, rb, nr - i < 8 ? nr - i : 8, xa, xs, 1, K, dst + i, ld);
             } else {
-                for (i = 0; i < nr; i += 4)
-                    for (b = 0; b < nb; b += 4)
+                for (i = 0; i < nr; i += 4) {
+                    const int64_t nn = r1 - r - i - 4 < 0 ? 0 : r1 - r - i - 4 < 4 ? r1 - r - i - 4 : 4; /* rows of the next group */
+                    size_t o = 0;
+                    for (b = 0; b < nb; b += 4) {
                         gm(W->type, W->data + (size_t)(r + i) * rb, rb, nr - i < 4 ? nr - i : 4, xa + (size_t)b * xs, xs, nb - b < 4 ? nb - b : 4, K,
                            dst + (size_t)b * ld + (size_t)i, ld);
+                        if (nb > 1) bl__prefetch_part(W->data + (size_t)(r + i + 4) * rb, (size_t)nn * rb, &o, (b + 4) >= nb ? 1 : (double)(b + 4) / nb);
+                    }
+                }
             }
         }
         if (acc) {
