@@ -9731,11 +9731,8 @@ static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, con
                 }
             }
         }
-        if (acc) {
-            int i;
-            for (b = 0; b < nb; b++)
-                for (i = 0; i < nr; i++) y[(size_t)b * (size_t)ldy + (size_t)(r + i)] += tmp[(size_t)b * 32 + (size_t)i];
-        }
+        if (acc)
+            for (b = 0; b < nb; b++) k->axpy(y + (size_t)b * (size_t)ldy + (size_t)r, 1.0f, tmp + (size_t)b * 32, nr); /* fma(1, x, y) is y + x */
     }
 }
 
@@ -9898,7 +9895,7 @@ static void bl__forward_team(bl__ws *c, int nb, float *out, int n_out, int out_f
         j.l = l;
         bl__prep(c, &A, c->x, L->attn_norm, nb, dim, bl__kinds(&L->wq, &L->wk, &L->wv));
         bl__for(&j, nh + 2 * nkv, 1, bl__item_qkv);
-        bl__for(&j, (int64_t)nb * nh, 1, bl__item_attn);
+        bl__for(&j, (int64_t)nb * nh, bl__chunk((int64_t)nb * nh), bl__item_attn);
         bl__prep(c, &A, c->att, NULL, nb, qd, bl__kinds(&L->wo, NULL, NULL));
         bl__matmul(c, &L->wo, &A, nb, c->x, dim, 1);
         bl__prep(c, &A, c->x, L->ffn_norm, nb, dim, bl__kinds(&L->w_gate, &L->w_up, NULL));
