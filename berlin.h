@@ -588,17 +588,18 @@ static void *bl__map_aligned(int fd, size_t size) {
 #endif
 
 /* How much of the mapping at p (size bytes) is in 2 MiB pages, in KiB, once
-   its first whole 2 MiB has been read: FilePmdMapped in /proc/self/smaps.
-   -1: unknown (too small, no /proc). */
+   the whole 2 MiB in its middle has been read (the start may have been read
+   ahead in smaller folios): FilePmdMapped in /proc/self/smaps. -1: unknown
+   (too small, no /proc). */
 static long bl__pmd_kib(const void *p, size_t size) {
     long kb = -1;
 #if defined(BL__MADVISE) && defined(MAP_FIXED)
-    const uintptr_t h = (uintptr_t)2 << 20, a = ((uintptr_t)p + h - 1) & ~(h - 1);
+    const uintptr_t h = (uintptr_t)2 << 20, a = ((uintptr_t)p + size / 2) & ~(h - 1);
     volatile uint8_t sink;
     char line[256], want[32];
     int in = 0;
     FILE *fp;
-    if (a + h > (uintptr_t)p + size) return -1;
+    if (a < (uintptr_t)p || a + h > (uintptr_t)p + size) return -1;
     sink = *(const volatile uint8_t *)a; /* fault it in: whole if the cache holds a 2 MiB folio there */
     (void)sink;
     fp = fopen("/proc/self/smaps", "r");
@@ -646,12 +647,14 @@ static bl_result bl__file_open(bl__file *f, const char *path, int how, char *err
             if (p != MAP_FAILED) madvise(p, f->size, BL__MADV_HUGEPAGE);
 #ifdef BL__FADV_DONTNEED
             if (p != MAP_FAILED && how == 2 && bl__pmd_kib(p, f->size) == 0) {
-                /* small folios: unmapped, they can be dropped, and the file read again */
+                /* small folios: unmapped, they can be dropped, and the file read again,
+                   by the page faults, which read 2 MiB folios (read-ahead asked for
+                   now would read smaller ones) */
                 munmap(p, f->size);
                 posix_fadvise(fd, 0, 0, BL__FADV_DONTNEED);
                 p = bl__map_aligned(fd, f->size);
                 if (p != MAP_FAILED) madvise(p, f->size, BL__MADV_HUGEPAGE);
-            }
+            } else
 #endif
             /* start reading ahead now: every page is read on the first token */
             if (p != MAP_FAILED) madvise(p, f->size, BL__MADV_WILLNEED);
