@@ -156,14 +156,9 @@ enum {
     BL_WEIGHTS_AUTO = 0,   /* copied when the model has Q4_0 matrices, mapped otherwise */
     BL_WEIGHTS_MAPPED = 1, /* read where the file's mapping has them: instant start, the
                               page cache shared with other processes */
-    BL_WEIGHTS_COPIED = 2, /* read(2) into private memory backed by transparent huge pages,
+    BL_WEIGHTS_COPIED = 2  /* read(2) into private memory backed by transparent huge pages,
                               Q4_0 rearranged for the decoding kernels (about twice as fast
                               per core); the file's pages are never mapped */
-    BL_WEIGHTS_HUGE = 3    /* mapped as MAPPED, in 2 MiB pages: if the page cache holds the
-                              file in small pages, they are dropped and the file is read
-                              again (from disk, once: later loads find the 2 MiB folios).
-                              Linux with large page-cache folios (ext4, xfs: 6.x); elsewhere
-                              the same as MAPPED */
 };
 
 typedef struct bl_model_desc {
@@ -191,7 +186,7 @@ typedef struct bl_model_info {
     int weight_type;      /* bl_type of the attention/FFN matrices */
     int64_t n_params;
     size_t weight_bytes;  /* bytes of all weights the forward pass reads */
-    int weights;          /* BL_WEIGHTS_MAPPED, _COPIED or _HUGE (mapped, and in 2 MiB pages): where the matrices are */
+    int weights;          /* BL_WEIGHTS_MAPPED or BL_WEIGHTS_COPIED: where the matrices are */
 } bl_model_info;
 
 /* Open a model from a file (GGUF, safetensors, llama2.c .bin) or a folder
@@ -460,12 +455,6 @@ extern int madvise(void *addr, size_t len, int advice);
 #define BL__MADV_WILLNEED 3
 #define BL__MADV_DONTNEED 4
 #endif
-#if defined(POSIX_FADV_DONTNEED)
-#define BL__FADV_DONTNEED POSIX_FADV_DONTNEED
-#elif defined(BL__MADVISE) && !defined(__cplusplus)
-extern int posix_fadvise(int fd, off_t offset, off_t len, int advice);
-#define BL__FADV_DONTNEED 4
-#endif
 #endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <dirent.h>
@@ -558,76 +547,14 @@ typedef struct bl__file {
     unsigned long long dev, ino; /* of the mapped file, to know it again by path */
 } bl__file;
 
-#ifdef BL__POSIX_MMAP
-/* The whole file mapped read-only at an address that is a multiple of 2 MiB,
-   like its offsets: where the page cache holds it in 2 MiB folios, they can
-   then be mapped whole (one TLB entry, and the prefetchers do not stop every
-   4 KiB). MAP_FAILED on failure. */
-static void *bl__map_aligned(int fd, size_t size) {
-#if defined(BL__MADVISE) && defined(MAP_FIXED)
-    const size_t huge = (size_t)2 << 20;
-    uint8_t *r, *a;
-    void *p;
-    if (size < huge) return mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    p = mmap(NULL, size + huge, PROT_NONE, MAP_PRIVATE | BL__MAP_ANON, -1, 0);
-    if (p == MAP_FAILED) return mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    r = (uint8_t *)p;
-    a = (uint8_t *)(((uintptr_t)r + huge - 1) & ~(uintptr_t)(huge - 1));
-    p = mmap(a, size, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
-    if (p == MAP_FAILED) {
-        munmap(r, size + huge);
-        return mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    }
-    if (a > r) munmap(r, (size_t)(a - r));
-    if (r + size + huge > a + size) munmap(a + size, (size_t)(r + size + huge - (a + size)));
-    return p;
-#else
-    return mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-#endif
-}
-#endif
-
-/* How much of the mapping at p (size bytes) is in 2 MiB pages, in KiB, once
-   the whole 2 MiB in its middle has been read (the start may have been read
-   ahead in smaller folios): FilePmdMapped in /proc/self/smaps. -1: unknown
-   (too small, no /proc). */
-static long bl__pmd_kib(const void *p, size_t size) {
-    long kb = -1;
-#if defined(BL__MADVISE) && defined(MAP_FIXED)
-    const uintptr_t h = (uintptr_t)2 << 20, a = ((uintptr_t)p + size / 2) & ~(h - 1);
-    volatile uint8_t sink;
-    char line[256], want[32];
-    int in = 0;
-    FILE *fp;
-    if (a < (uintptr_t)p || a + h > (uintptr_t)p + size) return -1;
-    sink = *(const volatile uint8_t *)a; /* fault it in: whole if the cache holds a 2 MiB folio there */
-    (void)sink;
-    fp = fopen("/proc/self/smaps", "r");
-    if (!fp) return -1;
-    snprintf(want, sizeof want, "%lx-", (unsigned long)(uintptr_t)p);
-    while (fgets(line, sizeof line, fp)) {
-        const int header = (line[0] >= '0' && line[0] <= '9') || (line[0] >= 'a' && line[0] <= 'f');
-        if (header && in) break;
-        if (header) in = !strncmp(line, want, strlen(want));
-        else if (in && !strncmp(line, "FilePmdMapped:", 14)) { kb = strtol(line + 14, NULL, 10); break; }
-    }
-    fclose(fp);
-#else
-    (void)p;
-    (void)size;
-#endif
-    return kb;
-}
-
-/* how: 0 mapped, 1 read into memory, 2 mapped in 2 MiB pages (BL_WEIGHTS_HUGE) */
-static bl_result bl__file_open(bl__file *f, const char *path, int how, char *err) {
+static bl_result bl__file_open(bl__file *f, const char *path, int no_mmap, char *err) {
     FILE *fp;
     long sz;
     memset(f, 0, sizeof *f);
     f->path = bl__strndup(path, strlen(path));
     if (!f->path) return bl__fmt(err, BL_ERR_NOMEM, "out of memory opening %s", path);
 #ifdef BL__POSIX_MMAP
-    if (how != 1) {
+    if (!no_mmap) {
         struct stat st;
         int fd = open(path, O_RDONLY);
         if (fd < 0) return bl__fmt(err, BL_ERR_IO, "%s: cannot open", path);
@@ -640,35 +567,21 @@ static bl_result bl__file_open(bl__file *f, const char *path, int how, char *err
         f->ino = (unsigned long long)st.st_ino;
         if (f->size == 0) { close(fd); f->data = (const uint8_t *)""; return BL_OK; }
         {
-            void *p = bl__map_aligned(fd, f->size);
-#ifdef BL__MADVISE
-            /* 2 MiB pages where the page cache holds the file in 2 MiB folios
-               (and pages read from now on come in them) */
-            if (p != MAP_FAILED) madvise(p, f->size, BL__MADV_HUGEPAGE);
-#ifdef BL__FADV_DONTNEED
-            if (p != MAP_FAILED && how == 2 && bl__pmd_kib(p, f->size) == 0) {
-                /* small folios: unmapped, they can be dropped, and the file read again,
-                   by the page faults, which read 2 MiB folios (read-ahead asked for
-                   now would read smaller ones) */
-                munmap(p, f->size);
-                posix_fadvise(fd, 0, 0, BL__FADV_DONTNEED);
-                p = bl__map_aligned(fd, f->size);
-                if (p != MAP_FAILED) madvise(p, f->size, BL__MADV_HUGEPAGE);
-            } else
-#endif
-            /* start reading ahead now: every page is read on the first token */
-            if (p != MAP_FAILED) madvise(p, f->size, BL__MADV_WILLNEED);
-#endif
+            void *p = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
             close(fd);
             if (p != MAP_FAILED) {
                 f->data = (const uint8_t *)p;
                 f->mapped = 1;
+#ifdef BL__MADVISE
+                /* start reading ahead now: every page is read on the first token */
+                madvise(p, f->size, BL__MADV_WILLNEED);
+#endif
                 return BL_OK;
             }
         }
     }
 #else
-    (void)how;
+    (void)no_mmap;
 #endif
     fp = fopen(path, "rb");
     if (!fp) return bl__fmt(err, BL_ERR_IO, "%s: cannot open", path);
@@ -1329,7 +1242,6 @@ struct bl_model {
     bl__hparams hp;
     char arch[32];
     int no_mmap;
-    int huge;             /* BL_WEIGHTS_HUGE: files read again into 2 MiB folios where needed */
     bl__file files[BL__MAX_FILES];
     int n_files;
     bl__tensor *tensors;  /* directory, canonical names */
@@ -1358,7 +1270,7 @@ static bl_result bl__merr(bl_model *m, bl_result code, const char *fmt, ...) {
 static bl_result bl__model_open_file(bl_model *m, const char *path, bl__file **out) {
     bl_result r;
     if (m->n_files == BL__MAX_FILES) return bl__merr(m, BL_ERR_UNSUPPORTED, "%s: more than %d weight files", path, BL__MAX_FILES);
-    r = bl__file_open(&m->files[m->n_files], path, m->no_mmap ? 1 : m->huge ? 2 : 0, m->err);
+    r = bl__file_open(&m->files[m->n_files], path, m->no_mmap, m->err);
     if (r != BL_OK) { bl__file_close(&m->files[m->n_files]); return r; }
     *out = &m->files[m->n_files++];
     return BL_OK;
@@ -2169,7 +2081,6 @@ bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *d
     if (!m) return BL_ERR_NOMEM;
     if (!path) return bl__merr(m, BL_ERR_ARG, "no model path given");
     m->no_mmap = desc ? desc->no_mmap : 0;
-    m->huge = desc && desc->weights == BL_WEIGHTS_HUGE;
     if (bl__is_dir(path) && bl__dir_single_gguf(path, gpath, sizeof gpath)) {
         r = bl__load_gguf(m, gpath, &g);
         m->info.format = "gguf";
@@ -2207,14 +2118,6 @@ bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *d
         if (mode == BL_WEIGHTS_COPIED || (mode == BL_WEIGHTS_AUTO && q4)) {
             r = bl__model_copy(m);
             m->info.weights = BL_WEIGHTS_COPIED;
-        } else { /* mapped: in 2 MiB pages if every file of 2 MiB or more is */
-            int i, huge = 0;
-            for (i = 0; i < m->n_files; i++) {
-                long kb = m->files[i].mapped ? bl__pmd_kib(m->files[i].data, m->files[i].size) : -1;
-                if (kb == 0) { huge = 0; break; }
-                if (kb > 0) huge = 1;
-            }
-            if (huge) m->info.weights = BL_WEIGHTS_HUGE;
         }
     }
     if (r == BL_OK) {

@@ -437,8 +437,7 @@ static void test_threads(const bl_model *m) {
 }
 
 /* bl_model_desc.weights: AUTO copies Q4_0 models (rearranged for decoding)
-   and maps the rest, info.weights says which (HUGE for a mapping in 2 MiB
-   pages); every mode gives logits within
+   and maps the rest, info.weights says which; every mode gives logits within
    the quantized tier (rel 6e-2) of the first. */
 static void test_weights_modes(void) {
     static const char *paths[2] = {"golden/llama3-gqa/gguf/model-Q4_0.gguf", "golden/llama3-gqa/gguf/model-F32.gguf"};
@@ -447,7 +446,7 @@ static void test_weights_modes(void) {
     for (i = 0; i < 2; i++) {
         float *first = NULL;
         int nv = 0;
-        for (mode = BL_WEIGHTS_AUTO; mode <= BL_WEIGHTS_HUGE; mode++) {
+        for (mode = BL_WEIGHTS_AUTO; mode <= BL_WEIGHTS_COPIED; mode++) {
             bl_model *m = NULL;
             bl_model_desc d;
             bl_ctx *c;
@@ -458,12 +457,8 @@ static void test_weights_modes(void) {
                 bl_model_destroy(m);
                 continue;
             }
-            {
-                /* a mapping is reported as HUGE where the page cache gave it 2 MiB pages */
-                const int want = mode == BL_WEIGHTS_AUTO ? (i == 0 ? BL_WEIGHTS_COPIED : BL_WEIGHTS_MAPPED) : mode == BL_WEIGHTS_HUGE ? BL_WEIGHTS_MAPPED : mode;
-                const int got = bl_model_get_info(m)->weights;
-                CHECK(got == want || (want == BL_WEIGHTS_MAPPED && got == BL_WEIGHTS_HUGE), "%s: weights mode %d taken as %d", paths[i], mode, got);
-            }
+            CHECK(bl_model_get_info(m)->weights == (mode == BL_WEIGHTS_AUTO ? (i == 0 ? BL_WEIGHTS_COPIED : BL_WEIGHTS_MAPPED) : mode),
+                  "%s: weights mode %d taken as %d", paths[i], mode, bl_model_get_info(m)->weights);
             nv = bl_model_get_info(m)->n_vocab;
             c = new_ctx(m, 0, 1);
             if (c && bl_ctx_decode(c, toks, 6, BL_LOGITS_LAST) == BL_OK) {

@@ -247,10 +247,8 @@ static void bn_usage(FILE *f) {
                "  -r, --repetitions N    runs per test [5]\n"
                "  -b, --batch-size N     tokens per forward step in pp [512]\n"
                "  -o, --output FMT       md, json, jsonl or csv [md]\n"
-               "  -mmp, --mmap 0|1|2     1: weights stay mapped (BL_WEIGHTS_MAPPED); 0: copied into\n"
-               "                         huge pages, Q4_0 rearranged (BL_WEIGHTS_COPIED); 2: mapped, the\n"
-               "                         page cache read again into 2 MiB pages if it holds the file in small\n"
-               "                         ones (BL_WEIGHTS_HUGE) [the library's choice]\n"
+               "  -mmp, --mmap 0|1       1: weights stay mapped (BL_WEIGHTS_MAPPED); 0: copied into\n"
+               "                         huge pages, Q4_0 rearranged (BL_WEIGHTS_COPIED) [the library's choice]\n"
                "  --bw-mib N             buffer of the read-bandwidth test in MiB, 0: skip [1024]\n"
                "  --no-warmup            skip the warm-up decode\n");
 }
@@ -297,8 +295,8 @@ int main(int argc, char **argv) {
             if (strcmp(fmt, "md") && strcmp(fmt, "json") && strcmp(fmt, "jsonl") && strcmp(fmt, "csv")) goto badval;
             i++;
         } else if (BN_IS("-mmp", "--mmap")) {
-            if (strcmp(v, "0") && strcmp(v, "1") && strcmp(v, "2")) goto badval;
-            use_mmap = v[0] - '0';
+            if (strcmp(v, "0") && strcmp(v, "1")) goto badval;
+            use_mmap = v[0] == '1';
             i++;
         } else if (!strcmp(a, "--bw-mib")) { bw_mib = (size_t)atol(v); i++; }
         else { fprintf(stderr, "berlin-bench: unknown option '%s'\n", a); bn_usage(stderr); return 1; }
@@ -342,7 +340,7 @@ int main(int argc, char **argv) {
         uint64_t total = 0;
         int max_p = 0, max_n = 0;
         memset(&desc, 0, sizeof desc);
-        desc.weights = use_mmap < 0 ? BL_WEIGHTS_AUTO : use_mmap == 2 ? BL_WEIGHTS_HUGE : use_mmap ? BL_WEIGHTS_MAPPED : BL_WEIGHTS_COPIED;
+        desc.weights = use_mmap < 0 ? BL_WEIGHTS_AUTO : use_mmap ? BL_WEIGHTS_MAPPED : BL_WEIGHTS_COPIED;
         if (bl_model_load(&m, models[mi], &desc) != BL_OK) {
             fprintf(stderr, "berlin-bench: %s\n", bl_model_last_error(m));
             bl_model_destroy(m);
@@ -400,7 +398,7 @@ int main(int argc, char **argv) {
                 r.n_params = (uint64_t)in->n_params;
                 r.weight_bytes = in->weight_bytes;
                 r.n_threads = tl.v[ti];
-                r.use_mmap = in->weights != BL_WEIGHTS_COPIED;
+                r.use_mmap = in->weights == BL_WEIGHTS_MAPPED;
                 r.n_batch = n_batch;
                 r.n_prompt = is_pp ? n_tok : 0;
                 r.n_gen = is_pp ? 0 : n_tok;

@@ -89,10 +89,8 @@ static void usage(FILE *f) {
             "  --timing            report tokenizer load time and MB/s on stderr; when generating,\n"
             "                      the time from start to the first token and the peak resident memory\n"
             "  --no-mmap           read the weights into memory\n"
-            "  --weights MODE      auto, mapped (stay in the file's mapping), copied (read into huge\n"
-            "                      pages, Q4_0 rearranged for decoding) or huge (mapped in 2 MiB pages:\n"
-            "                      the page cache is read again once if it holds the file in small ones)\n"
-            "                      [auto: copied for Q4_0 models]\n"
+            "  --weights MODE      auto, mapped (stay in the file's mapping) or copied (read into huge\n"
+            "                      pages, Q4_0 rearranged for decoding) [auto: copied for Q4_0 models]\n"
             "  -h, --help          this help\n"
             "In the chat loop, '/reset' forgets the conversation.\n");
 }
@@ -128,8 +126,8 @@ static int parse_args(int argc, char **argv, chat_opts *o) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 1; }
         else if (!strcmp(a, "--no-mmap")) { o->no_mmap = 1; takes = 0; }
         else if (!strcmp(a, "--weights")) {
-            if (!v || (strcmp(v, "auto") && strcmp(v, "mapped") && strcmp(v, "copied") && strcmp(v, "huge"))) { fprintf(stderr, "berlin-chat: --weights takes auto, mapped, copied or huge\n"); return -1; }
-            o->weights = !strcmp(v, "mapped") ? BL_WEIGHTS_MAPPED : !strcmp(v, "copied") ? BL_WEIGHTS_COPIED : !strcmp(v, "huge") ? BL_WEIGHTS_HUGE : BL_WEIGHTS_AUTO;
+            if (!v || (strcmp(v, "auto") && strcmp(v, "mapped") && strcmp(v, "copied"))) { fprintf(stderr, "berlin-chat: --weights takes auto, mapped or copied\n"); return -1; }
+            o->weights = !strcmp(v, "mapped") ? BL_WEIGHTS_MAPPED : !strcmp(v, "copied") ? BL_WEIGHTS_COPIED : BL_WEIGHTS_AUTO;
         }
         else if (!strcmp(a, "--print-ids")) { o->print_ids = 1; takes = 0; }
         else if (!strcmp(a, "--tokenize")) { o->tokenize_mode = 1; takes = 0; }
