@@ -9970,7 +9970,7 @@ static void bl__forward(bl__ws *w, int n_segs) {
             bl__forward_team(w, nb, out, n_out, out_first);
         if (timed && w->small_steps > 8) {
             const double dt = omp_get_wtime() - t0;
-            w->step_s[slot] = w->step_s[slot] > 0 ? 0.75 * w->step_s[slot] + 0.25 * dt : dt;
+            w->step_s[slot] = w->step_s[slot] > 0 ? 0.5 * (w->step_s[slot] + dt) : dt; /* a busy spell that ends is seen in two probes */
         }
     }
 #else
