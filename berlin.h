@@ -9346,8 +9346,6 @@ static int bl__kern_select(bl__kern *k) {
     return bl__kern_init(k, level);
 }
 
-
-
 #define BL__SMALL_BATCH 4 /* batches below this are prepared by every thread for itself */
 
 /* >>ctx  CONTEXT AND FORWARD PASS ------------------------------------------
@@ -9673,10 +9671,11 @@ static void bl__prep(bl__ws *c, bl__acts *A, const float *x, const float *norm, 
 
 /* Batches read each weight row many times, but the first time from memory:
    the rows that come next are asked into L2 a slice at a time, between the
-   tiles of the rows before them, so that no tile waits for memory. This
-   call asks for bytes [*o, share * n) of p[0, n). */
-static void bl__prefetch_part(const uint8_t *p, size_t n, size_t *o, double share) {
-    const size_t lim = share >= 1 ? n : (size_t)(share * (double)n);
+   tiles of the rows before them, so that no tile waits for memory. After
+   `done` of `total` tokens this call asks for the part of p[0, n) up to
+   the same share, from *o on. */
+static void bl__prefetch_part(const uint8_t *p, size_t n, size_t *o, int done, int total) {
+    const size_t lim = done >= total ? n : n / (size_t)total * (size_t)done;
     for (; *o < lim; *o += 64) BL__PREFETCH_L2(p + *o);
 }
 
@@ -9705,7 +9704,7 @@ static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, con
             k->tile_pack(W->type, W->data + (size_t)r * rb, rb, nr, K, tile, tile + bl__tile_bytes(K));
             for (b = 0; b < nb; b += 8) { /* 8 tokens at a time, then a slice of the next tile's rows into L2 */
                 k->tile_gemm(W->type, tile, K, A->q8 + (size_t)b * A->sq8, A->sq8, nb - b < 8 ? nb - b : 8, dst + (size_t)b * ld, ld, nr);
-                bl__prefetch_part(W->data + (size_t)(r + n) * rb, (size_t)nn * rb, &o, (b + 8) >= nb ? 1 : (double)(b + 8) / nb);
+                bl__prefetch_part(W->data + (size_t)(r + n) * rb, (size_t)nn * rb, &o, b + 8, nb);
             }
         } else if (kind == BL__ACT_Q8) {
             bl__vdot_fn vd = k->vdot[bl__qslot(W->type)];
@@ -9728,7 +9727,7 @@ static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, con
                     for (b = 0; b < nb; b += 4) {
                         gm(W->type, W->data + (size_t)(r + i) * rb, rb, nr - i < 4 ? nr - i : 4, xa + (size_t)b * xs, xs, nb - b < 4 ? nb - b : 4, K,
                            dst + (size_t)b * ld + (size_t)i, ld);
-                        if (nb > 1) bl__prefetch_part(W->data + (size_t)(r + i + 4) * rb, (size_t)nn * rb, &o, (b + 4) >= nb ? 1 : (double)(b + 4) / nb);
+                        if (nb > 1) bl__prefetch_part(W->data + (size_t)(r + i + 4) * rb, (size_t)nn * rb, &o, b + 4, nb);
                     }
                 }
             }
