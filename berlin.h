@@ -1938,19 +1938,37 @@ static int bl__dir_single_gguf(const char *dir, char *out, size_t cap) {
 
 /* Q4_0 rows rearranged for decoding (an internal type, never in a file):
    the same bytes as the row's nb blocks, but the nb f16 scales first and
-   then the nb 16-byte groups of nibbles. A kernel then reads scales eight at
-   a time and nibbles in aligned 32-byte loads, where the GGUF layout of
-   18-byte blocks needs unaligned loads and scalar scale gathers; decoding a
-   Q4_0 model gets about twice as fast per core, enough to be memory-bound.
-   The loader writes it when it copies the weights (bl__model_copy). */
+   then the nibbles, in groups of eight blocks (128 bytes): 4-byte word v of
+   block j of the group at byte 32v + 4j, so that lane j of a 32-byte load
+   belongs to block j. An integer dot product of such a load with the
+   matching activations (bl__q8a's qg) sums each block in its own lane, and
+   eight blocks take one conversion and one multiply-add by their eight
+   scales. The last nb % 8 blocks keep 16 bytes each in order. The GGUF
+   layout of 18-byte blocks needs unaligned loads, scalar scale gathers and
+   a shuffle of the scales per pair of blocks; this one decodes a Q4_0 model
+   several times faster per core, enough to be memory-bound. The loader
+   writes it when it copies the weights (bl__model_copy). */
 #define BL__TYPE_Q4_0R 64
 
 static void bl__q4_0r_from_q4_0(const uint8_t *src, uint8_t *dst, int64_t K) {
     int64_t nb = K / 32, b;
+    int v;
     for (b = 0; b < nb; b++) {
         memcpy(dst + 2 * b, src + 18 * b, 2);
-        memcpy(dst + 2 * nb + 16 * b, src + 18 * b + 2, 16);
+        if (b >= nb / 8 * 8) memcpy(dst + 2 * nb + 16 * b, src + 18 * b + 2, 16);
+        else
+            for (v = 0; v < 4; v++) memcpy(dst + 2 * nb + 16 * (b - b % 8) + 32 * v + 4 * (b % 8), src + 18 * b + 2 + 4 * v, 4);
     }
+}
+
+/* The 16 nibble bytes of block b of a Q4_0R row, in Q4_0's order. */
+static void bl__q4_0r_nibbles(const uint8_t *w, int64_t K, int64_t b, uint8_t out[16]) {
+    const int64_t nb = K / 32;
+    const uint8_t *qs = w + 2 * nb;
+    int v;
+    if (b >= nb / 8 * 8) memcpy(out, qs + 16 * b, 16);
+    else
+        for (v = 0; v < 4; v++) memcpy(out + 4 * v, qs + 16 * (b - b % 8) + 32 * v + 4 * (b % 8), 4);
 }
 
 /* W's rows, in Q4_0 at rows, rewritten there as Q4_0R (other types are
@@ -7405,8 +7423,9 @@ static void bl__dequant_row(int type, const uint8_t *src, float *dst, int64_t n)
     case BL__TYPE_Q4_0R:
         for (b = 0; b < n / 32; b++) {
             uint16_t h;
-            const uint8_t *qs = src + n / 16 + 16 * b;
+            uint8_t qs[16];
             float d;
+            bl__q4_0r_nibbles(src, n, b, qs);
             memcpy(&h, src + 2 * b, 2);
             d = bl__f16_to_f32(h);
             for (j = 0; j < 16; j++) {
@@ -7495,22 +7514,25 @@ int bl_type_activation(int type) {
     }
 }
 
-/* One row of Q8 activations (K a multiple of 32), as six arrays:
+/* One row of Q8 activations (K a multiple of 32), as seven arrays:
    q (K int8), qp (the same with the middle 16-byte quarters of each pair of
    blocks swapped, so a 32-byte load meets the low or high nibbles of two
-   Q4_0 blocks), d (K/32 scales), s32 (K/32: d * sum of the block's q),
-   s16 (K/16: d * sum of each half block), i32 (K/32: the block sums). */
-typedef struct bl__q8a { const int8_t *q, *qp; const float *d, *s32, *s16; const int32_t *i32; } bl__q8a;
+   Q4_0 blocks), qg (the same again in groups of eight blocks laid out as
+   Q4_0R's nibbles, see bl__q4_0r_from_q4_0), d (K/32 scales), s32 (K/32:
+   d * sum of the block's q), s16 (K/16: d * sum of each half block), i32
+   (K/32: the block sums). */
+typedef struct bl__q8a { const int8_t *q, *qp, *qg; const float *d, *s32, *s16; const int32_t *i32; } bl__q8a;
 
 static size_t bl__q8a_stride(int64_t K) {
-    size_t n = 2 * (size_t)K + (size_t)K / 32 * 12 + (size_t)K / 16 * 4;
+    size_t n = 3 * (size_t)K + (size_t)K / 32 * 12 + (size_t)K / 16 * 4;
     return (n + 63) & ~(size_t)63;
 }
 static bl__q8a bl__q8a_at(const uint8_t *p, int64_t K) {
     bl__q8a a;
     a.q = (const int8_t *)p;
     a.qp = (const int8_t *)p + K;
-    a.d = (const float *)(const void *)(p + 2 * K);
+    a.qg = (const int8_t *)p + 2 * K;
+    a.d = (const float *)(const void *)(p + 3 * K);
     a.s32 = a.d + K / 32;
     a.s16 = a.s32 + K / 32;
     a.i32 = (const int32_t *)(const void *)(a.s16 + K / 16);
@@ -7530,9 +7552,10 @@ static void bl__bf16a_ref(const float *x, int64_t n, uint16_t *o) {
     for (i = 0; i < n; i++) o[i] = bl__f32_to_bf16(x[i]);
 }
 
-/* Fill qp and i32 from q (see bl__q8a); an odd last block stays as it is. */
+/* Fill qp, qg and i32 from q (see bl__q8a); an odd last block stays as it
+   is in qp, the last K/32 % 8 blocks in qg. */
 static void bl__q8a_permute(uint8_t *out, int64_t K) {
-    int32_t *is = (int32_t *)(void *)(out + 2 * K + K / 32 * 8 + K / 16 * 4);
+    int32_t *is = (int32_t *)(void *)(out + 3 * K + K / 32 * 8 + K / 16 * 4);
     int64_t b;
     int j;
     for (b = 0; b < K / 32; b++) {
@@ -7545,11 +7568,19 @@ static void bl__q8a_permute(uint8_t *out, int64_t K) {
         memcpy(out + K + 32 * b + 16, out + 32 * b + 32, 16);
         memcpy(out + K + 32 * b + 32, out + 32 * b + 16, 16);
     }
+    /* group of blocks 8g..8g+7, vector 2v+h (h = 1: high nibbles), lane j:
+       the 4 activations of block 8g+j that meet nibble bytes 4v..4v+3 */
+    for (b = 0; b < K / 32; b++) {
+        uint8_t *g = out + 2 * K + 32 * (b - b % 8);
+        if (b >= K / 32 / 8 * 8) memcpy(out + 2 * K + 32 * b, out + 32 * b, 32);
+        else
+            for (j = 0; j < 8; j++) memcpy(g + 32 * j + 4 * (b % 8), out + 32 * b + 16 * (j & 1) + 4 * (j >> 1), 4);
+    }
 }
 
 static void bl__q8a_ref(const float *x, int64_t K, uint8_t *out) {
     int8_t *q = (int8_t *)out;
-    float *d = (float *)(void *)(out + 2 * K), *s32 = d + K / 32, *s16 = s32 + K / 32;
+    float *d = (float *)(void *)(out + 3 * K), *s32 = d + K / 32, *s16 = s32 + K / 32;
     int64_t b;
     int j;
     for (b = 0; b < K / 32; b++) {
@@ -7603,10 +7634,11 @@ static float bl__vdot_q4_0r_ref(const uint8_t *w, bl__q8a a, int64_t K) {
     int64_t b;
     int j;
     for (b = 0; b < K / 32; b++) {
-        const uint8_t *qs = w + K / 16 + 16 * b;
         const int8_t *q = a.q + 32 * b;
         int is = 0;
         uint16_t h;
+        uint8_t qs[16];
+        bl__q4_0r_nibbles(w, K, b, qs);
         memcpy(&h, w + 2 * b, 2);
         for (j = 0; j < 16; j++) is += (qs[j] & 15) * q[j] + (qs[j] >> 4) * q[j + 16];
         acc += bl__f16_to_f32(h) * (a.d[b] * (float)is - 8.0f * a.s32[b]);
@@ -7737,9 +7769,10 @@ static void bl__unpack_row(int type, const uint8_t *w, int64_t K, uint8_t *u, fl
         break;
     case BL__TYPE_Q4_0R:
         for (b = 0; b < K / 32; b++) {
-            const uint8_t *qs = w + K / 16 + 16 * b;
+            uint8_t qs[16];
             uint16_t h;
             float d;
+            bl__q4_0r_nibbles(w, K, b, qs);
             memcpy(&h, w + 2 * b, 2);
             d = bl__f16_to_f32(h);
             for (j = 0; j < 16; j++) { u[32 * b + j] = (uint8_t)(qs[j] & 15); u[32 * b + j + 16] = (uint8_t)(qs[j] >> 4); }
@@ -7939,7 +7972,7 @@ BL__AVX2 static __m256i bl__u8dot256(__m256i u, __m256i q) { /* 8 int32 sums of 
 
 BL__AVX2 static void bl__q8a_avx2(const float *x, int64_t K, uint8_t *out) {
     int8_t *q = (int8_t *)out;
-    float *d = (float *)(void *)(out + 2 * K), *s32 = d + K / 32, *s16 = s32 + K / 32;
+    float *d = (float *)(void *)(out + 3 * K), *s32 = d + K / 32, *s16 = s32 + K / 32;
     const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     int64_t b;
@@ -7991,31 +8024,30 @@ BL__AVX2 static float bl__vdot_q4_0_avx2(const uint8_t *w, bl__q8a a, int64_t K)
     return bl__hsum256(acc) - 8.0f * cor;
 }
 
-/* Q4_0R: eight scales per load, then four pairs of blocks, each pair one
-   32-byte load whose low nibbles meet qp's first 32 bytes and high nibbles
-   the next 32 (see bl__q8a). */
+/* Q4_0R: a group of eight blocks is four 32-byte loads of nibbles, each
+   lane one block's (see bl__q4_0r_from_q4_0), against qg's activations; the
+   eight block sums, less 8 times the activations' sums, are scaled at once. */
 BL__AVX2 static float bl__vdot_q4_0r_avx2(const uint8_t *w, bl__q8a a, int64_t K) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, cor = acc0;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
     const __m256i m4 = _mm256_set1_epi8(15);
     const uint8_t *qs = w + K / 16;
     int64_t nb = K / 32, b = 0;
     float r;
     for (; b + 8 <= nb; b += 8) {
-        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w + 2 * b)));
-        __m256 sc = _mm256_mul_ps(dw, _mm256_loadu_ps(a.d + b));
-        int p;
-        cor = _mm256_fmadd_ps(dw, _mm256_loadu_ps(a.s32 + b), cor);
-        for (p = 0; p < 4; p++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(qs + 16 * b + 32 * p));
-            const int8_t *q = a.qp + 32 * b + 64 * p;
-            __m256i s = _mm256_add_epi32(bl__u8dot256(_mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(const void *)q)),
-                                         bl__u8dot256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), _mm256_loadu_si256((const __m256i *)(const void *)(q + 32))));
-            __m256 sv = _mm256_permutevar8x32_ps(sc, _mm256_setr_epi32(2 * p, 2 * p, 2 * p, 2 * p, 2 * p + 1, 2 * p + 1, 2 * p + 1, 2 * p + 1));
-            if (p & 1) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sv, acc1);
-            else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sv, acc0);
+        const __m256 sc = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w + 2 * b))), _mm256_loadu_ps(a.d + b));
+        const int8_t *q = a.qg + 32 * b;
+        __m256i s0 = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(a.i32 + b)), 3), s1 = _mm256_setzero_si256();
+        int v;
+        for (v = 0; v < 4; v++) {
+            __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(qs + 16 * b + 32 * v));
+            s1 = _mm256_add_epi32(s1, bl__u8dot256(_mm256_and_si256(x, m4), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * v))));
+            s1 = _mm256_add_epi32(s1, bl__u8dot256(_mm256_and_si256(_mm256_srli_epi16(x, 4), m4),
+                                                   _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * v + 32))));
         }
+        if (b & 8) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(s1, s0)), sc, acc1);
+        else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(s1, s0)), sc, acc0);
     }
-    r = bl__hsum256(_mm256_add_ps(acc0, acc1)) - 8.0f * bl__hsum256(cor);
+    r = bl__hsum256(_mm256_add_ps(acc0, acc1));
     for (; b < nb; b++) { /* the last nb % 8 blocks */
         const int8_t *q = a.q + 32 * b;
         int is = 0, j;
@@ -8394,7 +8426,7 @@ BL__AVX512 static int bl__hsum512i(__m512i v) {
 
 BL__AVX512 static void bl__q8a_avx512(const float *x, int64_t K, uint8_t *out) {
     int8_t *q = (int8_t *)out;
-    float *d = (float *)(void *)(out + 2 * K), *s32 = d + K / 32, *s16 = s32 + K / 32;
+    float *d = (float *)(void *)(out + 3 * K), *s32 = d + K / 32, *s16 = s32 + K / 32;
     int64_t b;
     for (b = 0; b < K / 32; b++) {
         __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
@@ -8485,49 +8517,52 @@ BL__AVX512 static float bl__vdot_q4_0_avx512(const uint8_t *w, bl__q8a a, int64_
     return r;
 }
 
-/* Q4_0R as in bl__vdot_q4_0r_avx2 with vpdpbusd and four accumulators
-   (two leave the loop waiting on the latency of the multiply-adds). */
+/* The last nb % 8 blocks of a Q4_0R row (16 bytes each, in order) . a. */
+BL__AVX512 static float bl__q4_0r_tail_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
+    const __m256i m4 = _mm256_set1_epi8(15);
+    const uint8_t *qs = w + K / 16;
+    __m256 t = _mm256_setzero_ps();
+    float c = 0;
+    int64_t b;
+    for (b = K / 32 / 8 * 8; b < K / 32; b++) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(qs + 16 * b));
+        __m256i u = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), m4);
+        __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, _mm256_loadu_si256((const __m256i *)(const void *)(a.q + 32 * b)));
+        float dw = _cvtsh_ss((unsigned short)(w[2 * b] | (w[2 * b + 1] << 8)));
+        t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * a.d[b]), t);
+        c += dw * a.s32[b];
+    }
+    return bl__hsum256(t) - 8.0f * c;
+}
+
+/* Q4_0R as in bl__vdot_q4_0r_avx2 with vpdpbusd. The high nibbles are
+   masked in place, 16 times their value: the exact sum of their products
+   shifted right by 4 (a multiply-add of bytes does not saturate). */
 BL__AVX512 static float bl__vdot_q4_0r_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0, cor = acc0;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
     const __m256i m4 = _mm256_set1_epi8(15);
     const uint8_t *qs = w + K / 16;
     int64_t nb = K / 32, b = 0;
     float r;
     for (; b + 8 <= nb; b += 8) {
+        const __m256 sc = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w + 2 * b))), _mm256_loadu_ps(a.d + b));
+        const int8_t *q = a.qg + 32 * b;
         const uint8_t *x = qs + 16 * b;
-        const int8_t *qp = a.qp + 32 * b;
-        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w + 2 * b)));
-        __m256 sc = _mm256_mul_ps(dw, _mm256_loadu_ps(a.d + b));
-        cor = _mm256_fmadd_ps(dw, _mm256_loadu_ps(a.s32 + b), cor);
-#define BL__Q40R_PAIR(p, acc)                                                                                                \
+        __m256i lo = _mm256_setzero_si256(), hi = lo, s;
+#define BL__Q40R_V(v)                                                                                                        \
         {                                                                                                                    \
-            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * (p)));                                   \
-            __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_and_si256(v, m4),                                 \
-                                            _mm256_loadu_si256((const __m256i *)(const void *)(qp + 64 * (p))));             \
-            s = _mm256_dpbusd_epi32(s, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),                                        \
-                                    _mm256_loadu_si256((const __m256i *)(const void *)(qp + 64 * (p) + 32)));                \
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s),                                                                     \
-                                  _mm256_permutevar8x32_ps(sc, _mm256_setr_epi32(2 * (p), 2 * (p), 2 * (p), 2 * (p),         \
-                                                                                 2 * (p) + 1, 2 * (p) + 1, 2 * (p) + 1, 2 * (p) + 1)), acc); \
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * (v)));                                  \
+            lo = _mm256_dpbusd_epi32(lo, _mm256_and_si256(xv, m4), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * (v)))); \
+            hi = _mm256_dpbusd_epi32(hi, _mm256_andnot_si256(m4, xv), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * (v) + 32))); \
         }
-        BL__Q40R_PAIR(0, acc0) BL__Q40R_PAIR(1, acc1) BL__Q40R_PAIR(2, acc2) BL__Q40R_PAIR(3, acc3)
-#undef BL__Q40R_PAIR
+        BL__Q40R_V(0) BL__Q40R_V(1) BL__Q40R_V(2) BL__Q40R_V(3)
+#undef BL__Q40R_V
+        s = _mm256_sub_epi32(_mm256_add_epi32(lo, _mm256_srai_epi32(hi, 4)), _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(a.i32 + b)), 3));
+        if (b & 8) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc1);
+        else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc0);
     }
-    r = bl__hsum256(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3))) - 8.0f * bl__hsum256(cor);
-    if (b < nb) { /* the last nb % 8 blocks */
-        __m256 t = _mm256_setzero_ps();
-        float c = 0;
-        for (; b < nb; b++) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(qs + 16 * b));
-            __m256i u = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), m4);
-            __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, _mm256_loadu_si256((const __m256i *)(const void *)(a.q + 32 * b)));
-            float dw = _cvtsh_ss((unsigned short)(w[2 * b] | (w[2 * b + 1] << 8)));
-            t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * a.d[b]), t);
-            c += dw * a.s32[b];
-        }
-        r += bl__hsum256(t) - 8.0f * c;
-    }
-    return r;
+    r = bl__hsum256(_mm256_add_ps(acc0, acc1));
+    return b < nb ? r + bl__q4_0r_tail_avx512(w, a, K) : r;
 }
 
 BL__AVX512 static float bl__vdot_q8_0_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
@@ -8844,16 +8879,34 @@ BL__AVX512 static void bl__unpack_row_avx512(int type, const uint8_t *w, int64_t
             o[b * sstride] = 8.0f * d;
         }
         break;
-    case BL__TYPE_Q4_0R:
+    case BL__TYPE_Q4_0R: {
+        /* a group of eight blocks back in block order: word v of block j is
+           word 8v + j of the group; then each block's low and high codes */
+        const __m512i g0 = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+        const __m512i g1 = _mm512_add_epi32(g0, _mm512_set1_epi32(4));
+        const __m512i lh0 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), lh1 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+        const uint8_t *qs = w + K / 16;
         for (b = 0; b < K / 32; b++) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(w + K / 16 + 16 * b));
-            __m256i z = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), _mm512_castsi512_si256(m4));
-            float d = _cvtsh_ss((unsigned short)(w[2 * b] | (w[2 * b + 1] << 8)));
-            _mm256_storeu_si256((__m256i *)(void *)(u + 32 * b), z);
+            const float d = _cvtsh_ss((unsigned short)(w[2 * b] | (w[2 * b + 1] << 8)));
             s[b * sstride] = d;
             o[b * sstride] = 8.0f * d;
         }
+        for (b = 0; b + 8 <= K / 32; b += 8) {
+            const __m512i x0 = _mm512_loadu_si512((const void *)(qs + 16 * b)), x1 = _mm512_loadu_si512((const void *)(qs + 16 * b + 64));
+            for (h = 0; h < 2; h++) {
+                const __m512i q = _mm512_permutex2var_epi32(x0, h ? g1 : g0, x1);
+                const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+                _mm512_storeu_si512((void *)(u + 32 * b + 128 * h), _mm512_permutex2var_epi64(lo, lh0, hi));
+                _mm512_storeu_si512((void *)(u + 32 * b + 128 * h + 64), _mm512_permutex2var_epi64(lo, lh1, hi));
+            }
+        }
+        for (; b < K / 32; b++) { /* the last K/32 % 8 blocks, in order */
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(qs + 16 * b));
+            _mm256_storeu_si256((__m256i *)(void *)(u + 32 * b),
+                                _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), _mm512_castsi512_si256(m4)));
+        }
         break;
+    }
     case BL_TYPE_Q8_0:
         for (b = 0; b < K / 32; b++) {
             const uint8_t *x = w + b * 34;
