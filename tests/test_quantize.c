@@ -1,6 +1,6 @@
 /* test_quantize - berlin-quantize's block encoders, conversions checked
    against the golden GGUFs (bytes and logits), random models, and a smoke
-   test of berlin-bench's JSON output.
+   test of berlin-bench's JSON output and of its kernel timings.
 
    The quantizer is compiled in (tools/quantize.c with QZ_NO_MAIN) and run
    in-process through qz_main, so the sanitizer build checks it too; the
@@ -508,6 +508,27 @@ static void test_bench(void) {
     free(buf);
 }
 
+/* berlin-bench --kernels: a row of positive figures for every kernel and
+   length (speed itself is not a test's business). */
+static void test_bench_kernels(void) {
+    FILE *p = popen("./build/berlin-bench --kernels 2>/dev/null", "r");
+    char line[512];
+    int rows = 0, bad = 0, rc;
+    if (!p) { CHECK(0, "popen berlin-bench --kernels"); return; }
+    while (fgets(line, sizeof line, p)) {
+        char name[64];
+        int K;
+        double l2, mem, ns;
+        if (sscanf(line, "| %63[^|] | %d | %lf | %lf | %lf |", name, &K, &l2, &mem, &ns) != 5) continue;
+        rows++;
+        if (!(l2 > 0 && mem > 0 && ns > 0)) { bad++; printf("   %s", line); }
+    }
+    rc = pclose(p);
+    CHECK(rc == 0, "berlin-bench --kernels exit status %d", rc);
+    CHECK(rows == 15, "15 kernel rows (5 types x 3 lengths), got %d", rows);
+    CHECK(bad == 0, "%d kernel rows without positive figures", bad);
+}
+
 int main(void) {
     char cmd[400];
     const char *base = getenv("TMPDIR");
@@ -521,6 +542,7 @@ int main(void) {
     test_random();
     test_threads_same_logits();
     test_bench();
+    test_bench_kernels();
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) printf("could not remove %s\n", tmpdir);
     return tu_finish();

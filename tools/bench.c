@@ -16,7 +16,14 @@
    the weights once per token, so bytes/token * tokens/s, set against what
    this machine can read at all (a STREAM-style sum over a buffer far larger
    than the caches, same thread count, best of a few), says how close the
-   kernels are to the limit. */
+   kernels are to the limit.
+
+   --kernels times the one-row decoding kernels of the quantized types
+   instead (one thread, the level BL_SIMD names or the best): rows of
+   random blocks read from L2 (256 KiB of them, over and over) and from
+   memory (256 MiB on huge pages where the system gives them, as the
+   loader's copies are), in GB/s of weight bytes. From L2 it is the
+   kernel's arithmetic; from memory, what one core reads through it. */
 #define _POSIX_C_SOURCE 200809L
 #define BERLIN_IMPLEMENTATION
 #include "berlin.h"
@@ -238,6 +245,86 @@ static void bn_print_md(FILE *f, const bn_result *r) {
             r->med_ts, r->sd_ts, r->min_ts, r->max_ts, r->eff_gbps, r->mem_gbps > 0 ? 100.0 * r->eff_gbps / r->mem_gbps : 0.0);
 }
 
+/* n bytes of private memory (n a multiple of 2 MiB), on huge pages where
+   the system gives them; NULL if none. */
+static void *bn_map(size_t n) {
+#ifdef BL__MADVISE
+    const size_t al = (size_t)2 << 20;
+    uint8_t *p = (uint8_t *)mmap(NULL, n + al, PROT_READ | PROT_WRITE, MAP_PRIVATE | BL__MAP_ANON, -1, 0), *a;
+    if (p == (uint8_t *)MAP_FAILED) return NULL;
+    a = (uint8_t *)(((uintptr_t)p + al - 1) & ~(uintptr_t)(al - 1));
+    madvise(a, n, BL__MADV_HUGEPAGE);
+    return a;
+#else
+    return malloc(n);
+#endif
+}
+
+/* --kernels: see the comment at the top. */
+static int bn_kernels(void) {
+    static const int types[] = {BL__TYPE_Q4_0R, BL_TYPE_Q4_0, BL_TYPE_Q8_0, BL_TYPE_Q4_K, BL_TYPE_Q6_K};
+    static const int64_t Ks[] = {768, 2048, 5632};
+    const size_t mem = (size_t)256 << 20;
+    bl__kern k;
+    uint8_t *w = (uint8_t *)bn_map(mem), *act = (uint8_t *)malloc(bl__q8a_stride(5632));
+    float *x = (float *)malloc(5632 * sizeof(float));
+    uint32_t seed = 1;
+    int ti, ki, pass;
+    size_t i;
+    if (!w || !act || !x) { fprintf(stderr, "berlin-bench: out of memory\n"); return 1; }
+    bl__kern_select(&k);
+    for (i = 0; i < mem; i++) { seed = seed * 1664525u + 1013904223u; w[i] = (uint8_t)(seed >> 24); }
+    for (i = 0; i < 5632; i++) { seed = seed * 1664525u + 1013904223u; x[i] = (float)(seed >> 8) / 16777216.0f - 0.5f; }
+    printf("| kernel (%s) | K | from L2 (GB/s) | from memory (GB/s) | ns/row (memory) |\n|---|---:|---:|---:|---:|\n", k.name);
+    for (ti = 0; ti < (int)(sizeof types / sizeof *types); ti++)
+        for (ki = 0; ki < (int)(sizeof Ks / sizeof *Ks); ki++) {
+            const int type = types[ti], base = type == BL__TYPE_Q4_0R ? BL_TYPE_Q4_0 : type;
+            const int64_t K = Ks[ki];
+            const size_t rb = bl__row_bytes(base, K), rows = mem / rb, bs = (size_t)bl__types[base].bytes;
+            const bl__vdot_fn vd = k.vdot[bl__qslot(type)];
+            const bl__q8a a = bl__q8a_at(act, K);
+            double gbs[2], ns_row = 0;
+            volatile float sink = 0;
+            for (i = 0; i < rows * rb; i += bs) { /* sane f16 scales (0.01): random bits would be NaNs and infinities */
+                const uint16_t d = 0x211f;
+                if (base == BL_TYPE_Q4_0 || base == BL_TYPE_Q8_0 || base == BL_TYPE_Q4_K) memcpy(w + i, &d, 2);
+                if (base == BL_TYPE_Q4_K) memcpy(w + i + 2, &d, 2);
+                if (base == BL_TYPE_Q6_K) memcpy(w + i + 208, &d, 2);
+            }
+            if (type == BL__TYPE_Q4_0R) { /* rearranged in place, a row at a time, as the loader does */
+                bl__weight W;
+                memset(&W, 0, sizeof W);
+                W.type = BL_TYPE_Q4_0;
+                W.rows = (int64_t)rows;
+                W.cols = K;
+                W.row_bytes = rb;
+                bl__q4_0r_in_place(&W, w);
+            }
+            k.q8a(x, K, act);
+            for (pass = 0; pass < 2; pass++) { /* 0: L2, 1: memory */
+                const size_t n = pass ? rows : ((size_t)256 << 10) / rb;
+                double best = 0, t0, t;
+                int rep;
+                for (rep = 0; rep < 5; rep++) {
+                    size_t reps = pass ? 1 : (size_t)(64e6 / (double)(n * rb)) + 1, rr, r;
+                    float s = 0;
+                    t0 = bn_now();
+                    for (rr = 0; rr < reps; rr++)
+                        for (r = 0; r < n; r++) s += vd(w + r * rb, a, K);
+                    t = bn_now() - t0;
+                    sink = s;
+                    if (best == 0 || (double)(reps * n * rb) / t > best) { best = (double)(reps * n * rb) / t; if (pass) ns_row = t / (double)n; }
+                }
+                gbs[pass] = best;
+            }
+            printf("| %s | %d | %.1f | %.1f | %.1f |\n", type == BL__TYPE_Q4_0R ? "Q4_0R (Q4_0 copied)" : bl__type_any_name(type), (int)K, gbs[0], gbs[1], ns_row);
+            (void)sink;
+        }
+    free(act); /* w stays mapped until the process ends */
+    free(x);
+    return 0;
+}
+
 static void bn_usage(FILE *f) {
     fprintf(f, "usage: berlin-bench [options]\n"
                "  -m, --model FILE       model (repeatable, or a comma list) [models/stories260K.gguf]\n"
@@ -250,7 +337,8 @@ static void bn_usage(FILE *f) {
                "  -mmp, --mmap 0|1       1: weights stay mapped (BL_WEIGHTS_MAPPED); 0: copied into\n"
                "                         huge pages, Q4_0 rearranged (BL_WEIGHTS_COPIED) [the library's choice]\n"
                "  --bw-mib N             buffer of the read-bandwidth test in MiB, 0: skip [1024]\n"
-               "  --no-warmup            skip the warm-up decode\n");
+               "  --no-warmup            skip the warm-up decode\n"
+               "  --kernels              time the quantized decoding kernels instead, one thread (see the source)\n");
 }
 
 int main(int argc, char **argv) {
@@ -276,6 +364,7 @@ int main(int argc, char **argv) {
 #define BN_IS(s, l) (!strcmp(a, s) || !strcmp(a, l))
         if (BN_IS("-h", "--help")) { bn_usage(stdout); return 0; }
         else if (!strcmp(a, "--no-warmup")) warmup = 0;
+        else if (!strcmp(a, "--kernels")) return bn_kernels();
         else if (!v) { fprintf(stderr, "berlin-bench: '%s' needs a value\n", a); bn_usage(stderr); return 1; }
         else if (BN_IS("-m", "--model")) {
             char *s = (char *)malloc(strlen(v) + 1), *tok;
