@@ -326,6 +326,8 @@ typedef struct bl_ctx_desc {
     int n_batch;      /* tokens per forward step inside bl_ctx_decode [64] */
     int n_threads;    /* OpenMP threads [all cores] */
     uint64_t seed;    /* sampler RNG seed [0x5eed] */
+    int kv_type;      /* BL_TYPE_F32 [default] or BL_TYPE_F16: half the memory of the KV cache and half the
+                         bytes attention reads, at the accuracy of an F16 cache (llama.cpp's default) */
 } bl_ctx_desc;
 
 enum {
@@ -7386,6 +7388,24 @@ static float bl__f16_to_f32(uint16_t h) {
     return f;
 }
 
+/* The nearest F16 (ties to even; overflow to infinity; NaN stays NaN). */
+static uint16_t bl__f32_to_f16(float f) {
+    uint32_t u, a;
+    uint16_t sign;
+    memcpy(&u, &f, 4);
+    sign = (uint16_t)((u >> 16) & 0x8000u);
+    a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* 65520 and up round to infinity */
+    if (a < 0x38800000u) {                                   /* below 2^-14: a multiple of 2^-24, rounded */
+        float v;
+        memcpy(&v, &a, 4);
+        return (uint16_t)(sign | (uint16_t)lrintf(v * 16777216.0f));
+    }
+    a -= 112u << 23; /* exponent bias 127 -> 15 */
+    return (uint16_t)(sign | (uint16_t)((a + 0x0fffu + ((a >> 13) & 1u)) >> 13));
+}
+
 static float bl__bf16_to_f32(uint16_t h) {
     uint32_t bits = (uint32_t)h << 16;
     float f;
@@ -7917,14 +7937,30 @@ static void bl__rope_ref(float *v, const float *cs, const float *sn, int head_di
    consecutive floats, with no horizontal sums, and each element of the
    output a dot product along consecutive floats. Scores go to s (n_att
    floats of scratch), the softmax-weighted sum of the values to o (hd). */
-static void bl__attn_ref(const float *q, const float *kc, const float *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o) {
+/* Element i of a cache row: float, or F16 when f16. */
+static float bl__kv_at(const void *p, size_t i, int f16) {
+    return f16 ? bl__f16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+static void bl__attn_ref(const float *q, const void *kc, const void *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o, int f16) {
     int t, d;
     for (t = 0; t < n_att; t++) s[t] = 0;
     for (d = 0; d < hd; d++)
-        for (t = 0; t < n_att; t++) s[t] += q[d] * kc[(size_t)d * ld + (size_t)t];
+        for (t = 0; t < n_att; t++) s[t] += q[d] * bl__kv_at(kc, (size_t)d * ld + (size_t)t, f16);
     for (t = 0; t < n_att; t++) s[t] *= scale;
     bl__softmax_ref(s, n_att);
-    for (d = 0; d < hd; d++) o[d] = bl__dot_f32(s, vc + (size_t)d * ld, n_att);
+    for (d = 0; d < hd; d++) {
+        if (!f16) o[d] = bl__dot_f32(s, (const float *)vc + (size_t)d * ld, n_att);
+        else { /* bl__dot_f32's order, on the F16 row */
+            float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            const size_t r = (size_t)d * ld;
+            int k;
+            for (t = 0; t + 8 <= n_att; t += 8)
+                for (k = 0; k < 8; k++) a[k] += s[t + k] * bl__kv_at(vc, r + (size_t)(t + k), 1);
+            for (; t < n_att; t++) a[0] += s[t] * bl__kv_at(vc, r + (size_t)t, 1);
+            o[d] = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+        }
+    }
 }
 
 /* ---- x86 SIMD variants ----------------------------------------------------
@@ -8318,27 +8354,50 @@ BL__AVX2 static void bl__swiglu_avx2(float *g, const float *u, int64_t n) {
 
 /* The head transposed in the cache, as bl__attn_ref reads it: scores for
    16 positions at a time, two chains of FMAs broadcasting q[d]. */
-BL__AVX2 static void bl__attn_avx2(const float *q, const float *kc, const float *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o) {
+BL__INLINE BL__AVX2 __m256 bl__kv8_avx2(const uint8_t *p, size_t i, const int f16) { /* elements i..i+7 of a cache row */
+    return f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p + 2 * i))) : _mm256_loadu_ps((const float *)(const void *)(p + 4 * i));
+}
+BL__INLINE BL__AVX2 void bl__attn_avx2_t(const float *q, const uint8_t *kc, const uint8_t *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o,
+                                        const int f16) {
     const __m256 sc = _mm256_set1_ps(scale);
     int t = 0, d;
     for (; t + 16 <= n_att; t += 16) {
         __m256 a0 = _mm256_setzero_ps(), a1 = a0;
         for (d = 0; d < hd; d++) {
-            const float *k = kc + (size_t)d * ld + (size_t)t;
+            const size_t i = (size_t)d * ld + (size_t)t;
             const __m256 qd = _mm256_set1_ps(q[d]);
-            a0 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(k), a0);
-            a1 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(k + 8), a1);
+            a0 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, i, f16), a0);
+            a1 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, i + 8, f16), a1);
         }
         _mm256_storeu_ps(s + t, _mm256_mul_ps(a0, sc));
         _mm256_storeu_ps(s + t + 8, _mm256_mul_ps(a1, sc));
     }
     for (; t < n_att; t++) {
         float a = 0;
-        for (d = 0; d < hd; d++) a += q[d] * kc[(size_t)d * ld + (size_t)t];
+        for (d = 0; d < hd; d++) a += q[d] * bl__kv_at(kc, (size_t)d * ld + (size_t)t, f16);
         s[t] = a * scale;
     }
     bl__softmax_avx2(s, n_att);
-    for (d = 0; d < hd; d++) o[d] = bl__dot_avx2(s, vc + (size_t)d * ld, n_att);
+    for (d = 0; d < hd; d++) {
+        if (!f16) o[d] = bl__dot_avx2(s, (const float *)(const void *)vc + (size_t)d * ld, n_att);
+        else { /* bl__dot_avx2's order, on the F16 row */
+            const size_t rv = (size_t)d * ld;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+            float r;
+            for (t = 0; t + 16 <= n_att; t += 16) {
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(s + t), bl__kv8_avx2(vc, rv + (size_t)t, 1), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(s + t + 8), bl__kv8_avx2(vc, rv + (size_t)t + 8, 1), a1);
+            }
+            for (; t + 8 <= n_att; t += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(s + t), bl__kv8_avx2(vc, rv + (size_t)t, 1), a0);
+            r = bl__hsum256(_mm256_add_ps(a0, a1));
+            for (; t < n_att; t++) r += s[t] * bl__kv_at(vc, rv + (size_t)t, 1);
+            o[d] = r;
+        }
+    }
+}
+BL__AVX2 static void bl__attn_avx2(const float *q, const void *kc, const void *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o, int f16) {
+    if (f16) bl__attn_avx2_t(q, (const uint8_t *)kc, (const uint8_t *)vc, ld, n_att, hd, scale, s, o, 1);
+    else bl__attn_avx2_t(q, (const uint8_t *)kc, (const uint8_t *)vc, ld, n_att, hd, scale, s, o, 0);
 }
 
 /* Tiles on AVX2: 16 rows by 2 tokens per pass; pmaddubsw needs codes <= 63
@@ -9190,7 +9249,11 @@ BL__AVX512 static void bl__rope_avx512(float *v, const float *cs, const float *s
    turns the scores into weights and sums them; the third sums the values,
    eight elements at a time over all positions, reduces the eight sums
    together and divides by the sum of the weights. */
-BL__AVX512 static void bl__attn_avx512(const float *q, const float *kc, const float *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o) {
+BL__INLINE BL__AVX512 __m512 bl__kv16_avx512(__mmask16 m, const uint8_t *p, size_t i, const int f16) { /* masked elements i..i+15 of a cache row */
+    return f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const void *)(p + 2 * i))) : _mm512_maskz_loadu_ps(m, (const void *)(p + 4 * i));
+}
+BL__INLINE BL__AVX512 void bl__attn_avx512_t(const float *q, const uint8_t *kc, const uint8_t *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o,
+                                            const int f16) {
     const __m512 sc = _mm512_set1_ps(scale);
     __m512 vmax = _mm512_set1_ps(-FLT_MAX), vsum = _mm512_setzero_ps(), mx;
     __m256 inv;
@@ -9203,9 +9266,9 @@ BL__AVX512 static void bl__attn_avx512(const float *q, const float *kc, const fl
             a[i] = _mm512_setzero_ps();
         }
         for (d = 0; d < hd; d++) {
-            const float *k = kc + (size_t)d * ld + (size_t)t0;
+            const size_t k = (size_t)d * ld + (size_t)t0;
             const __m512 qd = _mm512_set1_ps(q[d]);
-            BL__UNROLL16 for (i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(qd, _mm512_maskz_loadu_ps(m[i], k + 16 * i), a[i]);
+            BL__UNROLL16 for (i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(qd, bl__kv16_avx512(m[i], kc, k + 16 * (size_t)i, f16), a[i]);
         }
         BL__UNROLL16 for (i = 0; i < 4; i++) {
             const __m512 r = _mm512_mul_ps(a[i], sc);
@@ -9223,21 +9286,26 @@ BL__AVX512 static void bl__attn_avx512(const float *q, const float *kc, const fl
     inv = _mm256_set1_ps(1.0f / bl__hsum512(vsum));
     for (d = 0; d < hd; d += 8) {
         const int nd = hd - d < 8 ? hd - d : 8;
-        const float *v0 = vc + (size_t)d * ld, *v1 = v0 + (size_t)(nd > 1) * ld, *v2 = v1 + (size_t)(nd > 2) * ld, *v3 = v2 + (size_t)(nd > 3) * ld;
-        const float *v4 = v3 + (size_t)(nd > 4) * ld, *v5 = v4 + (size_t)(nd > 5) * ld, *v6 = v5 + (size_t)(nd > 6) * ld, *v7 = v6 + (size_t)(nd > 7) * ld;
+        const size_t v0 = (size_t)d * ld, v1 = v0 + (size_t)(nd > 1) * ld, v2 = v1 + (size_t)(nd > 2) * ld, v3 = v2 + (size_t)(nd > 3) * ld;
+        const size_t v4 = v3 + (size_t)(nd > 4) * ld, v5 = v4 + (size_t)(nd > 5) * ld, v6 = v5 + (size_t)(nd > 6) * ld, v7 = v6 + (size_t)(nd > 7) * ld;
         __m512 e0 = _mm512_setzero_ps(), e1 = e0, e2 = e0, e3 = e0, e4 = e0, e5 = e0, e6 = e0, e7 = e0;
         for (t0 = 0; t0 < n_att; t0 += 16) {
             const __mmask16 m = bl__mask16(n_att - t0);
             const __m512 w = _mm512_maskz_loadu_ps(m, s + t0);
-            e0 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v0 + t0), e0); e1 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v1 + t0), e1);
-            e2 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v2 + t0), e2); e3 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v3 + t0), e3);
-            e4 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v4 + t0), e4); e5 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v5 + t0), e5);
-            e6 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v6 + t0), e6); e7 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, v7 + t0), e7);
+#define BL__V(v) bl__kv16_avx512(m, vc, (v) + (size_t)t0, f16)
+            e0 = _mm512_fmadd_ps(w, BL__V(v0), e0); e1 = _mm512_fmadd_ps(w, BL__V(v1), e1);
+            e2 = _mm512_fmadd_ps(w, BL__V(v2), e2); e3 = _mm512_fmadd_ps(w, BL__V(v3), e3);
+            e4 = _mm512_fmadd_ps(w, BL__V(v4), e4); e5 = _mm512_fmadd_ps(w, BL__V(v5), e5);
+            e6 = _mm512_fmadd_ps(w, BL__V(v6), e6); e7 = _mm512_fmadd_ps(w, BL__V(v7), e7);
+#undef BL__V
         }
         _mm256_mask_storeu_ps(o + d, (__mmask8)((1u << nd) - 1), _mm256_mul_ps(bl__sum8_avx512(e0, e1, e2, e3, e4, e5, e6, e7), inv));
     }
 }
-
+BL__AVX512 static void bl__attn_avx512(const float *q, const void *kc, const void *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o, int f16) {
+    if (f16) bl__attn_avx512_t(q, (const uint8_t *)kc, (const uint8_t *)vc, ld, n_att, hd, scale, s, o, 1);
+    else bl__attn_avx512_t(q, (const uint8_t *)kc, (const uint8_t *)vc, ld, n_att, hd, scale, s, o, 0);
+}
 
 static void bl__cpuid(unsigned leaf, unsigned sub, unsigned r[4]) {
     __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
@@ -9276,7 +9344,7 @@ typedef struct bl__kern {
     void (*swiglu)(float *g, const float *u, int64_t n);
     void (*rmsnorm)(float *o, const float *x, const float *w, int64_t n, float eps);
     void (*rope)(float *v, const float *cs, const float *sn, int head_dim, int neox);
-    void (*attn)(const float *q, const float *kc, const float *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o); /* head transposed */
+    void (*attn)(const float *q, const void *kc, const void *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o, int f16); /* head transposed; F16 cache when f16 */
 } bl__kern;
 
 enum { BL__SIMD_SCALAR = 0, BL__SIMD_AVX2 = 1, BL__SIMD_AVX512 = 2 };
@@ -9473,8 +9541,9 @@ struct bl_ctx {
     int32_t *tokens;      /* (n_ctx) */
     uint64_t rng;
     uint64_t seed;
-    float *k_cache;       /* (n_layer, n_head_kv, head_dim, n_ctx): each head transposed */
-    float *v_cache;       /* (n_layer, n_head_kv, head_dim, n_ctx) */
+    void *k_cache;        /* (n_layer, n_head_kv, head_dim, n_ctx): each head transposed; float, or F16 when kv_f16 */
+    void *v_cache;        /* (n_layer, n_head_kv, head_dim, n_ctx) */
+    int kv_f16;
     bl__ws ws;            /* scratch of its own decode calls */
     float *logits;        /* (logits_cap, n_vocab) */
     int logits_cap, logits_rows;
@@ -9589,10 +9658,13 @@ bl_result bl_ctx_create(bl_ctx **out, const bl_model *m, const bl_ctx_desc *desc
     n_threads = desc && desc->n_threads > 0 ? desc->n_threads : bl__default_threads();
     c->seed = desc && desc->seed ? desc->seed : 0x5eed;
     if (c->n_ctx > (1 << 22) || n_batch > 8192 || n_threads > 1024) return bl__fmt(c->err, BL_ERR_ARG, "context sizes out of range");
+    if (desc && desc->kv_type != BL_TYPE_F32 && desc->kv_type != BL_TYPE_F16)
+        return bl__fmt(c->err, BL_ERR_ARG, "KV cache type %d: F32 (%d) or F16 (%d) only", desc->kv_type, BL_TYPE_F32, BL_TYPE_F16);
+    c->kv_f16 = desc && desc->kv_type == BL_TYPE_F16;
     if (n_batch > c->n_ctx) n_batch = c->n_ctx;
     kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
-    c->k_cache = (float *)bl__alloc((size_t)hp->n_layer * (size_t)c->n_ctx * kvd * sizeof(float));
-    c->v_cache = (float *)bl__alloc((size_t)hp->n_layer * (size_t)c->n_ctx * kvd * sizeof(float));
+    c->k_cache = bl__alloc((size_t)hp->n_layer * (size_t)c->n_ctx * kvd * (c->kv_f16 ? 2 : 4));
+    c->v_cache = bl__alloc((size_t)hp->n_layer * (size_t)c->n_ctx * kvd * (c->kv_f16 ? 2 : 4));
     c->tokens = (int32_t *)bl__alloc((size_t)c->n_ctx * sizeof(int32_t));
     c->samp_scratch = bl__alloc((size_t)hp->n_vocab * 8);
     c->logits_cap = 1;
@@ -9870,8 +9942,12 @@ static void bl__qkv_heads(const bl__job *j, int which, int h0, int h1) {
             if (which < 2) c->kern.rope(v, c->rope_cs + (size_t)b * hd, c->rope_cs + (size_t)b * hd + hd / 2, hd, hp->rope_neox);
             if (which) {
                 const bl_ctx *sc = c->row_ctx[b];
-                float *cache = (which == 1 ? sc->k_cache : sc->v_cache) + ((size_t)j->l * (size_t)nkv + (size_t)h) * (size_t)hd * (size_t)sc->n_ctx;
-                for (i = 0; i < hd; i++) cache[(size_t)i * (size_t)sc->n_ctx + (size_t)c->row_pos[b]] = v[i];
+                const size_t o = ((size_t)j->l * (size_t)nkv + (size_t)h) * (size_t)hd * (size_t)sc->n_ctx + (size_t)c->row_pos[b];
+                void *cache = which == 1 ? sc->k_cache : sc->v_cache;
+                if (sc->kv_f16)
+                    for (i = 0; i < hd; i++) ((uint16_t *)cache)[o + (size_t)i * (size_t)sc->n_ctx] = bl__f32_to_f16(v[i]);
+                else
+                    for (i = 0; i < hd; i++) ((float *)cache)[o + (size_t)i * (size_t)sc->n_ctx] = v[i];
             }
         }
 }
@@ -9896,8 +9972,9 @@ static void bl__item_attn(const bl__job *j, int64_t i0, int64_t i1) {
         const int bb = (int)(i / nh), h = (int)(i % nh), kh = h / (nh / hp->n_head_kv), n_att = c->row_pos[bb] + 1;
         const bl_ctx *sc = c->row_ctx[bb];
         const size_t lo = ((size_t)j->l * (size_t)hp->n_head_kv + (size_t)kh) * (size_t)hd * (size_t)sc->n_ctx;
-        c->kern.attn(c->q + (size_t)bb * qd + (size_t)h * hd, sc->k_cache + lo, sc->v_cache + lo, (size_t)sc->n_ctx, n_att, hd, scale, scores,
-                     c->att + (size_t)bb * qd + (size_t)h * hd);
+        const size_t es = sc->kv_f16 ? 2 : 4;
+        c->kern.attn(c->q + (size_t)bb * qd + (size_t)h * hd, (const uint8_t *)sc->k_cache + lo * es, (const uint8_t *)sc->v_cache + lo * es, (size_t)sc->n_ctx,
+                     n_att, hd, scale, scores, c->att + (size_t)bb * qd + (size_t)h * hd, sc->kv_f16);
     }
 }
 

@@ -11,9 +11,10 @@
      3. free-running greedy: the first stable_prefix[gap] ids equal greedy.ids;
      4. teacher-forced greedy: after prompt + greedy ids, the argmax after each
         fed token equals the next greedy id wherever that step's gap >= gap.
-   Each runs three ways: the whole input in one bl_ctx_decode (one forward
-   batch), the same call with n_batch = 5 (many chunks), and one token per call
-   on one thread. The stated hyper-parameters are checked too, two files are
+   Each runs four ways: the whole input in one bl_ctx_decode (one forward
+   batch), the same call with n_batch = 5 (many chunks), one token per call
+   on one thread, and chunks of 5 on an F16 KV cache (held to the looser of
+   the README's F16 cache tier and the weights' own). The stated hyper-parameters are checked too, two files are
    loaded again with no_mmap, and on three models the KV cache must give the
    logits of a straight run after bl_kv_truncate and re-decoding, and after
    bl_ctx_reset. Paths come from $BERLIN_SHARED (default ../shared); the model
@@ -248,8 +249,8 @@ static void score_logits(const gcase *g, const float *ours, double gap_thr, scor
 }
 
 /* >>run  RUNNING A CASE ---------------------------------------------------------- */
-enum { MODE_BATCH, MODE_CHUNKS, MODE_SERIAL, MODE_COUNT };
-static const char *mode_names[MODE_COUNT] = {"one batch", "chunks of 5", "one token per call"};
+enum { MODE_BATCH, MODE_CHUNKS, MODE_SERIAL, MODE_KV_F16, MODE_COUNT };
+static const char *mode_names[MODE_COUNT] = {"one batch", "chunks of 5", "one token per call", "F16 KV cache, chunks of 5"};
 
 /* Decode feed[0..n) into a fresh context and copy every row of logits to out. */
 static int decode_all(bl_ctx *c, const int32_t *feed, int n, int mode, float *out, int nv, const char *name) {
@@ -311,6 +312,7 @@ static void run_case(const gcase *g) {
     score worst;
     int mode, i;
     const char *tn;
+    double kv_rel = -1, kv_cos = -1;
     memset(&md, 0, sizeof md);
     md.no_mmap = g->no_mmap;
     md.weights = copy_weights ? BL_WEIGHTS_COPIED : BL_WEIGHTS_MAPPED;
@@ -350,10 +352,20 @@ static void run_case(const gcase *g) {
         bl_ctx *c = NULL;
         bl_ctx_desc cd;
         score s;
+        /* an F16 cache: the looser of its tier and the weights' */
+        tier kt = *tr;
+        if (mode == MODE_KV_F16) {
+            const tier *kv = &tiers[TIER_KV_F16];
+            kt.name = kv->max_rel > tr->max_rel ? kv->name : tr->name;
+            kt.max_rel = kv->max_rel > tr->max_rel ? kv->max_rel : tr->max_rel;
+            kt.min_cos = kv->min_cos < tr->min_cos ? kv->min_cos : tr->min_cos;
+            kt.gap = kv->gap > tr->gap ? kv->gap : tr->gap;
+        }
         memset(&cd, 0, sizeof cd);
         cd.n_ctx = g->n_feed; /* exactly full after the feed */
-        cd.n_batch = mode == MODE_CHUNKS ? 5 : 0;
+        cd.n_batch = mode == MODE_CHUNKS || mode == MODE_KV_F16 ? 5 : 0;
         cd.n_threads = mode == MODE_SERIAL ? 1 : 0; /* one thread, and all cores, give the same logits */
+        cd.kv_type = mode == MODE_KV_F16 ? BL_TYPE_F16 : BL_TYPE_F32;
         if (bl_ctx_create(&c, m, &cd) != BL_OK) {
             CHECK(0, "%s: bl_ctx_create: %s", g->name, bl_ctx_last_error(c));
             bl_ctx_destroy(c);
@@ -365,11 +377,17 @@ static void run_case(const gcase *g) {
             CHECK(bl_ctx_decode(c, &one, 1, BL_LOGITS_LAST) == BL_ERR_CTX_FULL && bl_ctx_pos(c) == g->n_feed,
                   "%s: a token past n_ctx was not refused with BL_ERR_CTX_FULL", g->name);
         }
-        score_logits(g, out, tr->gap, &s);
-        CHECK(s.rel <= tr->max_rel, "%s %s: logits rel %.3g > %g (%s)", g->name, mode_names[mode], s.rel, tr->max_rel, tr->name);
-        CHECK(s.cos >= tr->min_cos, "%s %s: row cosine %.8f < %g (%s)", g->name, mode_names[mode], s.cos, tr->min_cos, tr->name);
-        CHECK(s.am_ok == s.am_n, "%s %s: argmax agrees at %d of %d positions with gap >= %g", g->name, mode_names[mode], s.am_ok, s.am_n, tr->gap);
-        CHECK(s.tf_ok == s.tf_n, "%s %s: teacher-forced greedy agrees at %d of %d steps with gap >= %g", g->name, mode_names[mode], s.tf_ok, s.tf_n, tr->gap);
+        score_logits(g, out, kt.gap, &s);
+        CHECK(s.rel <= kt.max_rel, "%s %s: logits rel %.3g > %g (%s)", g->name, mode_names[mode], s.rel, kt.max_rel, kt.name);
+        CHECK(s.cos >= kt.min_cos, "%s %s: row cosine %.8f < %g (%s)", g->name, mode_names[mode], s.cos, kt.min_cos, kt.name);
+        CHECK(s.am_ok == s.am_n, "%s %s: argmax agrees at %d of %d positions with gap >= %g", g->name, mode_names[mode], s.am_ok, s.am_n, kt.gap);
+        CHECK(s.tf_ok == s.tf_n, "%s %s: teacher-forced greedy agrees at %d of %d steps with gap >= %g", g->name, mode_names[mode], s.tf_ok, s.tf_n, kt.gap);
+        if (mode == MODE_KV_F16) { /* reported on its own line, below: the worst figures are the float cache's */
+            kv_rel = s.rel;
+            kv_cos = s.cos;
+            bl_ctx_destroy(c);
+            continue;
+        }
         /* free-running greedy, once, on the reset context: the prompt in one
            batch, then one token per call (how the other modes would feed the
            prompt, the feed above already covers) */
@@ -388,9 +406,9 @@ static void run_case(const gcase *g) {
         if (s.greedy_lead < worst.greedy_lead) worst.greedy_lead = s.greedy_lead;
         bl_ctx_destroy(c);
     }
-    printf("  %-42s [%s, tier %s]: rel %.1e cos %.6f argmax %d/%d greedy %d/%d teacher %d/%d\n", g->name, tn ? tn : "?", tr->name,
-           worst.rel, worst.cos, worst.am_ok == INT_MAX ? 0 : worst.am_ok, worst.am_n, worst.greedy_lead, g->n_greedy,
-           worst.tf_ok == INT_MAX ? 0 : worst.tf_ok, worst.tf_n);
+    printf("  %-42s [%s, tier %s]: rel %.1e cos %.6f argmax %d/%d greedy %d/%d teacher %d/%d; F16 KV cache: rel %.1e cos %.6f\n", g->name,
+           tn ? tn : "?", tr->name, worst.rel, worst.cos, worst.am_ok == INT_MAX ? 0 : worst.am_ok, worst.am_n, worst.greedy_lead, g->n_greedy,
+           worst.tf_ok == INT_MAX ? 0 : worst.tf_ok, worst.tf_n, kv_rel, kv_cos);
     free(out);
     bl_model_destroy(m);
 }

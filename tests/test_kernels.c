@@ -372,7 +372,8 @@ static void test_misc(const bl__kern *k) {
 
 /* Attention of one head: every level against the reference, odd lengths,
    the head transposed (element d of position t at d * ld + t) with ld = n
-   and with a gap between the elements. */
+   and with a gap between the elements. With an F16 cache, each level gives
+   the bits it gives on a float cache holding the same (F16) values. */
 static void test_attn(const bl__kern *k) {
     static const int hds[] = {8, 16, 32, 64, 128, 256, 6, 20, 72};
     static const int ns[] = {1, 2, 15, 16, 17, 33, 63, 64, 65, 100};
@@ -384,15 +385,59 @@ static void test_attn(const bl__kern *k) {
                 size_t kvn = (size_t)hd * (size_t)ld;
                 float *q = (float *)malloc((size_t)hd * 4), *kv = (float *)malloc(kvn * 4), *vv = (float *)malloc(kvn * 4);
                 float *s = (float *)malloc((size_t)n * 4), *o1 = (float *)malloc((size_t)hd * 4), *o2 = (float *)malloc((size_t)hd * 4);
+                float *o3 = (float *)malloc((size_t)hd * 4);
+                uint16_t *kh = (uint16_t *)malloc(kvn * 2), *vh = (uint16_t *)malloc(kvn * 2);
                 double e = 0;
                 for (i = 0; i < hd; i++) q[i] = frand();
                 for (i = 0; i < (int)kvn; i++) { kv[i] = frand(); vv[i] = frand(); }
-                bl__attn_ref(q, kv, vv, (size_t)ld, n, hd, 0.3f, s, o1);
-                k->attn(q, kv, vv, (size_t)ld, n, hd, 0.3f, s, o2);
+                bl__attn_ref(q, kv, vv, (size_t)ld, n, hd, 0.3f, s, o1, 0);
+                k->attn(q, kv, vv, (size_t)ld, n, hd, 0.3f, s, o2, 0);
                 for (i = 0; i < hd; i++) if (fabs(o1[i] - o2[i]) > e) e = fabs(o1[i] - o2[i]);
                 CHECK(e < 1e-5, "%s attn hd=%d n=%d ld=%d: err %.3g", k->name, hd, n, ld, e);
-                free(q); free(kv); free(vv); free(s); free(o1); free(o2);
+                for (i = 0; i < (int)kvn; i++) { /* the F16 cache and a float cache of its values */
+                    kh[i] = bl__f32_to_f16(kv[i]);
+                    vh[i] = bl__f32_to_f16(vv[i]);
+                    kv[i] = bl__f16_to_f32(kh[i]);
+                    vv[i] = bl__f16_to_f32(vh[i]);
+                }
+                k->attn(q, kv, vv, (size_t)ld, n, hd, 0.3f, s, o2, 0);
+                k->attn(q, kh, vh, (size_t)ld, n, hd, 0.3f, s, o3, 1);
+                CHECK(!memcmp(o2, o3, (size_t)hd * 4), "%s attn on an F16 cache hd=%d n=%d ld=%d: not the float cache's bits", k->name, hd, n, ld);
+                free(q); free(kv); free(vv); free(s); free(o1); free(o2); free(o3); free(kh); free(vh);
             }
+}
+
+/* bl__f32_to_f16 gives the nearest F16, ties to even: checked against its
+   neighbours on random bit patterns and on the edges (subnormals, the
+   largest finite value, overflow, NaN). */
+static void test_f16_round(void) {
+    static const float edge[] = {0.0f, -0.0f, 1.0f, 65504.0f, 65519.0f, 65520.0f, 1e9f, 6.1035156e-05f, 6.0e-08f, 2.9e-08f, 3.0e-08f, 1e-30f, 0.33333334f};
+    int i, bad = 0, nan_ok;
+    uint32_t x = 12345;
+    for (i = 0; i < 200000 + (int)(sizeof edge / sizeof *edge); i++) {
+        float f, g, lo, hi;
+        uint16_t h;
+        double d, dn;
+        if (i < (int)(sizeof edge / sizeof *edge)) f = edge[i];
+        else {
+            uint32_t u;
+            x = x * 1664525u + 1013904223u;
+            u = (x & 0x807fffffu) | (uint32_t)(100 + (x >> 8) % 50) << 23; /* 2^-27 to 2^22: F16's subnormals to past its largest */
+            memcpy(&f, &u, 4);
+        }
+        h = bl__f32_to_f16(f);
+        g = bl__f16_to_f32(h);
+        if (fabsf(f) >= 65520.0f) { if (!isinf(g) || (g < 0) != (f < 0)) bad++; continue; }
+        d = fabs((double)g - (double)f);
+        lo = bl__f16_to_f32((uint16_t)(h - 1));
+        hi = bl__f16_to_f32((uint16_t)(h + 1));
+        dn = fabs((double)lo - (double)f) < fabs((double)hi - (double)f) ? fabs((double)lo - (double)f) : fabs((double)hi - (double)f);
+        if ((h & 0x7fff) && (h & 0x7fff) != 0x7bff && d > dn) bad++;          /* a neighbour is nearer */
+        if ((h & 0x7fff) && (h & 0x7fff) != 0x7bff && d == dn && (h & 1)) bad++; /* a tie kept the odd one */
+    }
+    CHECK(bad == 0, "f32 -> f16: %d values not rounded to the nearest (ties to even)", bad);
+    nan_ok = isnan(bl__f16_to_f32(bl__f32_to_f16(NAN)));
+    CHECK(nan_ok, "f32 -> f16 keeps NaN");
 }
 
 int main(void) {
@@ -400,6 +445,7 @@ int main(void) {
     (void)tu_shared;
     (void)tu_read;
     test_levels();
+    test_f16_round();
     for (lv = 0; lv <= BL__SIMD_AVX512; lv++) {
         bl__kern k;
         if (bl__kern_init(&k, lv) != lv) { printf("level %d not supported here: skipped\n", lv); continue; }

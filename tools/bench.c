@@ -37,7 +37,7 @@ typedef struct bn_result {
     const char *model;
     char model_type[96];
     uint64_t model_size, n_params, weight_bytes;
-    int n_threads, n_prompt, n_gen, n_batch, reps, use_mmap;
+    int n_threads, n_prompt, n_gen, n_batch, reps, use_mmap, kv_f16;
     double *ns, *ts;            /* (reps) */
     double avg_ns, sd_ns, avg_ts, sd_ts, med_ts, min_ts, max_ts;
     double bytes_per_token, eff_gbps, mem_gbps;
@@ -181,8 +181,8 @@ static void bn_print_json(FILE *f, const bn_result *r, const char *cpu, int onel
     BN_S("cpu_mask", "0x0");
     BN_N("cpu_strict", "%s", "false");
     BN_N("poll", "%d", 50);
-    BN_S("type_k", "f32");
-    BN_S("type_v", "f32");
+    BN_S("type_k", r->kv_f16 ? "f16" : "f32");
+    BN_S("type_v", r->kv_f16 ? "f16" : "f32");
     BN_N("n_gpu_layers", "%d", 0);
     BN_S("split_mode", "layer");
     BN_N("main_gpu", "%d", 0);
@@ -222,9 +222,10 @@ static void bn_print_csv_head(FILE *f) {
 }
 
 static void bn_print_csv(FILE *f, const bn_result *r, const char *cpu) {
-    fprintf(f, "\"berlin.h\",%d,\"%s\",\"CPU\",\"%s\",\"%s\",%llu,%llu,%d,%d,%d,\"f32\",\"f32\",%d,%d,0,\"%s\",%.0f,%.0f,%.6f,%.6f,%.6f,%.6f,%.6f,%.0f,%.4f,%.4f,%.4f\n",
+    fprintf(f, "\"berlin.h\",%d,\"%s\",\"CPU\",\"%s\",\"%s\",%llu,%llu,%d,%d,%d,\"%s\",\"%s\",%d,%d,0,\"%s\",%.0f,%.0f,%.6f,%.6f,%.6f,%.6f,%.6f,%.0f,%.4f,%.4f,%.4f\n",
             BERLIN_VERSION_MAJOR * 10000 + BERLIN_VERSION_MINOR * 100 + BERLIN_VERSION_PATCH, cpu, r->model, r->model_type,
-            (unsigned long long)r->model_size, (unsigned long long)r->n_params, r->n_batch, r->n_batch, r->n_threads, r->n_prompt, r->n_gen,
+            (unsigned long long)r->model_size, (unsigned long long)r->n_params, r->n_batch, r->n_batch, r->n_threads, r->kv_f16 ? "f16" : "f32",
+            r->kv_f16 ? "f16" : "f32", r->n_prompt, r->n_gen,
             r->test_time, r->avg_ns, r->sd_ns, r->avg_ts, r->sd_ts, r->med_ts, r->min_ts, r->max_ts, r->bytes_per_token, r->eff_gbps, r->mem_gbps,
             r->mem_gbps > 0 ? r->eff_gbps / r->mem_gbps : 0.0);
 }
@@ -336,6 +337,7 @@ static void bn_usage(FILE *f) {
                "  -o, --output FMT       md, json, jsonl or csv [md]\n"
                "  -mmp, --mmap 0|1       1: weights stay mapped (BL_WEIGHTS_MAPPED); 0: copied into\n"
                "                         huge pages, Q4_0 rearranged (BL_WEIGHTS_COPIED) [the library's choice]\n"
+               "  -ctk, -ctv f16|f32     type of the KV cache (K and V have one type) [f16, as llama-bench]\n"
                "  --bw-mib N             buffer of the read-bandwidth test in MiB, 0: skip [1024]\n"
                "  --no-warmup            skip the warm-up decode\n"
                "  --kernels              time the quantized decoding kernels instead, one thread (see the source)\n");
@@ -346,7 +348,7 @@ int main(int argc, char **argv) {
     char *model_buf[BN_MAX];
     int n_models = 0, n_bufs = 0;
     bn_list pl, nl, tl;
-    int reps = 5, n_batch = 512, warmup = 1, use_mmap = -1, i, mi, ti, k, rc = 0, first = 1;
+    int reps = 5, n_batch = 512, warmup = 1, use_mmap = -1, i, mi, ti, k, rc = 0, first = 1, kv[2] = {1, 1};
     bl_model_desc desc;
     size_t bw_mib = 1024;
     const char *fmt = "md";
@@ -383,6 +385,10 @@ int main(int argc, char **argv) {
             fmt = v;
             if (strcmp(fmt, "md") && strcmp(fmt, "json") && strcmp(fmt, "jsonl") && strcmp(fmt, "csv")) goto badval;
             i++;
+        } else if (BN_IS("-ctk", "--cache-type-k") || BN_IS("-ctv", "--cache-type-v")) {
+            if (strcmp(v, "f16") && strcmp(v, "f32")) goto badval;
+            kv[a[strlen(a) - 1] == 'v'] = v[1] == '1';
+            i++;
         } else if (BN_IS("-mmp", "--mmap")) {
             if (strcmp(v, "0") && strcmp(v, "1")) goto badval;
             use_mmap = v[0] == '1';
@@ -395,6 +401,7 @@ int main(int argc, char **argv) {
         return 1;
 #undef BN_IS
     }
+    if (kv[0] != kv[1]) { fprintf(stderr, "berlin-bench: the K and V caches have one type here (-ctk and -ctv differ)\n"); return 1; }
     if (!n_models) models[n_models++] = "models/stories260K.gguf";
     if (!tl.n) {
         int nt = 1;
@@ -450,6 +457,7 @@ int main(int argc, char **argv) {
             cd.n_ctx = (max_p > max_n ? max_p : max_n) + 2;
             cd.n_batch = n_batch;
             cd.n_threads = tl.v[ti];
+            cd.kv_type = kv[0] ? BL_TYPE_F16 : BL_TYPE_F32;
             toks = (int32_t *)malloc((size_t)cd.n_ctx * sizeof *toks);
             if (!toks || bl_ctx_create(&c, m, &cd) != BL_OK) {
                 fprintf(stderr, "berlin-bench: %s\n", c ? bl_ctx_last_error(c) : "out of memory");
@@ -488,6 +496,7 @@ int main(int argc, char **argv) {
                 r.weight_bytes = in->weight_bytes;
                 r.n_threads = tl.v[ti];
                 r.use_mmap = in->weights == BL_WEIGHTS_MAPPED;
+                r.kv_f16 = kv[0];
                 r.n_batch = n_batch;
                 r.n_prompt = is_pp ? n_tok : 0;
                 r.n_gen = is_pp ? 0 : n_tok;
