@@ -153,12 +153,12 @@ typedef struct bl_ctx bl_ctx;
 
 /* Where the matrices live once loaded (bl_model_desc.weights). */
 enum {
-    BL_WEIGHTS_AUTO = 0,   /* copied when the model has Q4_0 matrices, mapped otherwise */
+    BL_WEIGHTS_AUTO = 0,   /* copied when the model has Q4_0 or Q4_K matrices, mapped otherwise */
     BL_WEIGHTS_MAPPED = 1, /* read where the file's mapping has them: instant start, the
                               page cache shared with other processes */
     BL_WEIGHTS_COPIED = 2  /* read(2) into private memory backed by transparent huge pages,
-                              Q4_0 rearranged for the decoding kernels (about twice as fast
-                              per core); the file's pages are never mapped */
+                              Q4_0 and Q4_K rearranged for the decoding kernels (about twice
+                              as fast per core); the file's pages are never mapped */
 };
 
 typedef struct bl_model_desc {
@@ -1973,17 +1973,73 @@ static void bl__q4_0r_nibbles(const uint8_t *w, int64_t K, int64_t b, uint8_t ou
         for (v = 0; v < 4; v++) memcpy(out + 4 * v, qs + 16 * (b - b % 8) + 32 * v + 4 * (b % 8), 4);
 }
 
-/* W's rows, in Q4_0 at rows, rewritten there as Q4_0R (other types are
-   left as they are; so is W if no row buffer can be had). */
+/* Q4_K rows rearranged the same way (internal, never in a file): the nb
+   16-byte block heads (d, dmin, the packed scales) first, then each block's
+   128 bytes of nibbles as a Q4_0R group: sub-block j (32 weights) is lane
+   j, its weights i and i + 16 the low and high nibble of its byte i, word
+   v of it at byte 32v + 4j. Eight sub-block sums then come out of one
+   chain of integer dot products in their own lanes, where Q4_K's layout
+   (sub-blocks 2c and 2c+1 in the low and high nibbles of the same bytes)
+   leaves eight vectors to sum across. */
+#define BL__TYPE_Q4_KR 65
+
+static uint8_t *bl__q4_kr_at(uint8_t *row, int64_t nb, int64_t b, int j, int i) { /* the byte of weights i and i+16 of sub-block j */
+    return row + 16 * nb + 128 * b + 32 * (i / 4) + 4 * j + i % 4;
+}
+
+static void bl__q4_kr_from_q4_k(const uint8_t *src, uint8_t *dst, int64_t K) {
+    const int64_t nb = K / 256;
+    const uint64_t lo = 0x0f0f0f0f0f0f0f0full;
+    int64_t b;
+    int c, h, v;
+    for (b = 0; b < nb; b++) {
+        const uint8_t *x = src + 144 * b, *qs = x + 16;
+        memcpy(dst + 16 * b, x, 16);
+        for (c = 0; c < 4; c++) { /* sub-blocks 2c (low nibbles of qs[32c..]) and 2c+1 (high), 8 bytes at a time */
+            uint64_t a[2], z[2], e[2][2];
+            uint8_t out[2][16];
+            memcpy(a, qs + 32 * c, 16);
+            memcpy(z, qs + 32 * c + 16, 16);
+            for (h = 0; h < 2; h++) {
+                e[0][h] = (a[h] & lo) | ((z[h] & lo) << 4);
+                e[1][h] = ((a[h] >> 4) & lo) | (z[h] & ~lo);
+            }
+            memcpy(out[0], e[0], 16);
+            memcpy(out[1], e[1], 16);
+            for (h = 0; h < 2; h++)
+                for (v = 0; v < 4; v++) memcpy(bl__q4_kr_at(dst, nb, b, 2 * c + h, 4 * v), out[h] + 4 * v, 4);
+        }
+    }
+}
+
+/* Block b of a Q4_KR row of K columns, back in Q4_K's layout. */
+static void bl__q4_kr_block(const uint8_t *w, int64_t K, int64_t b, uint8_t out[144]) {
+    const int64_t nb = K / 256;
+    int j, i;
+    memcpy(out, w + 16 * b, 16);
+    memset(out + 16, 0, 128);
+    for (j = 0; j < 8; j++)
+        for (i = 0; i < 16; i++) {
+            const uint8_t v = *bl__q4_kr_at((uint8_t *)(uintptr_t)w, nb, b, j, i);
+            const int sh = 4 * (j & 1);
+            out[16 + 32 * (j / 2) + i] |= (uint8_t)((v & 15) << sh);
+            out[16 + 32 * (j / 2) + i + 16] |= (uint8_t)((v >> 4) << sh);
+        }
+}
+
+/* W's rows, in Q4_0 or Q4_K at rows, rewritten there as Q4_0R or Q4_KR
+   (other types are left as they are; so is W if no row buffer can be had). */
 static void bl__q4_0r_in_place(bl__weight *W, uint8_t *rows) {
-    uint8_t *row = W->type == BL_TYPE_Q4_0 ? (uint8_t *)bl__alloc(W->row_bytes) : NULL;
+    const int q4k = W->type == BL_TYPE_Q4_K;
+    uint8_t *row = W->type == BL_TYPE_Q4_0 || q4k ? (uint8_t *)bl__alloc(W->row_bytes) : NULL;
     int64_t r;
     if (!row) return;
     for (r = 0; r < W->rows; r++) {
         memcpy(row, rows + (size_t)r * W->row_bytes, W->row_bytes);
-        bl__q4_0r_from_q4_0(row, rows + (size_t)r * W->row_bytes, W->cols);
+        if (q4k) bl__q4_kr_from_q4_k(row, rows + (size_t)r * W->row_bytes, W->cols);
+        else bl__q4_0r_from_q4_0(row, rows + (size_t)r * W->row_bytes, W->cols);
     }
-    W->type = BL__TYPE_Q4_0R;
+    W->type = q4k ? BL__TYPE_Q4_KR : BL__TYPE_Q4_0R;
     BL_FREE(row);
 }
 
@@ -2133,7 +2189,9 @@ bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *d
     if (r == BL_OK) r = bl__model_build(m);
     if (r == BL_OK) {
         int mode = desc ? desc->weights : BL_WEIGHTS_AUTO, l, q4 = 0;
-        for (l = 0; l < m->hp.n_layer; l++) q4 |= m->layers[l].w_gate.type == BL_TYPE_Q4_0 || m->layers[l].wq.type == BL_TYPE_Q4_0;
+        for (l = 0; l < m->hp.n_layer; l++)
+            q4 |= m->layers[l].w_gate.type == BL_TYPE_Q4_0 || m->layers[l].wq.type == BL_TYPE_Q4_0 || m->layers[l].w_gate.type == BL_TYPE_Q4_K ||
+                  m->layers[l].wq.type == BL_TYPE_Q4_K;
         m->info.weights = BL_WEIGHTS_MAPPED;
         if (mode == BL_WEIGHTS_COPIED || (mode == BL_WEIGHTS_AUTO && q4)) {
             r = bl__model_copy(m);
@@ -7461,6 +7519,13 @@ static void bl__dequant_row(int type, const uint8_t *src, float *dst, int64_t n)
             for (j = 0; j < 32; j++) dst[b * 32 + j] = d * (float)q->qs[j];
         }
         break;
+    case BL__TYPE_Q4_KR:
+        for (b = 0; b < n / 256; b++) {
+            uint8_t blk[144];
+            bl__q4_kr_block(src, n, b, blk);
+            bl__dequant_row(BL_TYPE_Q4_K, blk, dst + b * 256, 256);
+        }
+        break;
     case BL_TYPE_Q4_K:
         for (b = 0; b < n / 256; b++) {
             const bl__block_q4_k *q = (const bl__block_q4_k *)(const void *)(src + b * 144);
@@ -7520,7 +7585,7 @@ enum { BL__ACT_F32 = 0, BL__ACT_BF16 = 1, BL__ACT_Q8 = 2 };
 static int bl__act_kind(int type) {
     switch (type) {
     case BL_TYPE_BF16: return BL__ACT_BF16;
-    case BL_TYPE_Q4_0: case BL__TYPE_Q4_0R: case BL_TYPE_Q8_0: case BL_TYPE_Q4_K: case BL_TYPE_Q6_K: return BL__ACT_Q8;
+    case BL_TYPE_Q4_0: case BL__TYPE_Q4_0R: case BL_TYPE_Q8_0: case BL_TYPE_Q4_K: case BL__TYPE_Q4_KR: case BL_TYPE_Q6_K: return BL__ACT_Q8;
     default: return BL__ACT_F32;
     }
 }
@@ -7680,12 +7745,15 @@ static float bl__vdot_q8_0_ref(const uint8_t *w, bl__q8a a, int64_t K) {
     return acc;
 }
 
-static float bl__vdot_q4_k_ref(const uint8_t *w, bl__q8a a, int64_t K) {
+/* Q4_K, or Q4_KR when kr (each block rebuilt in Q4_K's layout first). */
+static float bl__vdot_q4_k_ref_t(const uint8_t *w, bl__q8a a, int64_t K, int kr) {
     float acc = 0;
     int64_t b;
     int j, l;
     for (b = 0; b < K / 256; b++) {
-        const bl__block_q4_k *x = (const bl__block_q4_k *)(const void *)(w + b * 144);
+        uint8_t blk[144];
+        const bl__block_q4_k *x = (const bl__block_q4_k *)(const void *)(kr ? blk : w + b * 144);
+        if (kr) bl__q4_kr_block(w, K, b, blk);
         float d = bl__f16_to_f32(x->d), dmin = bl__f16_to_f32(x->dmin);
         for (j = 0; j < 8; j++) {
             const uint8_t *qs = x->qs + 32 * (j / 2);
@@ -7698,6 +7766,8 @@ static float bl__vdot_q4_k_ref(const uint8_t *w, bl__q8a a, int64_t K) {
     }
     return acc;
 }
+static float bl__vdot_q4_k_ref(const uint8_t *w, bl__q8a a, int64_t K) { return bl__vdot_q4_k_ref_t(w, a, K, 0); }
+static float bl__vdot_q4_kr_ref(const uint8_t *w, bl__q8a a, int64_t K) { return bl__vdot_q4_k_ref_t(w, a, K, 1); }
 
 /* The 6-bit code of element e (0..255) of a Q6_K block, 0..63. */
 static int bl__q6k_code(const bl__block_q6_k *x, int e) {
@@ -7807,6 +7877,23 @@ static void bl__unpack_row(int type, const uint8_t *w, int64_t K, uint8_t *u, fl
             for (j = 0; j < 32; j++) u[32 * b + j] = (uint8_t)(x->qs[j] ^ 0x80);
             s[b * sstride] = d;
             o[b * sstride] = 128.0f * d;
+        }
+        break;
+    case BL__TYPE_Q4_KR:
+        for (b = 0; b < K / 256; b++) {
+            const uint8_t *hd = w + 16 * b;
+            const float d = bl__f16_to_f32((uint16_t)(hd[0] | (hd[1] << 8))), dmin = bl__f16_to_f32((uint16_t)(hd[2] | (hd[3] << 8)));
+            for (j = 0; j < 8; j++) {
+                int sc, mn;
+                bl__k4_scale_min(j, hd + 4, &sc, &mn);
+                s[(8 * b + j) * sstride] = d * (float)sc;
+                o[(8 * b + j) * sstride] = dmin * (float)mn;
+                for (l = 0; l < 16; l++) {
+                    const uint8_t v = *bl__q4_kr_at((uint8_t *)(uintptr_t)w, K / 256, b, j, l);
+                    u[256 * b + 32 * j + l] = (uint8_t)(v & 15);
+                    u[256 * b + 32 * j + l + 16] = (uint8_t)(v >> 4);
+                }
+            }
         }
         break;
     case BL_TYPE_Q4_K:
@@ -8091,6 +8178,47 @@ BL__AVX2 static float bl__vdot_q4_0r_avx2(const uint8_t *w, bl__q8a a, int64_t K
         r += _cvtsh_ss((unsigned short)(w[2 * b] | (w[2 * b + 1] << 8))) * (a.d[b] * (float)is - 8.0f * a.s32[b]);
     }
     return r;
+}
+
+/* Q4_K's 8 scales and 8 mins as floats, unpacked in registers (through
+   bytes in memory they would cost a failed store forwarding per block). */
+BL__INLINE BL__AVX2 void bl__k4_scales_ps(const uint8_t *q, __m256 *sc, __m256 *mn) {
+    uint32_t a, b, c;
+    __m128i v;
+    memcpy(&a, q, 4);
+    memcpy(&b, q + 4, 4);
+    memcpy(&c, q + 8, 4);
+    v = _mm_setr_epi32((int)(a & 0x3f3f3f3fu), (int)((c & 0x0f0f0f0fu) | ((a >> 2) & 0x30303030u)), (int)(b & 0x3f3f3f3fu),
+                       (int)(((c >> 4) & 0x0f0f0f0fu) | ((b >> 2) & 0x30303030u)));
+    *sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+    *mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8)));
+}
+
+/* Q4_KR (see bl__q4_kr_from_q4_k): a block's eight sub-block sums in the
+   eight lanes of one chain, as Q4_0R's groups against qg; then one
+   multiply-add by d * scale * the activations' scale, the mins apart. */
+BL__AVX2 static float bl__vdot_q4_kr_avx2(const uint8_t *w, bl__q8a a, int64_t K) {
+    const int64_t nb = K / 256;
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256 acc = _mm256_setzero_ps(), cor = acc;
+    int64_t b;
+    for (b = 0; b < nb; b++) {
+        const uint8_t *h = w + 16 * b, *x = w + 16 * nb + 128 * b;
+        const int8_t *q = a.qg + 256 * b;
+        __m256i s = _mm256_setzero_si256();
+        __m256 sc, mn;
+        int v;
+        bl__k4_scales_ps(h + 4, &sc, &mn);
+        sc = _mm256_mul_ps(_mm256_mul_ps(sc, _mm256_set1_ps(_cvtsh_ss((unsigned short)(h[0] | (h[1] << 8))))), _mm256_loadu_ps(a.d + 8 * b));
+        cor = _mm256_fmadd_ps(_mm256_mul_ps(mn, _mm256_set1_ps(_cvtsh_ss((unsigned short)(h[2] | (h[3] << 8))))), _mm256_loadu_ps(a.s32 + 8 * b), cor);
+        for (v = 0; v < 4; v++) {
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * v));
+            s = _mm256_add_epi32(s, bl__u8dot256(_mm256_and_si256(xv, m4), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * v))));
+            s = _mm256_add_epi32(s, bl__u8dot256(_mm256_and_si256(_mm256_srli_epi16(xv, 4), m4), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * v + 32))));
+        }
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc);
+    }
+    return bl__hsum256(acc) - bl__hsum256(cor);
 }
 
 BL__AVX2 static float bl__vdot_q8_0_avx2(const uint8_t *w, bl__q8a a, int64_t K) {
@@ -8462,7 +8590,7 @@ BL__AVX2 static void bl__tile_gemm_avx2(int type, const uint8_t *tile, int64_t K
     for (g = 0; g < 2 && 16 * g < nr; g++)
         for (t0 = 0; t0 < nt; t0 += 2) {
             if (type == BL_TYPE_Q4_0 || type == BL__TYPE_Q4_0R) bl__tile_pass_avx2(tile, K, 32, 8, g, act, astride, nt, t0, y, ldy, nr);
-            else if (type == BL_TYPE_Q4_K) bl__tile_pass_avx2(tile, K, 32, 0, g, act, astride, nt, t0, y, ldy, nr);
+            else if (type == BL_TYPE_Q4_K || type == BL__TYPE_Q4_KR) bl__tile_pass_avx2(tile, K, 32, 0, g, act, astride, nt, t0, y, ldy, nr);
             else bl__tile_pass_avx2(tile, K, 16, 0, g, act, astride, nt, t0, y, ldy, nr);
         }
 }
@@ -8622,6 +8750,36 @@ BL__AVX512 static float bl__vdot_q4_0r_avx512(const uint8_t *w, bl__q8a a, int64
     }
     r = bl__hsum256(_mm256_add_ps(acc0, acc1));
     return b < nb ? r + bl__q4_0r_tail_avx512(w, a, K) : r;
+}
+
+/* Q4_KR as in bl__vdot_q4_kr_avx2 with vpdpbusd, the high nibbles masked
+   in place as in bl__vdot_q4_0r_avx512. */
+BL__AVX512 static float bl__vdot_q4_kr_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
+    const int64_t nb = K / 256;
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, cor = acc0;
+    int64_t b;
+    for (b = 0; b < nb; b++) {
+        const uint8_t *h = w + 16 * b, *x = w + 16 * nb + 128 * b;
+        const int8_t *q = a.qg + 256 * b;
+        __m256i lo = _mm256_setzero_si256(), hi = lo, s;
+        __m256 sc, mn;
+        bl__k4_scales_ps(h + 4, &sc, &mn);
+        sc = _mm256_mul_ps(_mm256_mul_ps(sc, _mm256_set1_ps(_cvtsh_ss((unsigned short)(h[0] | (h[1] << 8))))), _mm256_loadu_ps(a.d + 8 * b));
+        cor = _mm256_fmadd_ps(_mm256_mul_ps(mn, _mm256_set1_ps(_cvtsh_ss((unsigned short)(h[2] | (h[3] << 8))))), _mm256_loadu_ps(a.s32 + 8 * b), cor);
+#define BL__Q4KR_V(v)                                                                                                        \
+        {                                                                                                                    \
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * (v)));                                  \
+            lo = _mm256_dpbusd_epi32(lo, _mm256_and_si256(xv, m4), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * (v)))); \
+            hi = _mm256_dpbusd_epi32(hi, _mm256_andnot_si256(m4, xv), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * (v) + 32))); \
+        }
+        BL__Q4KR_V(0) BL__Q4KR_V(1) BL__Q4KR_V(2) BL__Q4KR_V(3)
+#undef BL__Q4KR_V
+        s = _mm256_add_epi32(lo, _mm256_srai_epi32(hi, 4));
+        if (b & 1) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc1);
+        else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc0);
+    }
+    return bl__hsum256(_mm256_add_ps(acc0, acc1)) - bl__hsum256(cor);
 }
 
 BL__AVX512 static float bl__vdot_q8_0_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
@@ -8920,6 +9078,23 @@ BL__AVX512 static void bl__gemv_f_avx512(int type, const uint8_t *w, size_t row_
     _mm256_mask_storeu_ps(y, (__mmask8)((1u << nr) - 1), bl__sum8_avx512(p0, p1, p2, p3, p4, p5, p6, p7));
 }
 
+/* The 256 codes of a Q4_0R group (or a Q4_KR block's nibbles) in block
+   order: word v of block j is word 8v + j of the group; then each block's
+   low and high codes. */
+BL__INLINE BL__AVX512 void bl__group_codes_avx512(const uint8_t *g, uint8_t *u) {
+    const __m512i g0 = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+    const __m512i g1 = _mm512_add_epi32(g0, _mm512_set1_epi32(4)), m4 = _mm512_set1_epi8(15);
+    const __m512i lh0 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), lh1 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    const __m512i x0 = _mm512_loadu_si512((const void *)g), x1 = _mm512_loadu_si512((const void *)(g + 64));
+    int h;
+    for (h = 0; h < 2; h++) {
+        const __m512i q = _mm512_permutex2var_epi32(x0, h ? g1 : g0, x1);
+        const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+        _mm512_storeu_si512((void *)(u + 128 * h), _mm512_permutex2var_epi64(lo, lh0, hi));
+        _mm512_storeu_si512((void *)(u + 128 * h + 64), _mm512_permutex2var_epi64(lo, lh1, hi));
+    }
+}
+
 /* One row's codes, and per-sub-block s and o (stride sstride), as
    bl__unpack_row does, 64 codes at a time. */
 BL__AVX512 static void bl__unpack_row_avx512(int type, const uint8_t *w, int64_t K, uint8_t *u, float *s, float *o, int sstride) {
@@ -8938,27 +9113,27 @@ BL__AVX512 static void bl__unpack_row_avx512(int type, const uint8_t *w, int64_t
             o[b * sstride] = 8.0f * d;
         }
         break;
+    case BL__TYPE_Q4_KR:
+        for (b = 0; b < K / 256; b++) {
+            const uint8_t *hd = w + 16 * b;
+            const float d = _cvtsh_ss((unsigned short)(hd[0] | (hd[1] << 8))), dmin = _cvtsh_ss((unsigned short)(hd[2] | (hd[3] << 8)));
+            for (j = 0; j < 8; j++) {
+                int sc, mn;
+                bl__k4_scale_min(j, hd + 4, &sc, &mn);
+                s[(8 * b + j) * sstride] = d * (float)sc;
+                o[(8 * b + j) * sstride] = dmin * (float)mn;
+            }
+            bl__group_codes_avx512(w + K / 16 + 128 * b, u + 256 * b);
+        }
+        break;
     case BL__TYPE_Q4_0R: {
-        /* a group of eight blocks back in block order: word v of block j is
-           word 8v + j of the group; then each block's low and high codes */
-        const __m512i g0 = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
-        const __m512i g1 = _mm512_add_epi32(g0, _mm512_set1_epi32(4));
-        const __m512i lh0 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), lh1 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
         const uint8_t *qs = w + K / 16;
         for (b = 0; b < K / 32; b++) {
             const float d = _cvtsh_ss((unsigned short)(w[2 * b] | (w[2 * b + 1] << 8)));
             s[b * sstride] = d;
             o[b * sstride] = 8.0f * d;
         }
-        for (b = 0; b + 8 <= K / 32; b += 8) {
-            const __m512i x0 = _mm512_loadu_si512((const void *)(qs + 16 * b)), x1 = _mm512_loadu_si512((const void *)(qs + 16 * b + 64));
-            for (h = 0; h < 2; h++) {
-                const __m512i q = _mm512_permutex2var_epi32(x0, h ? g1 : g0, x1);
-                const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
-                _mm512_storeu_si512((void *)(u + 32 * b + 128 * h), _mm512_permutex2var_epi64(lo, lh0, hi));
-                _mm512_storeu_si512((void *)(u + 32 * b + 128 * h + 64), _mm512_permutex2var_epi64(lo, lh1, hi));
-            }
-        }
+        for (b = 0; b + 8 <= K / 32; b += 8) bl__group_codes_avx512(qs + 16 * b, u + 32 * b);
         for (; b < K / 32; b++) { /* the last K/32 % 8 blocks, in order */
             __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(qs + 16 * b));
             _mm256_storeu_si256((__m256i *)(void *)(u + 32 * b),
@@ -9116,7 +9291,7 @@ BL__AVX512 static void bl__tile_gemm_avx512(int type, const uint8_t *tile, int64
     for (t0 = 0; t0 < nt; t0 += 4) {
         if (type == BL_TYPE_Q4_0 || type == BL__TYPE_Q4_0R) bl__tile_pass_avx512(tile, K, 32, 8, act, astride, nt, t0, y, ldy, nr);
         else if (type == BL_TYPE_Q8_0) bl__tile_pass_avx512(tile, K, 32, 128, act, astride, nt, t0, y, ldy, nr);
-        else if (type == BL_TYPE_Q4_K) bl__tile_pass_avx512(tile, K, 32, 0, act, astride, nt, t0, y, ldy, nr);
+        else if (type == BL_TYPE_Q4_K || type == BL__TYPE_Q4_KR) bl__tile_pass_avx512(tile, K, 32, 0, act, astride, nt, t0, y, ldy, nr);
         else bl__tile_pass_avx512(tile, K, 16, 0, act, astride, nt, t0, y, ldy, nr);
     }
 }
@@ -9330,7 +9505,7 @@ typedef struct bl__kern {
     int level;             /* BL__SIMD_* */
     void (*q8a)(const float *x, int64_t K, uint8_t *out);
     void (*bf16a)(const float *x, int64_t n, uint16_t *out);
-    bl__vdot_fn vdot[5];   /* Q4_0, Q8_0, Q4_K, Q6_K, Q4_0R: one row by one token */
+    bl__vdot_fn vdot[6];   /* Q4_0, Q8_0, Q4_K, Q6_K, Q4_0R, Q4_KR: one row by one token */
     bl__gemm_fn gemm_f;    /* F32, F16 weights: up to 4 rows by 4 tokens */
     bl__gemm_fn gemm_bf16; /* BF16 weights, BF16 activations */
     bl__gemm_fn gemv_f;    /* F32, F16 weights: up to 8 rows by one token; NULL: gemm_f */
@@ -9351,7 +9526,7 @@ enum { BL__SIMD_SCALAR = 0, BL__SIMD_AVX2 = 1, BL__SIMD_AVX512 = 2 };
 enum { BL__CPU_AVX2 = 1, BL__CPU_AVX512 = 2, BL__CPU_AVX512BF16 = 4 };
 
 static int bl__qslot(int type) {
-    return type == BL_TYPE_Q4_0 ? 0 : type == BL_TYPE_Q8_0 ? 1 : type == BL_TYPE_Q4_K ? 2 : type == BL_TYPE_Q6_K ? 3 : 4;
+    return type == BL_TYPE_Q4_0 ? 0 : type == BL_TYPE_Q8_0 ? 1 : type == BL_TYPE_Q4_K ? 2 : type == BL_TYPE_Q6_K ? 3 : type == BL__TYPE_Q4_KR ? 5 : 4;
 }
 
 /* What this CPU and OS can run (BL__CPU_* bits). */
@@ -9393,6 +9568,7 @@ static int bl__kern_init(bl__kern *k, int level) {
     k->vdot[2] = bl__vdot_q4_k_ref;
     k->vdot[3] = bl__vdot_q6_k_ref;
     k->vdot[4] = bl__vdot_q4_0r_ref;
+    k->vdot[5] = bl__vdot_q4_kr_ref;
     k->gemm_f = bl__gemm_f_ref;
     k->gemm_bf16 = bl__gemm_f_ref;
     k->tile_pack = bl__tile_pack;
@@ -9415,6 +9591,7 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->vdot[2] = bl__vdot_q4_k_avx2;
         k->vdot[3] = bl__vdot_q6_k_avx2;
         k->vdot[4] = bl__vdot_q4_0r_avx2;
+        k->vdot[5] = bl__vdot_q4_kr_avx2;
         k->gemm_f = bl__gemm_f_avx2;
         k->gemm_bf16 = bl__gemm_f_avx2;
         k->dot = bl__dot_avx2;
@@ -9437,6 +9614,7 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->vdot[2] = bl__vdot_q4_k_avx512;
         k->vdot[3] = bl__vdot_q6_k_avx512;
         k->vdot[4] = bl__vdot_q4_0r_avx512;
+        k->vdot[5] = bl__vdot_q4_kr_avx512;
         k->gemm_f = bl__gemm_f_avx512;
         if (f & BL__CPU_AVX512BF16) k->gemm_bf16 = bl__gemm_bf16_avx512;
         k->gemv_f = bl__gemv_f_avx512;

@@ -300,7 +300,7 @@ static int greedy_lead(bl_ctx *c, const gcase *g) {
 /* Weight types met so far, to print their tier once at the end. */
 static int types_seen[BL_TYPE_COUNT_];
 /* 1: load with the weights copied (BL_WEIGHTS_COPIED), which also
-   turns Q4_0 matrices into the Q4_0R decoding layout. */
+   turns Q4_0 and Q4_K matrices into the Q4_0R and Q4_KR decoding layouts. */
 static int copy_weights;
 
 static void run_case(const gcase *g) {
@@ -740,7 +740,7 @@ int main(void) {
         if (getenv("BL_SIMD")) n_lv = 1;
         for (lv = 0; lv < n_lv; lv++) {
             if (levels[lv]) setenv("BL_SIMD", levels[lv], 1);
-            for (copy_weights = 0; copy_weights < 2; copy_weights++) { /* mmapped, then copied (Q4_0 as Q4_0R) */
+            for (copy_weights = 0; copy_weights < 2; copy_weights++) { /* mmapped, then copied (Q4_0 as Q4_0R, Q4_K as Q4_KR) */
                 printf("== kernels: %s, weights %s\n", levels[lv] ? levels[lv] : getenv("BL_SIMD") ? getenv("BL_SIMD") : "best available",
                        copy_weights ? "copied" : "mmapped");
                 for (i = 0; i < n; i++) run_fixture(names[i], &n_variants);

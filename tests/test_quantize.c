@@ -525,7 +525,7 @@ static void test_bench_kernels(void) {
     }
     rc = pclose(p);
     CHECK(rc == 0, "berlin-bench --kernels exit status %d", rc);
-    CHECK(rows == 15, "15 kernel rows (5 types x 3 lengths), got %d", rows);
+    CHECK(rows == 18, "18 kernel rows (6 types x 3 lengths), got %d", rows);
     CHECK(bad == 0, "%d kernel rows without positive figures", bad);
 }
 

@@ -263,7 +263,7 @@ static void *bn_map(size_t n) {
 
 /* --kernels: see the comment at the top. */
 static int bn_kernels(void) {
-    static const int types[] = {BL__TYPE_Q4_0R, BL_TYPE_Q4_0, BL_TYPE_Q8_0, BL_TYPE_Q4_K, BL_TYPE_Q6_K};
+    static const int types[] = {BL__TYPE_Q4_0R, BL_TYPE_Q4_0, BL_TYPE_Q8_0, BL__TYPE_Q4_KR, BL_TYPE_Q4_K, BL_TYPE_Q6_K};
     static const int64_t Ks[] = {768, 2048, 5632};
     const size_t mem = (size_t)256 << 20;
     bl__kern k;
@@ -279,7 +279,7 @@ static int bn_kernels(void) {
     printf("| kernel (%s) | K | from L2 (GB/s) | from memory (GB/s) | ns/row (memory) |\n|---|---:|---:|---:|---:|\n", k.name);
     for (ti = 0; ti < (int)(sizeof types / sizeof *types); ti++)
         for (ki = 0; ki < (int)(sizeof Ks / sizeof *Ks); ki++) {
-            const int type = types[ti], base = type == BL__TYPE_Q4_0R ? BL_TYPE_Q4_0 : type;
+            const int type = types[ti], base = type == BL__TYPE_Q4_0R ? BL_TYPE_Q4_0 : type == BL__TYPE_Q4_KR ? BL_TYPE_Q4_K : type;
             const int64_t K = Ks[ki];
             const size_t rb = bl__row_bytes(base, K), rows = mem / rb, bs = (size_t)bl__types[base].bytes;
             const bl__vdot_fn vd = k.vdot[bl__qslot(type)];
@@ -292,10 +292,10 @@ static int bn_kernels(void) {
                 if (base == BL_TYPE_Q4_K) memcpy(w + i + 2, &d, 2);
                 if (base == BL_TYPE_Q6_K) memcpy(w + i + 208, &d, 2);
             }
-            if (type == BL__TYPE_Q4_0R) { /* rearranged in place, a row at a time, as the loader does */
+            if (type != base) { /* rearranged in place, a row at a time, as the loader does */
                 bl__weight W;
                 memset(&W, 0, sizeof W);
-                W.type = BL_TYPE_Q4_0;
+                W.type = base;
                 W.rows = (int64_t)rows;
                 W.cols = K;
                 W.row_bytes = rb;
@@ -318,7 +318,7 @@ static int bn_kernels(void) {
                 }
                 gbs[pass] = best;
             }
-            printf("| %s | %d | %.1f | %.1f | %.1f |\n", type == BL__TYPE_Q4_0R ? "Q4_0R (Q4_0 copied)" : bl__type_any_name(type), (int)K, gbs[0], gbs[1], ns_row);
+            printf("| %s | %d | %.1f | %.1f | %.1f |\n", type == BL__TYPE_Q4_0R ? "Q4_0R (Q4_0 copied)" : type == BL__TYPE_Q4_KR ? "Q4_KR (Q4_K copied)" : bl__type_any_name(type), (int)K, gbs[0], gbs[1], ns_row);
             (void)sink;
         }
     free(act); /* w stays mapped until the process ends */
