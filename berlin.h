@@ -8704,6 +8704,22 @@ BL__AVX512 static float bl__vdot_q4_0_avx512(const uint8_t *w, bl__q8a a, int64_
     return r;
 }
 
+/* Lane j: block j of a Q4_0R group (128 bytes at x) . its 32 activations
+   of qg at q, in integers. The high nibbles are masked in place, 16 times
+   their value: the exact sum of their products shifted right by 4 (a
+   multiply-add of bytes does not saturate). */
+BL__INLINE BL__AVX512 __m256i bl__group_dot_avx512(const uint8_t *x, const int8_t *q) {
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256i lo = _mm256_setzero_si256(), hi = lo;
+    int v;
+    for (v = 0; v < 4; v++) {
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * v));
+        lo = _mm256_dpbusd_epi32(lo, _mm256_and_si256(xv, m4), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * v)));
+        hi = _mm256_dpbusd_epi32(hi, _mm256_andnot_si256(m4, xv), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * v + 32)));
+    }
+    return _mm256_add_epi32(lo, _mm256_srai_epi32(hi, 4));
+}
+
 /* The last nb % 8 blocks of a Q4_0R row (16 bytes each, in order) . a. */
 BL__AVX512 static float bl__q4_0r_tail_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
     const __m256i m4 = _mm256_set1_epi8(15);
@@ -8722,29 +8738,17 @@ BL__AVX512 static float bl__q4_0r_tail_avx512(const uint8_t *w, bl__q8a a, int64
     return bl__hsum256(t) - 8.0f * c;
 }
 
-/* Q4_0R as in bl__vdot_q4_0r_avx2 with vpdpbusd. The high nibbles are
-   masked in place, 16 times their value: the exact sum of their products
-   shifted right by 4 (a multiply-add of bytes does not saturate). */
+/* Q4_0R as in bl__vdot_q4_0r_avx2, a group at a time with vpdpbusd
+   (bl__group_dot_avx512). */
 BL__AVX512 static float bl__vdot_q4_0r_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
-    const __m256i m4 = _mm256_set1_epi8(15);
     const uint8_t *qs = w + K / 16;
     int64_t nb = K / 32, b = 0;
     float r;
     for (; b + 8 <= nb; b += 8) {
         const __m256 sc = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w + 2 * b))), _mm256_loadu_ps(a.d + b));
-        const int8_t *q = a.qg + 32 * b;
-        const uint8_t *x = qs + 16 * b;
-        __m256i lo = _mm256_setzero_si256(), hi = lo, s;
-#define BL__Q40R_V(v)                                                                                                        \
-        {                                                                                                                    \
-            __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * (v)));                                  \
-            lo = _mm256_dpbusd_epi32(lo, _mm256_and_si256(xv, m4), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * (v)))); \
-            hi = _mm256_dpbusd_epi32(hi, _mm256_andnot_si256(m4, xv), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * (v) + 32))); \
-        }
-        BL__Q40R_V(0) BL__Q40R_V(1) BL__Q40R_V(2) BL__Q40R_V(3)
-#undef BL__Q40R_V
-        s = _mm256_sub_epi32(_mm256_add_epi32(lo, _mm256_srai_epi32(hi, 4)), _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(a.i32 + b)), 3));
+        const __m256i s = _mm256_sub_epi32(bl__group_dot_avx512(qs + 16 * b, a.qg + 32 * b),
+                                           _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(a.i32 + b)), 3));
         if (b & 8) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc1);
         else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc0);
     }
@@ -8756,26 +8760,15 @@ BL__AVX512 static float bl__vdot_q4_0r_avx512(const uint8_t *w, bl__q8a a, int64
    in place as in bl__vdot_q4_0r_avx512. */
 BL__AVX512 static float bl__vdot_q4_kr_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
     const int64_t nb = K / 256;
-    const __m256i m4 = _mm256_set1_epi8(15);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, cor = acc0;
     int64_t b;
     for (b = 0; b < nb; b++) {
-        const uint8_t *h = w + 16 * b, *x = w + 16 * nb + 128 * b;
-        const int8_t *q = a.qg + 256 * b;
-        __m256i lo = _mm256_setzero_si256(), hi = lo, s;
+        const uint8_t *h = w + 16 * b;
+        const __m256i s = bl__group_dot_avx512(w + 16 * nb + 128 * b, a.qg + 256 * b);
         __m256 sc, mn;
         bl__k4_scales_ps(h + 4, &sc, &mn);
         sc = _mm256_mul_ps(_mm256_mul_ps(sc, _mm256_set1_ps(_cvtsh_ss((unsigned short)(h[0] | (h[1] << 8))))), _mm256_loadu_ps(a.d + 8 * b));
         cor = _mm256_fmadd_ps(_mm256_mul_ps(mn, _mm256_set1_ps(_cvtsh_ss((unsigned short)(h[2] | (h[3] << 8))))), _mm256_loadu_ps(a.s32 + 8 * b), cor);
-#define BL__Q4KR_V(v)                                                                                                        \
-        {                                                                                                                    \
-            __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * (v)));                                  \
-            lo = _mm256_dpbusd_epi32(lo, _mm256_and_si256(xv, m4), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * (v)))); \
-            hi = _mm256_dpbusd_epi32(hi, _mm256_andnot_si256(m4, xv), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * (v) + 32))); \
-        }
-        BL__Q4KR_V(0) BL__Q4KR_V(1) BL__Q4KR_V(2) BL__Q4KR_V(3)
-#undef BL__Q4KR_V
-        s = _mm256_add_epi32(lo, _mm256_srai_epi32(hi, 4));
         if (b & 1) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc1);
         else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc0);
     }

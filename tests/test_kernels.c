@@ -274,46 +274,58 @@ static void test_tiles(const bl__kern *k) {
     }
 }
 
-/* Q4_0R (the decoding layout the loader makes from Q4_0): the same values
-   and the same reference sums as the GGUF blocks; the level's kernel on
-   lengths that are and are not whole groups of eight blocks; the tile
-   packer gives the same tile from either layout. */
-static void test_q4_0r(const bl__kern *k) {
-    static const int64_t Ks[] = {32, 96, 224, 256, 288, 800, 896, 2048, 2080, 5632};
+/* Q4_0R and Q4_KR (the decoding layouts the loader makes from Q4_0 and
+   Q4_K): Q4_KR's blocks rebuild the Q4_K blocks byte for byte; either gives
+   the same values and the same reference sums, bit for bit, as its GGUF
+   type; the level's kernel on lengths that are and are not whole groups of
+   eight blocks; the tile packer gives the same tile from either layout. */
+static void test_rearranged(const bl__kern *k, int rtype) {
+    static const int64_t K40[] = {32, 96, 224, 256, 288, 800, 896, 2048, 2080, 5632}, KK[] = {256, 512, 768, 2048, 5632, 0, 0, 0, 0, 0};
+    const int base = rtype == BL__TYPE_Q4_0R ? BL_TYPE_Q4_0 : BL_TYPE_Q4_K;
+    const int64_t *Ks = rtype == BL__TYPE_Q4_0R ? K40 : KK;
+    const char *rn = rtype == BL__TYPE_Q4_0R ? "Q4_0R" : "Q4_KR", *bn = bl__type_any_name(base);
     double worst = 0;
-    int ki, rep, same_deq = 1, same_ref = 1, same_tile = 1;
-    for (ki = 0; ki < (int)(sizeof Ks / sizeof *Ks); ki++)
+    int ki, rep, same_blk = 1, same_deq = 1, same_ref = 1, same_tile = 1;
+    for (ki = 0; ki < 10 && Ks[ki]; ki++)
         for (rep = 0; rep < 3; rep++) {
             int64_t K = Ks[ki], i;
-            size_t rb = bl__row_bytes(BL_TYPE_Q4_0, K);
-            uint8_t *w = (uint8_t *)malloc(rb * 5), *wr = (uint8_t *)malloc(rb * 5), *a = (uint8_t *)malloc(bl__q8a_stride(K));
+            size_t rb = bl__row_bytes(base, K);
+            uint8_t *w = (uint8_t *)malloc(rb * 5), *wr = (uint8_t *)malloc(rb * 5), *a = (uint8_t *)malloc(bl__q8a_stride(K)), blk[144];
             uint8_t *t1 = (uint8_t *)malloc(bl__tile_bytes(K) + 16 * (size_t)K + 64), *t2 = (uint8_t *)malloc(bl__tile_bytes(K) + 16 * (size_t)K + 64);
             float *x = (float *)malloc((size_t)K * sizeof(float)), *f1 = (float *)malloc((size_t)K * sizeof(float)), *f2 = (float *)malloc((size_t)K * sizeof(float));
             double r, s, sc;
             for (i = 0; i < K; i++) x[i] = frand();
             for (i = 0; i < 5; i++) {
-                fill_row(BL_TYPE_Q4_0, w + (size_t)i * rb, K);
-                bl__q4_0r_from_q4_0(w + (size_t)i * rb, wr + (size_t)i * rb, K);
+                fill_row(base, w + (size_t)i * rb, K);
+                if (base == BL_TYPE_Q4_0) bl__q4_0r_from_q4_0(w + (size_t)i * rb, wr + (size_t)i * rb, K);
+                else bl__q4_kr_from_q4_k(w + (size_t)i * rb, wr + (size_t)i * rb, K);
+            }
+            for (i = 0; base == BL_TYPE_Q4_K && i < K / 256; i++) {
+                bl__q4_kr_block(wr, K, i, blk);
+                if (memcmp(blk, w + 144 * i, 144)) same_blk = 0;
             }
             k->q8a(x, K, a);
-            bl__dequant_row(BL_TYPE_Q4_0, w, f1, K);
-            bl__dequant_row(BL__TYPE_Q4_0R, wr, f2, K);
+            bl__dequant_row(base, w, f1, K);
+            bl__dequant_row(rtype, wr, f2, K);
             if (memcmp(f1, f2, (size_t)K * sizeof(float))) same_deq = 0;
             s = bl__vdot_q4_0r_ref(wr, bl__q8a_at(a, K), K);
-            if (s != bl__vdot_q4_0_ref(w, bl__q8a_at(a, K), K)) same_ref = 0;
-            r = k->vdot[bl__qslot(BL__TYPE_Q4_0R)](wr, bl__q8a_at(a, K), K);
-            sc = abs_dot(BL_TYPE_Q4_0, w, x, K, NULL);
+            if (base == BL_TYPE_Q4_K) s = bl__vdot_q4_kr_ref(wr, bl__q8a_at(a, K), K);
+            if (s != (base == BL_TYPE_Q4_0 ? bl__vdot_q4_0_ref : bl__vdot_q4_k_ref)(w, bl__q8a_at(a, K), K)) same_ref = 0;
+            r = k->vdot[bl__qslot(rtype)](wr, bl__q8a_at(a, K), K);
+            sc = abs_dot(base, w, x, K, NULL);
             if (fabs(r - s) / sc > worst) worst = fabs(r - s) / sc;
-            k->tile_pack(BL_TYPE_Q4_0, w, rb, 5, K, t1, t1 + bl__tile_bytes(K));
-            k->tile_pack(BL__TYPE_Q4_0R, wr, rb, 5, K, t2, t2 + bl__tile_bytes(K));
+            k->tile_pack(base, w, rb, 5, K, t1, t1 + bl__tile_bytes(K));
+            k->tile_pack(rtype, wr, rb, 5, K, t2, t2 + bl__tile_bytes(K));
             if (memcmp(t1, t2, (size_t)K * 32 + (size_t)(K / 32) * 32 * 8)) same_tile = 0;
             free(w); free(wr); free(a); free(t1); free(t2); free(x); free(f1); free(f2);
         }
-    CHECK(same_deq, "Q4_0R dequantizes to the same values as Q4_0");
-    CHECK(same_ref, "Q4_0R reference dot equals Q4_0's, bit for bit");
-    CHECK(worst < 2e-6, "%s vdot Q4_0R: rel err %.3g vs reference", k->name, worst);
-    CHECK(same_tile, "%s tile_pack: Q4_0R and Q4_0 give the same tile", k->name);
+    if (base == BL_TYPE_Q4_K) CHECK(same_blk, "%s blocks rebuild the %s blocks byte for byte", rn, bn);
+    CHECK(same_deq, "%s dequantizes to the same values as %s", rn, bn);
+    CHECK(same_ref, "%s reference dot equals %s's, bit for bit", rn, bn);
+    CHECK(worst < 2e-6, "%s vdot %s: rel err %.3g vs reference", k->name, rn, worst);
+    CHECK(same_tile, "%s tile_pack: %s and %s give the same tile", k->name, rn, bn);
 }
+
 
 static void test_misc(const bl__kern *k) {
     static const int ns[] = {1, 3, 8, 15, 16, 17, 33, 64, 100, 513};
@@ -440,50 +452,6 @@ static void test_f16_round(void) {
     CHECK(nan_ok, "f32 -> f16 keeps NaN");
 }
 
-/* Q4_KR (the decoding layout the loader makes from Q4_K): blocks rebuilt
-   byte for byte, the same values and reference sums as Q4_K, the level's
-   kernel against the reference, the same tile from either layout. */
-static void test_q4_kr(const bl__kern *k) {
-    static const int64_t Ks[] = {256, 512, 768, 2048, 5632};
-    double worst = 0;
-    int ki, rep, same_blk = 1, same_deq = 1, same_ref = 1, same_tile = 1;
-    for (ki = 0; ki < (int)(sizeof Ks / sizeof *Ks); ki++)
-        for (rep = 0; rep < 3; rep++) {
-            int64_t K = Ks[ki], i;
-            size_t rb = bl__row_bytes(BL_TYPE_Q4_K, K);
-            uint8_t *w = (uint8_t *)malloc(rb * 5), *wr = (uint8_t *)malloc(rb * 5), *a = (uint8_t *)malloc(bl__q8a_stride(K)), blk[144];
-            uint8_t *t1 = (uint8_t *)malloc(bl__tile_bytes(K) + 16 * (size_t)K + 64), *t2 = (uint8_t *)malloc(bl__tile_bytes(K) + 16 * (size_t)K + 64);
-            float *x = (float *)malloc((size_t)K * sizeof(float)), *f1 = (float *)malloc((size_t)K * sizeof(float)), *f2 = (float *)malloc((size_t)K * sizeof(float));
-            double r, s, sc;
-            for (i = 0; i < K; i++) x[i] = frand();
-            for (i = 0; i < 5; i++) {
-                fill_row(BL_TYPE_Q4_K, w + (size_t)i * rb, K);
-                bl__q4_kr_from_q4_k(w + (size_t)i * rb, wr + (size_t)i * rb, K);
-            }
-            for (i = 0; i < K / 256; i++) {
-                bl__q4_kr_block(wr, K, i, blk);
-                if (memcmp(blk, w + 144 * i, 144)) same_blk = 0;
-            }
-            k->q8a(x, K, a);
-            bl__dequant_row(BL_TYPE_Q4_K, w, f1, K);
-            bl__dequant_row(BL__TYPE_Q4_KR, wr, f2, K);
-            if (memcmp(f1, f2, (size_t)K * sizeof(float))) same_deq = 0;
-            s = bl__vdot_q4_kr_ref(wr, bl__q8a_at(a, K), K);
-            if (s != bl__vdot_q4_k_ref(w, bl__q8a_at(a, K), K)) same_ref = 0;
-            r = k->vdot[bl__qslot(BL__TYPE_Q4_KR)](wr, bl__q8a_at(a, K), K);
-            sc = abs_dot(BL_TYPE_Q4_K, w, x, K, NULL);
-            if (fabs(r - s) / sc > worst) worst = fabs(r - s) / sc;
-            k->tile_pack(BL_TYPE_Q4_K, w, rb, 5, K, t1, t1 + bl__tile_bytes(K));
-            k->tile_pack(BL__TYPE_Q4_KR, wr, rb, 5, K, t2, t2 + bl__tile_bytes(K));
-            if (memcmp(t1, t2, (size_t)K * 32 + (size_t)(K / 32) * 32 * 8)) same_tile = 0;
-            free(w); free(wr); free(a); free(t1); free(t2); free(x); free(f1); free(f2);
-        }
-    CHECK(same_blk, "Q4_KR blocks rebuild the Q4_K blocks byte for byte");
-    CHECK(same_deq, "Q4_KR dequantizes to the same values as Q4_K");
-    CHECK(same_ref, "Q4_KR reference dot equals Q4_K's, bit for bit");
-    CHECK(worst < 2e-6, "%s vdot Q4_KR: rel err %.3g vs reference", k->name, worst);
-    CHECK(same_tile, "%s tile_pack: Q4_KR and Q4_K give the same tile", k->name);
-}
 
 int main(void) {
     int lv;
@@ -499,8 +467,8 @@ int main(void) {
         test_gemm_f(&k);
         test_gemv_f(&k);
         test_tiles(&k);
-        test_q4_0r(&k);
-        test_q4_kr(&k);
+        test_rearranged(&k, BL__TYPE_Q4_0R);
+        test_rearranged(&k, BL__TYPE_Q4_KR);
         test_misc(&k);
         test_attn(&k);
     }
