@@ -145,6 +145,7 @@ typedef struct bl_server_desc {
     int port;                  /* TCP port, BL_SERVER_PORT_ANY for any free one [8080] */
     int n_slots;               /* requests decoded at once, one bl_ctx each [4] */
     int n_ctx;                 /* KV cache length per slot [min(trained, 2048)] */
+    int kv_type;               /* BL_TYPE_F32 or BL_TYPE_F16 (half the memory per slot) [BL_TYPE_F32] */
     int n_threads;             /* threads for each decode [all cores] */
     int max_queue;             /* requests waiting for a slot before 503 [64] */
     int max_connections;       /* open connections before 503 [256] */
@@ -1972,6 +1973,7 @@ bl_result bl_server_create(bl_server **out, const bl_model *m, const bl_server_d
     memset(&cd, 0, sizeof cd);
     cd.n_ctx = d->n_ctx > 0 ? d->n_ctx : (in->n_ctx_train > 0 && in->n_ctx_train < 2048 ? in->n_ctx_train : 2048);
     cd.n_threads = d->n_threads;
+    cd.kv_type = d->kv_type;
     cd.n_batch = 1; /* the slots decode through s->batch, not their own scratch */
     for (i = 0; i < d->n_slots; i++) {
         r = bl_ctx_create(&s->slots[i].ctx, m, &cd);

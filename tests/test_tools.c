@@ -235,6 +235,16 @@ static void test_errors(void) {
     check_fails(CHAT " -n many", "-n wants an integer");
     check_fails(CHAT " --prompt-ids '[1,2,'", "--prompt-ids");
     check_fails(CHAT " --prompt-ids '[1,99999]' --print-ids", "outside the vocabulary");
+    check_fails(CHAT " -m models/stories260K.gguf -ctk q8", "takes f16 or f32");
+    { /* an F16 KV cache tells the same greedy story on stories260K as a float one */
+        char *a = run(CHAT " -m models/stories260K.gguf -p 'Once upon a time' -n 48 --temp 0 2>/dev/null", &st), *b;
+        int st2;
+        b = run(CHAT " -m models/stories260K.gguf -p 'Once upon a time' -n 48 --temp 0 -ctk f16 2>/dev/null", &st2);
+        CHECK(st == 0 && st2 == 0 && a && b && strlen(a) > 100 && !strcmp(a, b), "berlin-chat -ctk f16: status %d, greedy text differs:\n%s\n%s", st2,
+              a ? a : "", b ? b : "");
+        free(a);
+        free(b);
+    }
     snprintf(cmd, sizeof cmd, CHAT " -m %s -p hi", q(tu_shared("golden/llama3-gqa/hf-f32")));
     check_fails(cmd, "no tokenizer");
     check_fails(PPL " -m models/stories260K.gguf", "-f");

@@ -34,7 +34,7 @@ typedef struct chat_opts {
     const char *model, *prompt, *prompt_ids, *tokenizer;
     const char *file, *inp, *detok_ids, *template_name, *system;
     int tokenize_mode, no_bos, parse_special, timing;
-    int n_gen, n_threads, n_ctx, no_mmap, weights, print_ids, have_seed;
+    int n_gen, n_threads, n_ctx, no_mmap, weights, print_ids, have_seed, kv_f16;
     uint64_t seed;
     bl_sampler_desc samp;
 } chat_opts;
@@ -72,6 +72,7 @@ static void usage(FILE *f) {
             "  --seed S            sampler seed [from the clock]\n"
             "  -t THREADS          threads [all cores]\n"
             "  -c CTX              context length [min(trained, 4096)]\n"
+            "  -ctk f16|f32        KV cache type (f16: half the memory) [f32]\n"
             "  --tokenizer FILE    tokenizer file (GGUF, tokenizer.json or llama2.c tokenizer.bin)\n"
             "  --chat-template NAME  chat format for interactive turns: chatml, llama3, llama2,\n"
             "                      mistral, gemma, phi3 [recognised from the model's template];\n"
@@ -128,6 +129,10 @@ static int parse_args(int argc, char **argv, chat_opts *o) {
         else if (!strcmp(a, "--weights")) {
             if (!v || (strcmp(v, "auto") && strcmp(v, "mapped") && strcmp(v, "copied"))) { fprintf(stderr, "berlin-chat: --weights takes auto, mapped or copied\n"); return -1; }
             o->weights = !strcmp(v, "mapped") ? BL_WEIGHTS_MAPPED : !strcmp(v, "copied") ? BL_WEIGHTS_COPIED : BL_WEIGHTS_AUTO;
+        }
+        else if (!strcmp(a, "-ctk") || !strcmp(a, "--cache-type")) {
+            if (!v || (strcmp(v, "f16") && strcmp(v, "f32"))) { fprintf(stderr, "berlin-chat: %s takes f16 or f32\n", a); return -1; }
+            o->kv_f16 = v[1] == '1';
         }
         else if (!strcmp(a, "--print-ids")) { o->print_ids = 1; takes = 0; }
         else if (!strcmp(a, "--tokenize")) { o->tokenize_mode = 1; takes = 0; }
@@ -670,6 +675,7 @@ int main(int argc, char **argv) {
     }
     memset(&cd, 0, sizeof cd);
     cd.n_ctx = o.n_ctx;
+    cd.kv_type = o.kv_f16 ? BL_TYPE_F16 : BL_TYPE_F32;
     cd.n_threads = o.n_threads;
     if (!o.have_seed) {
         struct timespec ts;

@@ -33,6 +33,7 @@ static void usage(const char *argv0) {
             "      --port N              TCP port, 0 for any free one [8080]\n"
             "      --slots N             requests decoded at once [4]\n"
             "  -c, --ctx N               KV cache tokens per slot [min(trained, 2048)]\n"
+            "  -ctk, --cache-type T      KV cache type, f32 or f16 (half the memory per slot) [f32]\n"
             "  -t, --threads N           threads per decode [all cores]\n"
             "      --api-key KEY         require 'Authorization: Bearer KEY' (all but /health and /)\n"
             "      --api-key-file PATH   the same, key read from the file's first line\n"
@@ -87,6 +88,11 @@ int main(int argc, char **argv) {
         else if (ARG_IS("--port")) { NEED_VALUE(); d.port = atoi(v); if (d.port == 0) d.port = BL_SERVER_PORT_ANY; }
         else if (ARG_IS("--slots") || ARG_IS("-np")) { NEED_VALUE(); d.n_slots = atoi(v); }
         else if (ARG_IS("-c") || ARG_IS("--ctx")) { NEED_VALUE(); d.n_ctx = atoi(v); }
+        else if (ARG_IS("-ctk") || ARG_IS("--cache-type")) {
+            NEED_VALUE();
+            if (strcmp(v, "f16") && strcmp(v, "f32")) { fprintf(stderr, "%s takes f16 or f32\n", a); return 2; }
+            d.kv_type = v[1] == '1' ? BL_TYPE_F16 : BL_TYPE_F32;
+        }
         else if (ARG_IS("-t") || ARG_IS("--threads")) { NEED_VALUE(); d.n_threads = atoi(v); }
         else if (ARG_IS("--api-key")) { NEED_VALUE(); snprintf(key, sizeof key, "%s", v); }
         else if (ARG_IS("--api-key-file")) {
