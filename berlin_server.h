@@ -145,7 +145,6 @@ typedef struct bl_server_desc {
     int port;                  /* TCP port, BL_SERVER_PORT_ANY for any free one [8080] */
     int n_slots;               /* requests decoded at once, one bl_ctx each [4] */
     int n_ctx;                 /* KV cache length per slot [min(trained, 2048)] */
-    int kv_type;               /* BL_TYPE_F32 or BL_TYPE_F16 (half the memory per slot) [BL_TYPE_F32] */
     int n_threads;             /* threads for each decode [all cores] */
     int max_queue;             /* requests waiting for a slot before 503 [64] */
     int max_connections;       /* open connections before 503 [256] */
@@ -160,6 +159,7 @@ typedef struct bl_server_desc {
     void *log_user;            /* passed to log [NULL] */
     const char *chat_template; /* chat format by name (bl_chat_template_from_name) [NULL: the
                                   model's own if berlin.h knows it, else ChatML] */
+    int kv_type;               /* BL_TYPE_F32 or BL_TYPE_F16 (half the memory per slot) [BL_TYPE_F32] */
 } bl_server_desc;
 
 /* Make a server on a loaded model: one context per slot, and a listening

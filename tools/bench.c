@@ -336,7 +336,7 @@ static void bn_usage(FILE *f) {
                "  -b, --batch-size N     tokens per forward step in pp [512]\n"
                "  -o, --output FMT       md, json, jsonl or csv [md]\n"
                "  -mmp, --mmap 0|1       1: weights stay mapped (BL_WEIGHTS_MAPPED); 0: copied into\n"
-               "                         huge pages, Q4_0 rearranged (BL_WEIGHTS_COPIED) [the library's choice]\n"
+               "                         huge pages, Q4_0/Q4_K rearranged (BL_WEIGHTS_COPIED) [the library's choice]\n"
                "  -ctk, -ctv f16|f32     type of the KV cache (K and V have one type) [f16, as llama-bench]\n"
                "  --bw-mib N             buffer of the read-bandwidth test in MiB, 0: skip [1024]\n"
                "  --no-warmup            skip the warm-up decode\n"

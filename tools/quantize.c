@@ -876,6 +876,7 @@ int qz_main(int argc, char **argv) {
         const bl__hparams *hp;
         memset(&d, 0, sizeof d);
         if (vocab && !qz_is_gguf(vocab)) d.tokenizer_path = vocab;
+        d.weights = BL_WEIGHTS_MAPPED; /* the tensors are read from the file's mapping: a copy would go unused */
         r = bl_model_load(&j.m, in, &d);
         if (r != BL_OK) { fprintf(stderr, "berlin-quantize: %s\n", bl_model_last_error(j.m)); qz_job_free(&j); return 1; }
         hp = &j.m->hp;
