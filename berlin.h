@@ -8147,26 +8147,33 @@ BL__AVX2 static float bl__vdot_q4_0_avx2(const uint8_t *w, bl__q8a a, int64_t K)
     return bl__hsum256(acc) - 8.0f * cor;
 }
 
+/* Lane j: block j of a Q4_0R group (128 bytes at x) . its activations of
+   qg at q, in integers (pmaddubsw: the nibbles shifted down, not masked
+   in place, as its 16-bit sums would saturate). */
+BL__INLINE BL__AVX2 __m256i bl__group_dot_avx2(const uint8_t *x, const int8_t *q) {
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256i s = _mm256_setzero_si256();
+    int v;
+    for (v = 0; v < 4; v++) {
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * v));
+        s = _mm256_add_epi32(s, bl__u8dot256(_mm256_and_si256(xv, m4), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * v))));
+        s = _mm256_add_epi32(s, bl__u8dot256(_mm256_and_si256(_mm256_srli_epi16(xv, 4), m4), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * v + 32))));
+    }
+    return s;
+}
+
 /* Q4_0R: a group of eight blocks is four 32-byte loads of nibbles, each
    lane one block's (see bl__q4_0r_from_q4_0), against qg's activations; the
    eight block sums, less 8 times the activations' sums, are scaled at once. */
 BL__AVX2 static float bl__vdot_q4_0r_avx2(const uint8_t *w, bl__q8a a, int64_t K) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
-    const __m256i m4 = _mm256_set1_epi8(15);
     const uint8_t *qs = w + K / 16;
     int64_t nb = K / 32, b = 0;
     float r;
     for (; b + 8 <= nb; b += 8) {
         const __m256 sc = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w + 2 * b))), _mm256_loadu_ps(a.d + b));
-        const int8_t *q = a.qg + 32 * b;
-        __m256i s0 = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(a.i32 + b)), 3), s1 = _mm256_setzero_si256();
-        int v;
-        for (v = 0; v < 4; v++) {
-            __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(qs + 16 * b + 32 * v));
-            s1 = _mm256_add_epi32(s1, bl__u8dot256(_mm256_and_si256(x, m4), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * v))));
-            s1 = _mm256_add_epi32(s1, bl__u8dot256(_mm256_and_si256(_mm256_srli_epi16(x, 4), m4),
-                                                   _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * v + 32))));
-        }
+        const __m256i s0 = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(a.i32 + b)), 3);
+        const __m256i s1 = bl__group_dot_avx2(qs + 16 * b, a.qg + 32 * b);
         if (b & 8) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(s1, s0)), sc, acc1);
         else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(s1, s0)), sc, acc0);
     }
@@ -8199,23 +8206,16 @@ BL__INLINE BL__AVX2 void bl__k4_scales_ps(const uint8_t *q, __m256 *sc, __m256 *
    multiply-add by d * scale * the activations' scale, the mins apart. */
 BL__AVX2 static float bl__vdot_q4_kr_avx2(const uint8_t *w, bl__q8a a, int64_t K) {
     const int64_t nb = K / 256;
-    const __m256i m4 = _mm256_set1_epi8(15);
     __m256 acc = _mm256_setzero_ps(), cor = acc;
     int64_t b;
     for (b = 0; b < nb; b++) {
         const uint8_t *h = w + 16 * b, *x = w + 16 * nb + 128 * b;
         const int8_t *q = a.qg + 256 * b;
-        __m256i s = _mm256_setzero_si256();
+        const __m256i s = bl__group_dot_avx2(x, q);
         __m256 sc, mn;
-        int v;
         bl__k4_scales_ps(h + 4, &sc, &mn);
         sc = _mm256_mul_ps(_mm256_mul_ps(sc, _mm256_set1_ps(_cvtsh_ss((unsigned short)(h[0] | (h[1] << 8))))), _mm256_loadu_ps(a.d + 8 * b));
         cor = _mm256_fmadd_ps(_mm256_mul_ps(mn, _mm256_set1_ps(_cvtsh_ss((unsigned short)(h[2] | (h[3] << 8))))), _mm256_loadu_ps(a.s32 + 8 * b), cor);
-        for (v = 0; v < 4; v++) {
-            const __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * v));
-            s = _mm256_add_epi32(s, bl__u8dot256(_mm256_and_si256(xv, m4), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * v))));
-            s = _mm256_add_epi32(s, bl__u8dot256(_mm256_and_si256(_mm256_srli_epi16(xv, 4), m4), _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 * v + 32))));
-        }
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc);
     }
     return bl__hsum256(acc) - bl__hsum256(cor);
