@@ -483,6 +483,28 @@ static void test_weights_modes(void) {
     }
 }
 
+/* A KV cache type other than F32 or F16 is refused with a message naming
+   it; F16 and the default F32 are taken. */
+static void test_kv_types(const bl_model *m) {
+    static const int types[5] = {BL_TYPE_BF16, BL_TYPE_Q8_0, 99, -1, BL_TYPE_F16};
+    int i;
+    for (i = 0; i < 5; i++) {
+        bl_ctx *c = NULL;
+        bl_ctx_desc d;
+        bl_result r;
+        memset(&d, 0, sizeof d);
+        d.n_ctx = 64;
+        d.kv_type = types[i];
+        r = bl_ctx_create(&c, m, &d);
+        if (types[i] == BL_TYPE_F16)
+            CHECK(r == BL_OK && bl_ctx_decode(c, prompt, 5, BL_LOGITS_LAST) == BL_OK, "F16 KV cache: %s", bl_ctx_last_error(c));
+        else
+            CHECK(r == BL_ERR_ARG && strstr(bl_ctx_last_error(c), "KV cache type"), "KV cache type %d: %s, '%s'", types[i], bl_result_string(r),
+                  bl_ctx_last_error(c));
+        bl_ctx_destroy(c);
+    }
+}
+
 int main(void) {
     bl_model *m = NULL;
     size_t n;
@@ -499,6 +521,7 @@ int main(void) {
     test_tokenizer(m);
     test_sampler_ctx(m);
     test_threads(m);
+    test_kv_types(m);
     bl_model_destroy(m);
     test_formats();
     test_weights_modes();

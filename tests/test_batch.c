@@ -15,7 +15,8 @@
    value): on the llama3-gqa Q4_0 model the two kernel paths differ by 1e-2
    relative after a 23-token prompt, bl_ctx_decode alone as much (n_batch 3
    against 64), so those allow 3e-2. Steps of 3 rows are compared with
-   chunks of 3, the others with whole prompts. */
+   chunks of 3, the others with whole prompts. A third pass does the best
+   kernels' again with every context on an F16 KV cache. */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #define BERLIN_IMPLEMENTATION
 #include "berlin.h"
@@ -42,7 +43,7 @@ typedef struct seq {
     int32_t ref_tok[MAX_EV]; /* the token fed by each generated event alone */
 } seq;
 
-static int nv;
+static int nv, kv_f16;         /* kv_f16: contexts keep an F16 KV cache */
 static double worst_rel, tol; /* tol: the relative error allowed in this pass */
 static long n_rows_exact, n_rows_close;
 
@@ -84,6 +85,7 @@ static bl_ctx *new_ctx(const bl_model *m, int n_ctx, int n_batch) {
     d.n_ctx = n_ctx;
     d.n_batch = n_batch;
     d.n_threads = 2;
+    d.kv_type = kv_f16 ? BL_TYPE_F16 : BL_TYPE_F32;
     CHECK(bl_ctx_create(&c, m, &d) == BL_OK, "ctx create: %s", bl_ctx_last_error(c));
     return c;
 }
@@ -261,8 +263,11 @@ int main(void) {
         }
         nv = bl_model_get_info(m)->n_vocab;
         make_seqs(S, 12345u + (uint32_t)i);
-        for (pass = 0; pass < 2; pass++) {
-            /* kernels are chosen when a context or batch is made */
+        for (pass = 0; pass < 3; pass++) {
+            /* kernels are chosen when a context or batch is made; pass 2
+               runs the best kernels again on F16 KV caches (the reference
+               too) */
+            kv_f16 = pass == 2;
             if (pass == 0) setenv("BL_SIMD", "scalar", 1);
             else if (simd) setenv("BL_SIMD", simd_saved, 1);
             else unsetenv("BL_SIMD");
@@ -276,13 +281,17 @@ int main(void) {
                 }
                 batched(m, S, splits[k], models[i]);
             }
-            printf("%-40s %-7s %3ld rows bit-identical, %3ld within %.0e (worst relative error %.3g)\n", models[i], pass ? "best" : "scalar",
+            printf("%-40s %-12s %3ld rows bit-identical, %3ld within %.0e (worst relative error %.3g)\n", models[i],
+                   pass == 0 ? "scalar" : pass == 1 ? "best" : "best, F16 KV",
                    n_rows_exact, n_rows_close, tol, worst_rel);
             free_ref(S);
         }
         if (i == 0) first = m;
         else {
-            if (i == 1) test_errors(first, m);
+            if (i == 1) {
+                kv_f16 = 0;
+                test_errors(first, m);
+            }
             bl_model_destroy(m);
         }
     }

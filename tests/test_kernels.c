@@ -5,6 +5,7 @@
 #define BERLIN_IMPLEMENTATION
 #include "berlin.h"
 #include "testutil.h"
+#include <fenv.h>
 #include <math.h>
 
 static uint64_t rs = 0x9e3779b97f4a7c15ULL;
@@ -420,34 +421,47 @@ static void test_attn(const bl__kern *k) {
 }
 
 /* bl__f32_to_f16 gives the nearest F16, ties to even: checked against its
-   neighbours on random bit patterns and on the edges (subnormals, the
-   largest finite value, overflow, NaN). */
+   neighbours on random bit patterns and on the edges (zeros and what rounds
+   to them, subnormals, the largest finite value, overflow, NaN); and it
+   gives the same bits whatever the host's rounding mode. */
 static void test_f16_round(void) {
-    static const float edge[] = {0.0f, -0.0f, 1.0f, 65504.0f, 65519.0f, 65520.0f, 1e9f, 6.1035156e-05f, 6.0e-08f, 2.9e-08f, 3.0e-08f, 1e-30f, 0.33333334f};
-    int i, bad = 0, nan_ok;
+    static const float edge[] = {0.0f, -0.0f, 1.0f, 65504.0f, 65519.0f, 65520.0f, 1e9f, 6.1035156e-05f, 6.0e-08f, 2.9e-08f, 3.0e-08f,
+                                 2.98023224e-08f /* 2^-25, a tie with 0 */, 8.94069672e-08f /* 3 x 2^-25, a tie between 1 and 2 */,
+                                 -2.9e-08f, 1e-30f, 0.33333334f};
+    static const int modes[3] = {FE_UPWARD, FE_DOWNWARD, FE_TOWARDZERO};
+    int i, k, bad = 0, bad_mode = 0, nan_ok;
     uint32_t x = 12345;
     for (i = 0; i < 200000 + (int)(sizeof edge / sizeof *edge); i++) {
-        float f, g, lo, hi;
+        float f, g;
         uint16_t h;
         double d, dn;
         if (i < (int)(sizeof edge / sizeof *edge)) f = edge[i];
         else {
             uint32_t u;
             x = x * 1664525u + 1013904223u;
-            u = (x & 0x807fffffu) | (uint32_t)(100 + (x >> 8) % 50) << 23; /* 2^-27 to 2^22: F16's subnormals to past its largest */
+            u = (x & 0x807fffffu) | (uint32_t)(95 + (x >> 8) % 55) << 23; /* 2^-32 to 2^22: under F16's subnormals to past its largest */
             memcpy(&f, &u, 4);
         }
         h = bl__f32_to_f16(f);
+        for (k = 0; k < 3 && i % 16 == 0; k++) {
+            fesetround(modes[k]);
+            if (bl__f32_to_f16(f) != h) bad_mode++;
+            fesetround(FE_TONEAREST);
+        }
         g = bl__f16_to_f32(h);
         if (fabsf(f) >= 65520.0f) { if (!isinf(g) || (g < 0) != (f < 0)) bad++; continue; }
+        if ((h >> 15) != (f < 0 || (f == 0 && signbit(f)))) { bad++; continue; } /* the sign, zeros included */
         d = fabs((double)g - (double)f);
-        lo = bl__f16_to_f32((uint16_t)(h - 1));
-        hi = bl__f16_to_f32((uint16_t)(h + 1));
-        dn = fabs((double)lo - (double)f) < fabs((double)hi - (double)f) ? fabs((double)lo - (double)f) : fabs((double)hi - (double)f);
-        if ((h & 0x7fff) && (h & 0x7fff) != 0x7bff && d > dn) bad++;          /* a neighbour is nearer */
-        if ((h & 0x7fff) && (h & 0x7fff) != 0x7bff && d == dn && (h & 1)) bad++; /* a tie kept the odd one */
+        dn = fabs((double)bl__f16_to_f32((uint16_t)(h + 1)) - (double)f); /* one step away from zero */
+        if (h & 0x7fff) { /* one step towards zero */
+            double dl = fabs((double)bl__f16_to_f32((uint16_t)(h - 1)) - (double)f);
+            if (dl < dn) dn = dl;
+        }
+        if ((h & 0x7fff) != 0x7bff && d > dn) bad++;              /* a neighbour is nearer */
+        if ((h & 0x7fff) != 0x7bff && d == dn && (h & 1)) bad++;  /* a tie kept the odd one */
     }
     CHECK(bad == 0, "f32 -> f16: %d values not rounded to the nearest (ties to even)", bad);
+    CHECK(bad_mode == 0, "f32 -> f16: %d values rounded otherwise under another rounding mode", bad_mode);
     nan_ok = isnan(bl__f16_to_f32(bl__f32_to_f16(NAN)));
     CHECK(nan_ok, "f32 -> f16 keeps NaN");
 }

@@ -262,10 +262,10 @@ static void *bn_map(size_t n) {
 }
 
 /* --kernels: see the comment at the top. */
-static int bn_kernels(void) {
+static int bn_kernels(size_t mib) {
     static const int types[] = {BL__TYPE_Q4_0R, BL_TYPE_Q4_0, BL_TYPE_Q8_0, BL__TYPE_Q4_KR, BL_TYPE_Q4_K, BL_TYPE_Q6_K};
     static const int64_t Ks[] = {768, 2048, 5632};
-    const size_t mem = (size_t)256 << 20;
+    const size_t mem = mib << 20;
     bl__kern k;
     uint8_t *w = (uint8_t *)bn_map(mem), *act = (uint8_t *)malloc(bl__q8a_stride(5632));
     float *x = (float *)malloc(5632 * sizeof(float));
@@ -340,7 +340,8 @@ static void bn_usage(FILE *f) {
                "  -ctk, -ctv f16|f32     type of the KV cache (K and V have one type) [f16, as llama-bench]\n"
                "  --bw-mib N             buffer of the read-bandwidth test in MiB, 0: skip [1024]\n"
                "  --no-warmup            skip the warm-up decode\n"
-               "  --kernels              time the quantized decoding kernels instead, one thread (see the source)\n");
+               "  --kernels              time the quantized decoding kernels instead, one thread (see the source)\n"
+               "  --kernel-mib N         memory the --kernels rows are read from, in MiB [256]\n");
 }
 
 int main(int argc, char **argv) {
@@ -348,9 +349,9 @@ int main(int argc, char **argv) {
     char *model_buf[BN_MAX];
     int n_models = 0, n_bufs = 0;
     bn_list pl, nl, tl;
-    int reps = 5, n_batch = 512, warmup = 1, use_mmap = -1, i, mi, ti, k, rc = 0, first = 1, kv[2] = {1, 1};
+    int reps = 5, n_batch = 512, warmup = 1, kernels = 0, use_mmap = -1, i, mi, ti, k, rc = 0, first = 1, kv[2] = {1, 1};
     bl_model_desc desc;
-    size_t bw_mib = 1024;
+    size_t bw_mib = 1024, kernel_mib = 256;
     const char *fmt = "md";
     char cpu[256];
     double mem_gbps[BN_MAX];
@@ -366,7 +367,7 @@ int main(int argc, char **argv) {
 #define BN_IS(s, l) (!strcmp(a, s) || !strcmp(a, l))
         if (BN_IS("-h", "--help")) { bn_usage(stdout); return 0; }
         else if (!strcmp(a, "--no-warmup")) warmup = 0;
-        else if (!strcmp(a, "--kernels")) return bn_kernels();
+        else if (!strcmp(a, "--kernels")) kernels = 1;
         else if (!v) { fprintf(stderr, "berlin-bench: '%s' needs a value\n", a); bn_usage(stderr); return 1; }
         else if (BN_IS("-m", "--model")) {
             char *s = (char *)malloc(strlen(v) + 1), *tok;
@@ -394,12 +395,21 @@ int main(int argc, char **argv) {
             use_mmap = v[0] == '1';
             i++;
         } else if (!strcmp(a, "--bw-mib")) { bw_mib = (size_t)atol(v); i++; }
+        else if (!strcmp(a, "--kernel-mib")) {
+            kernel_mib = (size_t)atol(v);
+            if (kernel_mib < 1 || kernel_mib > 65536) goto badval;
+            i++;
+        }
         else { fprintf(stderr, "berlin-bench: unknown option '%s'\n", a); bn_usage(stderr); return 1; }
         continue;
     badval:
         fprintf(stderr, "berlin-bench: bad value '%s' for %s\n", v, a);
         return 1;
 #undef BN_IS
+    }
+    if (kernels) {
+        for (i = 0; i < n_bufs; i++) free(model_buf[i]);
+        return bn_kernels(kernel_mib);
     }
     if (kv[0] != kv[1]) { fprintf(stderr, "berlin-bench: the K and V caches have one type here (-ctk and -ctv differ)\n"); return 1; }
     if (!n_models) models[n_models++] = "models/stories260K.gguf";
