@@ -8850,7 +8850,7 @@ BL__AVX512 static float bl__vdot_q4_k_avx512(const uint8_t *w, bl__q8a a, int64_
 
 BL__AVX512 static float bl__vdot_q6_k_avx512(const uint8_t *w, bl__q8a a, int64_t K) {
     __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, cor = acc0;
-    const __m512i m4 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(3);
+    const __m512i m4 = _mm512_set1_epi8(15), m33 = _mm512_set1_epi8(0x33);
     const __m512i half = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     const __m512i quad = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     const __m512i q4 = _mm512_add_epi32(quad, _mm512_set1_epi32(4)), q8 = _mm512_add_epi32(quad, _mm512_set1_epi32(8)), q12 = _mm512_add_epi32(quad, _mm512_set1_epi32(12));
@@ -8864,9 +8864,9 @@ BL__AVX512 static float bl__vdot_q6_k_avx512(const uint8_t *w, bl__q8a a, int64_
         {                                                                                                                  \
             __m512i l = _mm512_loadu_si512((const void *)(x->ql + 64 * (h)));                                             \
             __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(x->qh + 32 * (h)));                           \
-            __m512i qz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);                     \
-            __m512i u01 = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(_mm512_and_si512(qz, m3), 4));       \
-            __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qz, 4), m3), 4)); \
+            __m512i qz = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1), m33); \
+            __m512i u01 = _mm512_ternarylogic_epi32(m4, l, _mm512_slli_epi16(qz, 4), 0xca); /* m4 ? l : qz << 4 */        \
+            __m512i u23 = _mm512_ternarylogic_epi32(m4, _mm512_srli_epi16(l, 4), qz, 0xca);                                 \
             const int8_t *q = a.q + 256 * b + 128 * (h);                                                                  \
             __m512i s01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, _mm512_loadu_si512((const void *)q));          \
             __m512i s23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u23, _mm512_loadu_si512((const void *)(q + 64)));   \
@@ -10037,9 +10037,10 @@ static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, con
     }
 }
 
-/* Work items are handed out dynamically, about eight per thread at a time:
-   when another process shares a core, the thread that runs takes the work
-   instead of waiting at the next barrier for the one that does not. */
+/* Batches hand work items out dynamically, about eight per thread at a
+   time: when another process shares a core, the thread that runs takes the
+   work instead of waiting at the next barrier for the one that does not.
+   (Decoding steps split their loops in contiguous shares: bl__for.) */
 static int bl__chunk(int64_t n_units) {
     int64_t ch = n_units / (8 * (int64_t)BL__N_THREADS());
     return ch < 1 ? 1 : ch > 64 ? 64 : (int)ch;
