@@ -8075,6 +8075,16 @@ static void bl__attn_ref(const float *q, const void *kc, const void *vc, size_t 
 #define BL__AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define BL__AVX512BF __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16")))
 #define BL__INLINE static inline __attribute__((always_inline))
+/* Rows [0, nr) of one quantized matrix by one token, the dot product fn
+   inlined into the loop: the row descriptor and the constants are loaded
+   once, not once per call (a row of 768 takes 20-35 ns; 2-10% of a 134M
+   token). */
+#define BL__VROWS(name, attr, fn)                                                                                        \
+    attr __attribute__((flatten)) static void name(const uint8_t *w, size_t rb, int nr, const bl__q8a *pa, int64_t K, float *y) { \
+        const bl__q8a a = *pa;                                                                                           \
+        int i;                                                                                                           \
+        for (i = 0; i < nr; i++) y[i] = fn(w + (size_t)i * rb, a, K);                                                    \
+    }
 #define BL__UNROLL16 _Pragma("GCC unroll 16")
 
 static int32_t bl__ld32(const void *p) { int32_t v; memcpy(&v, p, 4); return v; }
@@ -8531,6 +8541,13 @@ BL__AVX2 static void bl__attn_avx2(const float *q, const void *kc, const void *v
     if (f16) bl__attn_avx2_t(q, (const uint8_t *)kc, (const uint8_t *)vc, ld, n_att, hd, scale, s, o, 1);
     else bl__attn_avx2_t(q, (const uint8_t *)kc, (const uint8_t *)vc, ld, n_att, hd, scale, s, o, 0);
 }
+
+BL__VROWS(bl__vrows_q4_0_avx2, BL__AVX2, bl__vdot_q4_0_avx2)
+BL__VROWS(bl__vrows_q8_0_avx2, BL__AVX2, bl__vdot_q8_0_avx2)
+BL__VROWS(bl__vrows_q4_k_avx2, BL__AVX2, bl__vdot_q4_k_avx2)
+BL__VROWS(bl__vrows_q6_k_avx2, BL__AVX2, bl__vdot_q6_k_avx2)
+BL__VROWS(bl__vrows_q4_0r_avx2, BL__AVX2, bl__vdot_q4_0r_avx2)
+BL__VROWS(bl__vrows_q4_kr_avx2, BL__AVX2, bl__vdot_q4_kr_avx2)
 
 /* Tiles on AVX2: 16 rows by 2 tokens per pass; pmaddubsw needs codes <= 63
    so that pairs of products fit in 16 bits (Q4_0, Q4_K, Q6_K; Q8_0 uses vdot). */
@@ -9479,6 +9496,14 @@ BL__AVX512 static void bl__attn_avx512(const float *q, const void *kc, const voi
     else bl__attn_avx512_t(q, (const uint8_t *)kc, (const uint8_t *)vc, ld, n_att, hd, scale, s, o, 0);
 }
 
+BL__VROWS(bl__vrows_q4_0_avx512, BL__AVX512, bl__vdot_q4_0_avx512)
+BL__VROWS(bl__vrows_q8_0_avx512, BL__AVX512, bl__vdot_q8_0_avx512)
+BL__VROWS(bl__vrows_q4_k_avx512, BL__AVX512, bl__vdot_q4_k_avx512)
+BL__VROWS(bl__vrows_q6_k_avx512, BL__AVX512, bl__vdot_q6_k_avx512)
+BL__VROWS(bl__vrows_q4_0r_avx512, BL__AVX512, bl__vdot_q4_0r_avx512)
+BL__VROWS(bl__vrows_q4_kr_avx512, BL__AVX512, bl__vdot_q4_kr_avx512)
+#undef BL__VROWS
+
 static void bl__cpuid(unsigned leaf, unsigned sub, unsigned r[4]) {
     __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
 }
@@ -9503,6 +9528,7 @@ typedef struct bl__kern {
     void (*q8a)(const float *x, int64_t K, uint8_t *out);
     void (*bf16a)(const float *x, int64_t n, uint16_t *out);
     bl__vdot_fn vdot[6];   /* Q4_0, Q8_0, Q4_K, Q6_K, Q4_0R, Q4_KR: one row by one token */
+    void (*vrows[6])(const uint8_t *w, size_t rb, int nr, const bl__q8a *a, int64_t K, float *y); /* nr rows of vdot; NULL: vdot */
     bl__gemm_fn gemm_f;    /* F32, F16 weights: up to 4 rows by 4 tokens */
     bl__gemm_fn gemm_bf16; /* BF16 weights, BF16 activations */
     bl__gemm_fn gemv_f;    /* F32, F16 weights: up to 8 rows by one token; NULL: gemm_f */
@@ -9589,6 +9615,12 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->vdot[3] = bl__vdot_q6_k_avx2;
         k->vdot[4] = bl__vdot_q4_0r_avx2;
         k->vdot[5] = bl__vdot_q4_kr_avx2;
+        k->vrows[0] = bl__vrows_q4_0_avx2;
+        k->vrows[1] = bl__vrows_q8_0_avx2;
+        k->vrows[2] = bl__vrows_q4_k_avx2;
+        k->vrows[3] = bl__vrows_q6_k_avx2;
+        k->vrows[4] = bl__vrows_q4_0r_avx2;
+        k->vrows[5] = bl__vrows_q4_kr_avx2;
         k->gemm_f = bl__gemm_f_avx2;
         k->gemm_bf16 = bl__gemm_f_avx2;
         k->dot = bl__dot_avx2;
@@ -9612,6 +9644,12 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->vdot[3] = bl__vdot_q6_k_avx512;
         k->vdot[4] = bl__vdot_q4_0r_avx512;
         k->vdot[5] = bl__vdot_q4_kr_avx512;
+        k->vrows[0] = bl__vrows_q4_0_avx512;
+        k->vrows[1] = bl__vrows_q8_0_avx512;
+        k->vrows[2] = bl__vrows_q4_k_avx512;
+        k->vrows[3] = bl__vrows_q6_k_avx512;
+        k->vrows[4] = bl__vrows_q4_0r_avx512;
+        k->vrows[5] = bl__vrows_q4_kr_avx512;
         k->gemm_f = bl__gemm_f_avx512;
         if (f & BL__CPU_AVX512BF16) k->gemm_bf16 = bl__gemm_bf16_avx512;
         k->gemv_f = bl__gemv_f_avx512;
@@ -10011,7 +10049,8 @@ static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, con
             int i;
             for (b = 0; b < nb; b++) { /* the row descriptor built once: rebuilt per call it stalls each call on store forwarding */
                 const bl__q8a qa = bl__q8a_at(A->q8 + (size_t)b * A->sq8, K);
-                for (i = 0; i < nr; i++) dst[(size_t)b * ld + (size_t)i] = vd(W->data + (size_t)(r + i) * rb, qa, K);
+                if (k->vrows[bl__qslot(W->type)]) k->vrows[bl__qslot(W->type)](W->data + (size_t)r * rb, rb, nr, &qa, K, dst + (size_t)b * ld);
+                else for (i = 0; i < nr; i++) dst[(size_t)b * ld + (size_t)i] = vd(W->data + (size_t)(r + i) * rb, qa, K);
             }
         } else {
             bl__gemm_fn gm = kind == BL__ACT_BF16 ? k->gemm_bf16 : k->gemm_f;

@@ -140,6 +140,39 @@ static void test_vdot(const bl__kern *k) {
     }
 }
 
+/* vrows (several rows in one call) gives each row vdot's bits, in every
+   layout, for 1 to 5 rows. */
+static void test_vrows(const bl__kern *k) {
+    static const int64_t Ks[3] = {256, 768, 2816};
+    static const int base[6] = {BL_TYPE_Q4_0, BL_TYPE_Q8_0, BL_TYPE_Q4_K, BL_TYPE_Q6_K, BL_TYPE_Q4_0, BL_TYPE_Q4_K};
+    int slot, ki, nr, i, bad = 0, calls = 0;
+    for (slot = 0; slot < 6; slot++)
+        for (ki = 0; ki < 3; ki++) {
+            const int64_t K = Ks[ki];
+            const size_t rb = bl__row_bytes(base[slot], K);
+            uint8_t *w = (uint8_t *)malloc(rb * 5), *wr = (uint8_t *)malloc(rb * 5), *a = (uint8_t *)malloc(bl__q8a_stride(K));
+            float *x = (float *)malloc((size_t)K * sizeof(float)), y[5];
+            bl__q8a qa;
+            for (i = 0; i < K; i++) x[i] = frand();
+            for (i = 0; i < 5; i++) {
+                fill_row(base[slot], w + (size_t)i * rb, K);
+                if (slot == 4) bl__q4_0r_from_q4_0(w + (size_t)i * rb, wr + (size_t)i * rb, K);
+                else if (slot == 5) bl__q4_kr_from_q4_k(w + (size_t)i * rb, wr + (size_t)i * rb, K);
+                else memcpy(wr + (size_t)i * rb, w + (size_t)i * rb, rb);
+            }
+            k->q8a(x, K, a);
+            qa = bl__q8a_at(a, K);
+            for (nr = 1; nr <= 5 && k->vrows[slot]; nr++) {
+                k->vrows[slot](wr, rb, nr, &qa, K, y);
+                calls++;
+                for (i = 0; i < nr; i++) bad += y[i] != k->vdot[slot](wr + (size_t)i * rb, qa, K);
+            }
+            free(w); free(wr); free(a); free(x);
+        }
+    CHECK(bad == 0, "%s vrows: %d rows differ from vdot", k->name, bad);
+    CHECK(k->level == BL__SIMD_SCALAR || calls == 6 * 3 * 5, "%s has vrows for every quantized layout (%d calls)", k->name, calls);
+}
+
 /* Float-weight GEMM: every nr, nt up to 4, odd lengths. */
 static void test_gemm_f(const bl__kern *k) {
     static const int ftypes[3] = {BL_TYPE_F32, BL_TYPE_F16, BL_TYPE_BF16};
@@ -478,6 +511,7 @@ int main(void) {
         if (bl__kern_init(&k, lv) != lv) { printf("level %d not supported here: skipped\n", lv); continue; }
         test_act(&k);
         test_vdot(&k);
+        test_vrows(&k);
         test_gemm_f(&k);
         test_gemv_f(&k);
         test_tiles(&k);
