@@ -57,6 +57,9 @@
        BL_ASSERT(x)                  programmer-error check [assert]
        BL_NO_MMAP                    read files into memory instead of mmap [off]
        BL_NO_THREADS                 never use OpenMP even when compiled with it [off]
+       BL_TEAM_MIN_BYTES             models with fewer weight bytes run every step on one
+                                     thread; 0: every step on as many threads as asked, never
+                                     timed against one (the tests use it) [16 MiB]
        BL_NO_SIMD                    plain C kernels only [off]
        BL_API                        linkage of public functions [extern]
      None of these changes a public struct's layout; they matter only in the file
@@ -462,6 +465,10 @@ extern int madvise(void *addr, size_t len, int advice);
 #include <dirent.h>
 #include <sys/stat.h>
 #define BL__POSIX 1
+#endif
+
+#ifndef BL_TEAM_MIN_BYTES
+#define BL_TEAM_MIN_BYTES ((size_t)16 << 20)
 #endif
 
 #if defined(_OPENMP) && !defined(BL_NO_THREADS)
@@ -10102,8 +10109,8 @@ typedef struct bl__job {
 typedef void (*bl__item_fn)(const bl__job *j, int64_t i0, int64_t i1);
 
 /* Items [0, n) of one loop of a forward step, given to fn a range at a
-   time, and a barrier at the end. Steps too short for the tiles (decoding)
-   are bound by memory: each thread takes one contiguous share of the first
+   time, and a barrier at the end. Steps too short for the tiles (decoding;
+   every step with the plain C kernels, which have none) are bound by memory: each thread takes one contiguous share of the first
    7/8, so it reads one long stream the hardware prefetchers follow, and the
    last 1/8 is handed out in pieces to whichever thread is free first (a
    core slowed by other work is made up for). Handing out everything in
@@ -10279,7 +10286,7 @@ static void bl__forward_team(bl__ws *c, int nb, float *out, int n_out, int out_f
 /* One forward step over the segments w->segs[0..n_segs): stacks their
    rows, runs them, hands each segment its logits and advances its context. */
 static void bl__forward(bl__ws *w, int n_segs) {
-    const size_t nv = (size_t)w->m->hp.n_vocab;
+    const size_t nv = (size_t)w->m->hp.n_vocab, team_min = BL_TEAM_MIN_BYTES;
     int nt = w->n_threads, nb = 0, n_out = 0, out_first, s, b;
     float *out = n_segs == 1 ? w->segs[0].out : w->stage;
     for (s = 0; s < n_segs; s++) {
@@ -10298,7 +10305,7 @@ static void bl__forward(bl__ws *w, int n_segs) {
     /* A model this small (stories260K: 1 MB) gains nothing from a second
        thread: its matrices take less time than the barriers between them,
        and a barrier waiting on a preempted thread costs a whole time slice. */
-    if (w->m->info.weight_bytes < ((size_t)16 << 20) || (double)w->m->info.weight_bytes * (double)nb < 64e6) nt = 1;
+    if (team_min && (w->m->info.weight_bytes < team_min || (double)w->m->info.weight_bytes * (double)nb < 64e6)) nt = 1;
 #if defined(_OPENMP) && !defined(BL_NO_THREADS)
     {
         /* Small steps (decoding) are timed with all threads and, one step in
@@ -10307,7 +10314,7 @@ static void bl__forward(bl__ws *w, int n_segs) {
            each of the step's barriers can then wait a time slice for the
            thread that shares it, and two threads decode at half the speed of
            one. The logits are the same either way. */
-        const int timed = nt > 1 && nb <= 4;
+        const int timed = nt > 1 && nb <= 4 && team_min;
         int slot = 0;
         double t0 = 0;
         if (timed) {

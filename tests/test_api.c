@@ -484,7 +484,7 @@ static void test_weights_modes(void) {
 }
 
 /* A KV cache type other than F32 or F16 is refused with a message naming
-   it; F16 and the default F32 are taken. */
+   it; F16 is taken (F32, the default, every other test uses). */
 static void test_kv_types(const bl_model *m) {
     static const int types[5] = {BL_TYPE_BF16, BL_TYPE_Q8_0, 99, -1, BL_TYPE_F16};
     int i;

@@ -18,6 +18,7 @@
    chunks of 3, the others with whole prompts. A third pass does the best
    kernels' again with every context on an F16 KV cache. */
 #define _POSIX_C_SOURCE 200809L /* setenv */
+#define BL_TEAM_MIN_BYTES 0      /* these small models too run on a team of two: the threaded loops are tested */
 #define BERLIN_IMPLEMENTATION
 #include "berlin.h"
 #include "testutil.h"

@@ -397,7 +397,7 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--bw-mib")) { bw_mib = (size_t)atol(v); i++; }
         else if (!strcmp(a, "--kernel-mib")) {
             kernel_mib = (size_t)atol(v);
-            if (kernel_mib < 1 || kernel_mib > 65536) goto badval;
+            if (kernel_mib < 1 || kernel_mib > 65536 || kernel_mib > SIZE_MAX >> 20) goto badval;
             i++;
         }
         else { fprintf(stderr, "berlin-bench: unknown option '%s'\n", a); bn_usage(stderr); return 1; }
