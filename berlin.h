@@ -8092,6 +8092,14 @@ static void bl__attn_ref(const float *q, const void *kc, const void *vc, size_t 
         int i;                                                                                                           \
         for (i = 0; i < nr; i++) y[i] = fn(w + (size_t)i * rb, a, K);                                                    \
     }
+/* the six of one level, named bl__vrows_TYPE_lv */
+#define BL__VROWS_ALL(attr, lv)                                                                                          \
+    BL__VROWS(bl__vrows_q4_0_##lv, attr, bl__vdot_q4_0_##lv)                                                             \
+    BL__VROWS(bl__vrows_q8_0_##lv, attr, bl__vdot_q8_0_##lv)                                                             \
+    BL__VROWS(bl__vrows_q4_k_##lv, attr, bl__vdot_q4_k_##lv)                                                             \
+    BL__VROWS(bl__vrows_q6_k_##lv, attr, bl__vdot_q6_k_##lv)                                                             \
+    BL__VROWS(bl__vrows_q4_0r_##lv, attr, bl__vdot_q4_0r_##lv)                                                           \
+    BL__VROWS(bl__vrows_q4_kr_##lv, attr, bl__vdot_q4_kr_##lv)
 #define BL__UNROLL16 _Pragma("GCC unroll 16")
 
 static int32_t bl__ld32(const void *p) { int32_t v; memcpy(&v, p, 4); return v; }
@@ -8549,12 +8557,7 @@ BL__AVX2 static void bl__attn_avx2(const float *q, const void *kc, const void *v
     else bl__attn_avx2_t(q, (const uint8_t *)kc, (const uint8_t *)vc, ld, n_att, hd, scale, s, o, 0);
 }
 
-BL__VROWS(bl__vrows_q4_0_avx2, BL__AVX2, bl__vdot_q4_0_avx2)
-BL__VROWS(bl__vrows_q8_0_avx2, BL__AVX2, bl__vdot_q8_0_avx2)
-BL__VROWS(bl__vrows_q4_k_avx2, BL__AVX2, bl__vdot_q4_k_avx2)
-BL__VROWS(bl__vrows_q6_k_avx2, BL__AVX2, bl__vdot_q6_k_avx2)
-BL__VROWS(bl__vrows_q4_0r_avx2, BL__AVX2, bl__vdot_q4_0r_avx2)
-BL__VROWS(bl__vrows_q4_kr_avx2, BL__AVX2, bl__vdot_q4_kr_avx2)
+BL__VROWS_ALL(BL__AVX2, avx2)
 
 /* Tiles on AVX2: 16 rows by 2 tokens per pass; pmaddubsw needs codes <= 63
    so that pairs of products fit in 16 bits (Q4_0, Q4_K, Q6_K; Q8_0 uses vdot). */
@@ -9503,12 +9506,8 @@ BL__AVX512 static void bl__attn_avx512(const float *q, const void *kc, const voi
     else bl__attn_avx512_t(q, (const uint8_t *)kc, (const uint8_t *)vc, ld, n_att, hd, scale, s, o, 0);
 }
 
-BL__VROWS(bl__vrows_q4_0_avx512, BL__AVX512, bl__vdot_q4_0_avx512)
-BL__VROWS(bl__vrows_q8_0_avx512, BL__AVX512, bl__vdot_q8_0_avx512)
-BL__VROWS(bl__vrows_q4_k_avx512, BL__AVX512, bl__vdot_q4_k_avx512)
-BL__VROWS(bl__vrows_q6_k_avx512, BL__AVX512, bl__vdot_q6_k_avx512)
-BL__VROWS(bl__vrows_q4_0r_avx512, BL__AVX512, bl__vdot_q4_0r_avx512)
-BL__VROWS(bl__vrows_q4_kr_avx512, BL__AVX512, bl__vdot_q4_kr_avx512)
+BL__VROWS_ALL(BL__AVX512, avx512)
+#undef BL__VROWS_ALL
 #undef BL__VROWS
 
 static void bl__cpuid(unsigned leaf, unsigned sub, unsigned r[4]) {
