@@ -534,9 +534,11 @@ static char *bl__strndup(const char *s, size_t n) {
 #if defined(__GNUC__) || defined(__clang__)
 #define BL__PRINTF(a, b) __attribute__((format(printf, a, b)))
 #define BL__PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
+#define BL__FLATTEN __attribute__((flatten))
 #else
 #define BL__PRINTF(a, b)
 #define BL__PREFETCH_L2(p) ((void)(p))
+#define BL__FLATTEN
 #endif
 
 static bl_result bl__fmt(char *err, bl_result code, const char *fmt, ...) BL__PRINTF(3, 4);
@@ -7805,6 +7807,27 @@ static float bl__vdot_q6_k_ref(const uint8_t *w, bl__q8a a, int64_t K) {
     return acc;
 }
 
+/* Rows [0, nr) of one quantized matrix by one token, the dot product fn
+   inlined into the loop: the row descriptor and the constants are loaded
+   once, not once per call (a row of 768 takes 20-35 ns; 2-10% of a 134M
+   token). */
+#define BL__VROWS(name, attr, fn)                                                                                        \
+    attr BL__FLATTEN static void name(const uint8_t *w, size_t rb, int nr, const bl__q8a *pa, int64_t K, float *y) { \
+        const bl__q8a a = *pa;                                                                                           \
+        int i;                                                                                                           \
+        for (i = 0; i < nr; i++) y[i] = fn(w + (size_t)i * rb, a, K);                                                    \
+    }
+/* the six of one level, named bl__vrows_TYPE_lv */
+#define BL__VROWS_ALL(attr, lv)                                                                                          \
+    BL__VROWS(bl__vrows_q4_0_##lv, attr, bl__vdot_q4_0_##lv)                                                             \
+    BL__VROWS(bl__vrows_q8_0_##lv, attr, bl__vdot_q8_0_##lv)                                                             \
+    BL__VROWS(bl__vrows_q4_k_##lv, attr, bl__vdot_q4_k_##lv)                                                             \
+    BL__VROWS(bl__vrows_q6_k_##lv, attr, bl__vdot_q6_k_##lv)                                                             \
+    BL__VROWS(bl__vrows_q4_0r_##lv, attr, bl__vdot_q4_0r_##lv)                                                           \
+    BL__VROWS(bl__vrows_q4_kr_##lv, attr, bl__vdot_q4_kr_##lv)
+#define BL__NO_ATTR
+BL__VROWS_ALL(BL__NO_ATTR, ref)
+
 static float bl__dot_f32(const float *a, const float *b, int64_t n) {
     float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i;
@@ -8082,24 +8105,6 @@ static void bl__attn_ref(const float *q, const void *kc, const void *vc, size_t 
 #define BL__AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define BL__AVX512BF __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16")))
 #define BL__INLINE static inline __attribute__((always_inline))
-/* Rows [0, nr) of one quantized matrix by one token, the dot product fn
-   inlined into the loop: the row descriptor and the constants are loaded
-   once, not once per call (a row of 768 takes 20-35 ns; 2-10% of a 134M
-   token). */
-#define BL__VROWS(name, attr, fn)                                                                                        \
-    attr __attribute__((flatten)) static void name(const uint8_t *w, size_t rb, int nr, const bl__q8a *pa, int64_t K, float *y) { \
-        const bl__q8a a = *pa;                                                                                           \
-        int i;                                                                                                           \
-        for (i = 0; i < nr; i++) y[i] = fn(w + (size_t)i * rb, a, K);                                                    \
-    }
-/* the six of one level, named bl__vrows_TYPE_lv */
-#define BL__VROWS_ALL(attr, lv)                                                                                          \
-    BL__VROWS(bl__vrows_q4_0_##lv, attr, bl__vdot_q4_0_##lv)                                                             \
-    BL__VROWS(bl__vrows_q8_0_##lv, attr, bl__vdot_q8_0_##lv)                                                             \
-    BL__VROWS(bl__vrows_q4_k_##lv, attr, bl__vdot_q4_k_##lv)                                                             \
-    BL__VROWS(bl__vrows_q6_k_##lv, attr, bl__vdot_q6_k_##lv)                                                             \
-    BL__VROWS(bl__vrows_q4_0r_##lv, attr, bl__vdot_q4_0r_##lv)                                                           \
-    BL__VROWS(bl__vrows_q4_kr_##lv, attr, bl__vdot_q4_kr_##lv)
 #define BL__UNROLL16 _Pragma("GCC unroll 16")
 
 static int32_t bl__ld32(const void *p) { int32_t v; memcpy(&v, p, 4); return v; }
@@ -9507,8 +9512,6 @@ BL__AVX512 static void bl__attn_avx512(const float *q, const void *kc, const voi
 }
 
 BL__VROWS_ALL(BL__AVX512, avx512)
-#undef BL__VROWS_ALL
-#undef BL__VROWS
 
 static void bl__cpuid(unsigned leaf, unsigned sub, unsigned r[4]) {
     __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
@@ -9534,7 +9537,7 @@ typedef struct bl__kern {
     void (*q8a)(const float *x, int64_t K, uint8_t *out);
     void (*bf16a)(const float *x, int64_t n, uint16_t *out);
     bl__vdot_fn vdot[6];   /* Q4_0, Q8_0, Q4_K, Q6_K, Q4_0R, Q4_KR: one row by one token */
-    void (*vrows[6])(const uint8_t *w, size_t rb, int nr, const bl__q8a *a, int64_t K, float *y); /* nr rows of vdot; NULL: vdot */
+    void (*vrows[6])(const uint8_t *w, size_t rb, int nr, const bl__q8a *a, int64_t K, float *y); /* nr rows of vdot, inlined */
     bl__gemm_fn gemm_f;    /* F32, F16 weights: up to 4 rows by 4 tokens */
     bl__gemm_fn gemm_bf16; /* BF16 weights, BF16 activations */
     bl__gemm_fn gemv_f;    /* F32, F16 weights: up to 8 rows by one token; NULL: gemm_f */
@@ -9598,6 +9601,12 @@ static int bl__kern_init(bl__kern *k, int level) {
     k->vdot[3] = bl__vdot_q6_k_ref;
     k->vdot[4] = bl__vdot_q4_0r_ref;
     k->vdot[5] = bl__vdot_q4_kr_ref;
+    k->vrows[0] = bl__vrows_q4_0_ref;
+    k->vrows[1] = bl__vrows_q8_0_ref;
+    k->vrows[2] = bl__vrows_q4_k_ref;
+    k->vrows[3] = bl__vrows_q6_k_ref;
+    k->vrows[4] = bl__vrows_q4_0r_ref;
+    k->vrows[5] = bl__vrows_q4_kr_ref;
     k->gemm_f = bl__gemm_f_ref;
     k->gemm_bf16 = bl__gemm_f_ref;
     k->tile_pack = bl__tile_pack;
@@ -10051,12 +10060,9 @@ static void bl__rows(bl__ws *c, const bl__weight *W, int64_t r0, int64_t r1, con
                 bl__prefetch_part(W->data + (size_t)(r + n) * rb, (size_t)nn * rb, &o, b + 8, nb);
             }
         } else if (kind == BL__ACT_Q8) {
-            bl__vdot_fn vd = k->vdot[bl__qslot(W->type)];
-            int i;
             for (b = 0; b < nb; b++) { /* the row descriptor built once: rebuilt per call it stalls each call on store forwarding */
                 const bl__q8a qa = bl__q8a_at(A->q8 + (size_t)b * A->sq8, K);
-                if (k->vrows[bl__qslot(W->type)]) k->vrows[bl__qslot(W->type)](W->data + (size_t)r * rb, rb, nr, &qa, K, dst + (size_t)b * ld);
-                else for (i = 0; i < nr; i++) dst[(size_t)b * ld + (size_t)i] = vd(W->data + (size_t)(r + i) * rb, qa, K);
+                k->vrows[bl__qslot(W->type)](W->data + (size_t)r * rb, rb, nr, &qa, K, dst + (size_t)b * ld);
             }
         } else {
             bl__gemm_fn gm = kind == BL__ACT_BF16 ? k->gemm_bf16 : k->gemm_f;
@@ -10109,9 +10115,10 @@ typedef void (*bl__item_fn)(const bl__job *j, int64_t i0, int64_t i1);
 
 /* Items [0, n) of one loop of a forward step, given to fn a range at a
    time, and a barrier at the end. Steps too short for the tiles (decoding;
-   every step with the plain C kernels, which have none) are bound by memory: each thread takes one contiguous share of the first
-   7/8, so it reads one long stream the hardware prefetchers follow, and the
-   last 1/8 is handed out in pieces to whichever thread is free first (a
+   every step with the plain C kernels, which have none) are bound by
+   memory: each thread takes one contiguous share of the first 7/8, so it
+   reads one long stream the hardware prefetchers follow, and the last 1/8
+   is handed out in pieces to whichever thread is free first (a
    core slowed by other work is made up for). Handing out everything in
    pieces made each thread jump between pieces of 20-30 KB and cost 13% of
    a 1.1B Q4_0 token and 25% of a 134M one. Batches are bound by arithmetic:
