@@ -8224,15 +8224,18 @@ BL__AVX2 static float bl__vdot_q4_0r_avx2(const uint8_t *w, bl__q8a a, int64_t K
 /* Q4_K's 8 scales and 8 mins as floats, unpacked in registers (through
    bytes in memory they would cost a failed store forwarding per block). */
 BL__INLINE BL__AVX2 void bl__k4_scales_ps(const uint8_t *q, __m256 *sc, __m256 *mn) {
-    uint32_t a, b, c;
-    __m128i v;
-    memcpy(&a, q, 4);
-    memcpy(&b, q + 4, 4);
-    memcpy(&c, q + 8, 4);
-    v = _mm_setr_epi32((int)(a & 0x3f3f3f3fu), (int)((c & 0x0f0f0f0fu) | ((a >> 2) & 0x30303030u)), (int)(b & 0x3f3f3f3fu),
-                       (int)(((c >> 4) & 0x0f0f0f0fu) | ((b >> 2) & 0x30303030u)));
-    *sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
-    *mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8)));
+    /* 12 bytes: scales 0-3 and mins 0-3 (6 bits, their top 2 bits the top
+       bits of scales and mins 4-7), then the low nibbles of scales 4-7 and,
+       above them, of mins 4-7. Read 16 (the 4 after are still the row's). */
+    const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)q);
+    const __m128i lo = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i hi = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    const __m128i keep = _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0);
+    const __m128i up = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15);
+    const __m128i r = _mm_or_si128(_mm_or_si128(_mm_and_si128(lo, keep), _mm_and_si128(_mm_srli_epi16(lo, 4), up)),
+                                   _mm_srli_epi16(_mm_and_si128(hi, _mm_set1_epi8((char)0xc0)), 2));
+    *sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(r));
+    *mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(r, 8)));
 }
 
 /* Q4_KR (see bl__q4_kr_from_q4_k): a block's eight sub-block sums in the
