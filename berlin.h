@@ -9589,6 +9589,18 @@ static int bl__cpu_features(void) {
 }
 
 /* Fill k for `level`, lowered to what the CPU supports; returns the level. */
+/* A level's one-row dot products and their several-row loops, slot by slot
+   (bl__qslot's order). */
+#define BL__SET_VDOT(k, lv)                                                                                              \
+    do {                                                                                                                 \
+        (k)->vdot[0] = bl__vdot_q4_0_##lv; (k)->vrows[0] = bl__vrows_q4_0_##lv;                                          \
+        (k)->vdot[1] = bl__vdot_q8_0_##lv; (k)->vrows[1] = bl__vrows_q8_0_##lv;                                          \
+        (k)->vdot[2] = bl__vdot_q4_k_##lv; (k)->vrows[2] = bl__vrows_q4_k_##lv;                                          \
+        (k)->vdot[3] = bl__vdot_q6_k_##lv; (k)->vrows[3] = bl__vrows_q6_k_##lv;                                          \
+        (k)->vdot[4] = bl__vdot_q4_0r_##lv; (k)->vrows[4] = bl__vrows_q4_0r_##lv;                                        \
+        (k)->vdot[5] = bl__vdot_q4_kr_##lv; (k)->vrows[5] = bl__vrows_q4_kr_##lv;                                        \
+    } while (0)
+
 static int bl__kern_init(bl__kern *k, int level) {
     int f = bl__cpu_features();
     if (level >= BL__SIMD_AVX512 && !(f & BL__CPU_AVX512)) level = BL__SIMD_AVX2;
@@ -9598,18 +9610,7 @@ static int bl__kern_init(bl__kern *k, int level) {
     k->level = BL__SIMD_SCALAR;
     k->q8a = bl__q8a_ref;
     k->bf16a = bl__bf16a_ref;
-    k->vdot[0] = bl__vdot_q4_0_ref;
-    k->vdot[1] = bl__vdot_q8_0_ref;
-    k->vdot[2] = bl__vdot_q4_k_ref;
-    k->vdot[3] = bl__vdot_q6_k_ref;
-    k->vdot[4] = bl__vdot_q4_0r_ref;
-    k->vdot[5] = bl__vdot_q4_kr_ref;
-    k->vrows[0] = bl__vrows_q4_0_ref;
-    k->vrows[1] = bl__vrows_q8_0_ref;
-    k->vrows[2] = bl__vrows_q4_k_ref;
-    k->vrows[3] = bl__vrows_q6_k_ref;
-    k->vrows[4] = bl__vrows_q4_0r_ref;
-    k->vrows[5] = bl__vrows_q4_kr_ref;
+    BL__SET_VDOT(k, ref);
     k->gemm_f = bl__gemm_f_ref;
     k->gemm_bf16 = bl__gemm_f_ref;
     k->tile_pack = bl__tile_pack;
@@ -9627,18 +9628,7 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->name = "avx2";
         k->level = BL__SIMD_AVX2;
         k->q8a = bl__q8a_avx2;
-        k->vdot[0] = bl__vdot_q4_0_avx2;
-        k->vdot[1] = bl__vdot_q8_0_avx2;
-        k->vdot[2] = bl__vdot_q4_k_avx2;
-        k->vdot[3] = bl__vdot_q6_k_avx2;
-        k->vdot[4] = bl__vdot_q4_0r_avx2;
-        k->vdot[5] = bl__vdot_q4_kr_avx2;
-        k->vrows[0] = bl__vrows_q4_0_avx2;
-        k->vrows[1] = bl__vrows_q8_0_avx2;
-        k->vrows[2] = bl__vrows_q4_k_avx2;
-        k->vrows[3] = bl__vrows_q6_k_avx2;
-        k->vrows[4] = bl__vrows_q4_0r_avx2;
-        k->vrows[5] = bl__vrows_q4_kr_avx2;
+        BL__SET_VDOT(k, avx2);
         k->gemm_f = bl__gemm_f_avx2;
         k->gemm_bf16 = bl__gemm_f_avx2;
         k->dot = bl__dot_avx2;
@@ -9656,18 +9646,7 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->level = BL__SIMD_AVX512;
         k->q8a = bl__q8a_avx512;
         k->bf16a = bl__bf16a_avx512;
-        k->vdot[0] = bl__vdot_q4_0_avx512;
-        k->vdot[1] = bl__vdot_q8_0_avx512;
-        k->vdot[2] = bl__vdot_q4_k_avx512;
-        k->vdot[3] = bl__vdot_q6_k_avx512;
-        k->vdot[4] = bl__vdot_q4_0r_avx512;
-        k->vdot[5] = bl__vdot_q4_kr_avx512;
-        k->vrows[0] = bl__vrows_q4_0_avx512;
-        k->vrows[1] = bl__vrows_q8_0_avx512;
-        k->vrows[2] = bl__vrows_q4_k_avx512;
-        k->vrows[3] = bl__vrows_q6_k_avx512;
-        k->vrows[4] = bl__vrows_q4_0r_avx512;
-        k->vrows[5] = bl__vrows_q4_kr_avx512;
+        BL__SET_VDOT(k, avx512);
         k->gemm_f = bl__gemm_f_avx512;
         if (f & BL__CPU_AVX512BF16) k->gemm_bf16 = bl__gemm_bf16_avx512;
         k->gemv_f = bl__gemv_f_avx512;
