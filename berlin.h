@@ -8052,36 +8052,40 @@ static void bl__rope_ref(float *v, const float *cs, const float *sn, int head_di
     }
 }
 
-/* Attention for one query head over n_att cached positions. The cache holds
-   a head transposed, element d of position t at kc[d * ld + t] (and
-   vc[d * ld + t]): q.k for many positions is then a sum of q[d] times
-   consecutive floats, with no horizontal sums, and each element of the
-   output a dot product along consecutive floats. Scores go to s (n_att
-   floats of scratch), the softmax-weighted sum of the values to o (hd). */
-/* Element i of a cache row: float, or F16 when f16. */
+/* The KV cache of one (layer, KV head) holds its keys in tiles of
+   BL__KV_TILE positions, each tile transposed: element d of position t at
+   bl__k_at(hd, t, d). q.k for 16 positions is then a sum of q[d] times 16
+   consecutive elements, with no horizontal sums, and the keys of positions
+   0..t are one stream through memory. The values are one row per position,
+   element d of position t at t * hd + d: the output is a sum of whole rows
+   scaled by their weights, again one stream. (Each head used to be
+   transposed whole, with rows of n_ctx: a decoding step then read hd short
+   pieces n_ctx apart, and in a long context every piece was a miss of its
+   own.) Positions per head are rounded up to whole tiles: bl__kv_len. */
+#define BL__KV_TILE 16
+static size_t bl__k_at(int hd, int t, int d) {
+    return ((size_t)(t / BL__KV_TILE) * (size_t)hd + (size_t)d) * BL__KV_TILE + (size_t)(t % BL__KV_TILE);
+}
+static size_t bl__kv_len(int n_ctx) { return ((size_t)n_ctx + BL__KV_TILE - 1) / BL__KV_TILE * BL__KV_TILE; }
+
+/* Element i of a cache: float, or F16 when f16. */
 static float bl__kv_at(const void *p, size_t i, int f16) {
     return f16 ? bl__f16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
 }
 
-static void bl__attn_ref(const float *q, const void *kc, const void *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o, int f16) {
+/* Attention for one query head over n_att cached positions of one KV head
+   (kc, vc: its keys and values, laid out as above). Scores go to s (n_att
+   floats of scratch), the softmax-weighted sum of the values to o (hd). */
+static void bl__attn_ref(const float *q, const void *kc, const void *vc, int n_att, int hd, float scale, float *s, float *o, int f16) {
     int t, d;
     for (t = 0; t < n_att; t++) s[t] = 0;
     for (d = 0; d < hd; d++)
-        for (t = 0; t < n_att; t++) s[t] += q[d] * bl__kv_at(kc, (size_t)d * ld + (size_t)t, f16);
+        for (t = 0; t < n_att; t++) s[t] += q[d] * bl__kv_at(kc, bl__k_at(hd, t, d), f16);
     for (t = 0; t < n_att; t++) s[t] *= scale;
     bl__softmax_ref(s, n_att);
-    for (d = 0; d < hd; d++) {
-        if (!f16) o[d] = bl__dot_f32(s, (const float *)vc + (size_t)d * ld, n_att);
-        else { /* bl__dot_f32's order, on the F16 row */
-            float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            const size_t r = (size_t)d * ld;
-            int k;
-            for (t = 0; t + 8 <= n_att; t += 8)
-                for (k = 0; k < 8; k++) a[k] += s[t + k] * bl__kv_at(vc, r + (size_t)(t + k), 1);
-            for (; t < n_att; t++) a[0] += s[t] * bl__kv_at(vc, r + (size_t)t, 1);
-            o[d] = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
-        }
-    }
+    for (d = 0; d < hd; d++) o[d] = 0;
+    for (t = 0; t < n_att; t++)
+        for (d = 0; d < hd; d++) o[d] += s[t] * bl__kv_at(vc, (size_t)t * (size_t)hd + (size_t)d, f16);
 }
 
 /* ---- x86 SIMD variants ----------------------------------------------------
@@ -8522,47 +8526,55 @@ BL__AVX2 static void bl__swiglu_avx2(float *g, const float *u, int64_t n) {
 BL__INLINE BL__AVX2 __m256 bl__kv8_avx2(const uint8_t *p, size_t i, const int f16) { /* elements i..i+7 of a cache row */
     return f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p + 2 * i))) : _mm256_loadu_ps((const float *)(const void *)(p + 4 * i));
 }
-BL__INLINE BL__AVX2 void bl__attn_avx2_t(const float *q, const uint8_t *kc, const uint8_t *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o,
-                                        const int f16) {
+BL__INLINE BL__AVX2 void bl__attn_avx2_t(const float *q, const uint8_t *kc, const uint8_t *vc, int n_att, int hd, float scale, float *s, float *o, const int f16) {
     const __m256 sc = _mm256_set1_ps(scale);
     int t = 0, d;
-    for (; t + 16 <= n_att; t += 16) {
+    for (; t + 16 <= n_att; t += 16) { /* one tile: hd rows of 16 */
+        const size_t k0 = bl__k_at(hd, t, 0);
         __m256 a0 = _mm256_setzero_ps(), a1 = a0;
         for (d = 0; d < hd; d++) {
-            const size_t i = (size_t)d * ld + (size_t)t;
             const __m256 qd = _mm256_set1_ps(q[d]);
-            a0 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, i, f16), a0);
-            a1 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, i + 8, f16), a1);
+            a0 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, k0 + 16 * (size_t)d, f16), a0);
+            a1 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, k0 + 16 * (size_t)d + 8, f16), a1);
         }
         _mm256_storeu_ps(s + t, _mm256_mul_ps(a0, sc));
         _mm256_storeu_ps(s + t + 8, _mm256_mul_ps(a1, sc));
     }
     for (; t < n_att; t++) {
         float a = 0;
-        for (d = 0; d < hd; d++) a += q[d] * bl__kv_at(kc, (size_t)d * ld + (size_t)t, f16);
+        for (d = 0; d < hd; d++) a += q[d] * bl__kv_at(kc, bl__k_at(hd, t, d), f16);
         s[t] = a * scale;
     }
     bl__softmax_avx2(s, n_att);
-    for (d = 0; d < hd; d++) {
-        if (!f16) o[d] = bl__dot_avx2(s, (const float *)(const void *)vc + (size_t)d * ld, n_att);
-        else { /* bl__dot_avx2's order, on the F16 row */
-            const size_t rv = (size_t)d * ld;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-            float r;
-            for (t = 0; t + 16 <= n_att; t += 16) {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(s + t), bl__kv8_avx2(vc, rv + (size_t)t, 1), a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(s + t + 8), bl__kv8_avx2(vc, rv + (size_t)t + 8, 1), a1);
-            }
-            for (; t + 8 <= n_att; t += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(s + t), bl__kv8_avx2(vc, rv + (size_t)t, 1), a0);
-            r = bl__hsum256(_mm256_add_ps(a0, a1));
-            for (; t < n_att; t++) r += s[t] * bl__kv_at(vc, rv + (size_t)t, 1);
-            o[d] = r;
+    for (d = 0; d + 32 <= hd; d += 32) { /* the value rows, 32 elements at a time */
+        __m256 e0 = _mm256_setzero_ps(), e1 = e0, e2 = e0, e3 = e0;
+        for (t = 0; t < n_att; t++) {
+            const size_t v = (size_t)t * (size_t)hd + (size_t)d;
+            const __m256 w = _mm256_set1_ps(s[t]);
+            e0 = _mm256_fmadd_ps(w, bl__kv8_avx2(vc, v, f16), e0);
+            e1 = _mm256_fmadd_ps(w, bl__kv8_avx2(vc, v + 8, f16), e1);
+            e2 = _mm256_fmadd_ps(w, bl__kv8_avx2(vc, v + 16, f16), e2);
+            e3 = _mm256_fmadd_ps(w, bl__kv8_avx2(vc, v + 24, f16), e3);
         }
+        _mm256_storeu_ps(o + d, e0);
+        _mm256_storeu_ps(o + d + 8, e1);
+        _mm256_storeu_ps(o + d + 16, e2);
+        _mm256_storeu_ps(o + d + 24, e3);
+    }
+    for (; d + 8 <= hd; d += 8) {
+        __m256 e0 = _mm256_setzero_ps();
+        for (t = 0; t < n_att; t++) e0 = _mm256_fmadd_ps(_mm256_set1_ps(s[t]), bl__kv8_avx2(vc, (size_t)t * (size_t)hd + (size_t)d, f16), e0);
+        _mm256_storeu_ps(o + d, e0);
+    }
+    for (; d < hd; d++) {
+        float r = 0;
+        for (t = 0; t < n_att; t++) r += s[t] * bl__kv_at(vc, (size_t)t * (size_t)hd + (size_t)d, f16);
+        o[d] = r;
     }
 }
-BL__AVX2 static void bl__attn_avx2(const float *q, const void *kc, const void *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o, int f16) {
-    if (f16) bl__attn_avx2_t(q, (const uint8_t *)kc, (const uint8_t *)vc, ld, n_att, hd, scale, s, o, 1);
-    else bl__attn_avx2_t(q, (const uint8_t *)kc, (const uint8_t *)vc, ld, n_att, hd, scale, s, o, 0);
+BL__AVX2 static void bl__attn_avx2(const float *q, const void *kc, const void *vc, int n_att, int hd, float scale, float *s, float *o, int f16) {
+    if (f16) bl__attn_avx2_t(q, (const uint8_t *)kc, (const uint8_t *)vc, n_att, hd, scale, s, o, 1);
+    else bl__attn_avx2_t(q, (const uint8_t *)kc, (const uint8_t *)vc, n_att, hd, scale, s, o, 0);
 }
 
 BL__VROWS_ALL(BL__AVX2, avx2)
@@ -9459,13 +9471,13 @@ BL__AVX512 static void bl__rope_avx512(float *v, const float *cs, const float *s
 BL__INLINE BL__AVX512 __m512 bl__kv16_avx512(__mmask16 m, const uint8_t *p, size_t i, const int f16) { /* masked elements i..i+15 of a cache row */
     return f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const void *)(p + 2 * i))) : _mm512_maskz_loadu_ps(m, (const void *)(p + 4 * i));
 }
-BL__INLINE BL__AVX512 void bl__attn_avx512_t(const float *q, const uint8_t *kc, const uint8_t *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o,
+BL__INLINE BL__AVX512 void bl__attn_avx512_t(const float *q, const uint8_t *kc, const uint8_t *vc, int n_att, int hd, float scale, float *s, float *o,
                                             const int f16) {
     const __m512 sc = _mm512_set1_ps(scale);
-    __m512 vmax = _mm512_set1_ps(-FLT_MAX), vsum = _mm512_setzero_ps(), mx;
-    __m256 inv;
-    int t0, d, i;
-    for (t0 = 0; t0 < n_att; t0 += 64) {
+    __m512 vmax = _mm512_set1_ps(-FLT_MAX), vsum = _mm512_setzero_ps(), mx, inv;
+    int t0, d, i, t;
+    for (t0 = 0; t0 < n_att; t0 += 64) { /* four tiles, one after the other in memory */
+        const size_t k0 = bl__k_at(hd, t0, 0);
         __mmask16 m[4];
         __m512 a[4];
         BL__UNROLL16 for (i = 0; i < 4; i++) {
@@ -9473,9 +9485,8 @@ BL__INLINE BL__AVX512 void bl__attn_avx512_t(const float *q, const uint8_t *kc, 
             a[i] = _mm512_setzero_ps();
         }
         for (d = 0; d < hd; d++) {
-            const size_t k = (size_t)d * ld + (size_t)t0;
             const __m512 qd = _mm512_set1_ps(q[d]);
-            BL__UNROLL16 for (i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(qd, bl__kv16_avx512(m[i], kc, k + 16 * (size_t)i, f16), a[i]);
+            BL__UNROLL16 for (i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(qd, bl__kv16_avx512(m[i], kc, k0 + (size_t)16 * ((size_t)i * (size_t)hd + (size_t)d), f16), a[i]);
         }
         BL__UNROLL16 for (i = 0; i < 4; i++) {
             const __m512 r = _mm512_mul_ps(a[i], sc);
@@ -9490,28 +9501,33 @@ BL__INLINE BL__AVX512 void bl__attn_avx512_t(const float *q, const uint8_t *kc, 
         _mm512_mask_storeu_ps(s + t0, m, e);
         vsum = _mm512_add_ps(vsum, e);
     }
-    inv = _mm256_set1_ps(1.0f / bl__hsum512(vsum));
-    for (d = 0; d < hd; d += 8) {
-        const int nd = hd - d < 8 ? hd - d : 8;
-        const size_t v0 = (size_t)d * ld, v1 = v0 + (size_t)(nd > 1) * ld, v2 = v1 + (size_t)(nd > 2) * ld, v3 = v2 + (size_t)(nd > 3) * ld;
-        const size_t v4 = v3 + (size_t)(nd > 4) * ld, v5 = v4 + (size_t)(nd > 5) * ld, v6 = v5 + (size_t)(nd > 6) * ld, v7 = v6 + (size_t)(nd > 7) * ld;
-        __m512 e0 = _mm512_setzero_ps(), e1 = e0, e2 = e0, e3 = e0, e4 = e0, e5 = e0, e6 = e0, e7 = e0;
-        for (t0 = 0; t0 < n_att; t0 += 16) {
-            const __mmask16 m = bl__mask16(n_att - t0);
-            const __m512 w = _mm512_maskz_loadu_ps(m, s + t0);
-#define BL__V(v) bl__kv16_avx512(m, vc, (v) + (size_t)t0, f16)
-            e0 = _mm512_fmadd_ps(w, BL__V(v0), e0); e1 = _mm512_fmadd_ps(w, BL__V(v1), e1);
-            e2 = _mm512_fmadd_ps(w, BL__V(v2), e2); e3 = _mm512_fmadd_ps(w, BL__V(v3), e3);
-            e4 = _mm512_fmadd_ps(w, BL__V(v4), e4); e5 = _mm512_fmadd_ps(w, BL__V(v5), e5);
-            e6 = _mm512_fmadd_ps(w, BL__V(v6), e6); e7 = _mm512_fmadd_ps(w, BL__V(v7), e7);
-#undef BL__V
+    inv = _mm512_set1_ps(1.0f / bl__hsum512(vsum));
+    for (d = 0; d < hd; d += 64) { /* the value rows, 64 elements at a time, two rows per step */
+        __mmask16 m[4];
+        __m512 e[4], f[4];
+        BL__UNROLL16 for (i = 0; i < 4; i++) {
+            m[i] = bl__mask16(hd - d - 16 * i);
+            e[i] = f[i] = _mm512_setzero_ps();
         }
-        _mm256_mask_storeu_ps(o + d, (__mmask8)((1u << nd) - 1), _mm256_mul_ps(bl__sum8_avx512(e0, e1, e2, e3, e4, e5, e6, e7), inv));
+        for (t = 0; t + 2 <= n_att; t += 2) {
+            const size_t v = (size_t)t * (size_t)hd + (size_t)d;
+            const __m512 w0 = _mm512_set1_ps(s[t]), w1 = _mm512_set1_ps(s[t + 1]);
+            BL__UNROLL16 for (i = 0; i < 4; i++) {
+                e[i] = _mm512_fmadd_ps(w0, bl__kv16_avx512(m[i], vc, v + 16 * (size_t)i, f16), e[i]);
+                f[i] = _mm512_fmadd_ps(w1, bl__kv16_avx512(m[i], vc, v + (size_t)hd + 16 * (size_t)i, f16), f[i]);
+            }
+        }
+        if (t < n_att) {
+            const size_t v = (size_t)t * (size_t)hd + (size_t)d;
+            const __m512 w0 = _mm512_set1_ps(s[t]);
+            BL__UNROLL16 for (i = 0; i < 4; i++) e[i] = _mm512_fmadd_ps(w0, bl__kv16_avx512(m[i], vc, v + 16 * (size_t)i, f16), e[i]);
+        }
+        BL__UNROLL16 for (i = 0; i < 4; i++) _mm512_mask_storeu_ps(o + d + 16 * i, m[i], _mm512_mul_ps(_mm512_add_ps(e[i], f[i]), inv));
     }
 }
-BL__AVX512 static void bl__attn_avx512(const float *q, const void *kc, const void *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o, int f16) {
-    if (f16) bl__attn_avx512_t(q, (const uint8_t *)kc, (const uint8_t *)vc, ld, n_att, hd, scale, s, o, 1);
-    else bl__attn_avx512_t(q, (const uint8_t *)kc, (const uint8_t *)vc, ld, n_att, hd, scale, s, o, 0);
+BL__AVX512 static void bl__attn_avx512(const float *q, const void *kc, const void *vc, int n_att, int hd, float scale, float *s, float *o, int f16) {
+    if (f16) bl__attn_avx512_t(q, (const uint8_t *)kc, (const uint8_t *)vc, n_att, hd, scale, s, o, 1);
+    else bl__attn_avx512_t(q, (const uint8_t *)kc, (const uint8_t *)vc, n_att, hd, scale, s, o, 0);
 }
 
 BL__VROWS_ALL(BL__AVX512, avx512)
@@ -9554,7 +9570,7 @@ typedef struct bl__kern {
     void (*swiglu)(float *g, const float *u, int64_t n);
     void (*rmsnorm)(float *o, const float *x, const float *w, int64_t n, float eps);
     void (*rope)(float *v, const float *cs, const float *sn, int head_dim, int neox);
-    void (*attn)(const float *q, const void *kc, const void *vc, size_t ld, int n_att, int hd, float scale, float *s, float *o, int f16); /* head transposed; F16 cache when f16 */
+    void (*attn)(const float *q, const void *kc, const void *vc, int n_att, int hd, float scale, float *s, float *o, int f16); /* keys in tiles, values in rows (bl__k_at); F16 cache when f16 */
 } bl__kern;
 
 enum { BL__SIMD_SCALAR = 0, BL__SIMD_AVX2 = 1, BL__SIMD_AVX512 = 2 };
@@ -9751,8 +9767,8 @@ struct bl_ctx {
     int32_t *tokens;      /* (n_ctx) */
     uint64_t rng;
     uint64_t seed;
-    void *k_cache;        /* (n_layer, n_head_kv, head_dim, n_ctx): each head transposed; float, or F16 when kv_f16 */
-    void *v_cache;        /* (n_layer, n_head_kv, head_dim, n_ctx) */
+    void *k_cache;        /* (n_layer, n_head_kv, bl__kv_len(n_ctx) / BL__KV_TILE, head_dim, BL__KV_TILE); float, or F16 when kv_f16 */
+    void *v_cache;        /* (n_layer, n_head_kv, bl__kv_len(n_ctx), head_dim) */
     int kv_f16;
     bl__ws ws;            /* scratch of its own decode calls */
     float *logits;        /* (logits_cap, n_vocab) */
@@ -9873,8 +9889,8 @@ bl_result bl_ctx_create(bl_ctx **out, const bl_model *m, const bl_ctx_desc *desc
     c->kv_f16 = desc && desc->kv_type == BL_TYPE_F16;
     if (n_batch > c->n_ctx) n_batch = c->n_ctx;
     kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
-    c->k_cache = bl__alloc((size_t)hp->n_layer * (size_t)c->n_ctx * kvd * (c->kv_f16 ? 2 : 4));
-    c->v_cache = bl__alloc((size_t)hp->n_layer * (size_t)c->n_ctx * kvd * (c->kv_f16 ? 2 : 4));
+    c->k_cache = bl__alloc((size_t)hp->n_layer * bl__kv_len(c->n_ctx) * kvd * (c->kv_f16 ? 2 : 4));
+    c->v_cache = bl__alloc((size_t)hp->n_layer * bl__kv_len(c->n_ctx) * kvd * (c->kv_f16 ? 2 : 4));
     c->tokens = (int32_t *)bl__alloc((size_t)c->n_ctx * sizeof(int32_t));
     c->samp_scratch = bl__alloc((size_t)hp->n_vocab * 8);
     c->logits_cap = 1;
@@ -10163,14 +10179,16 @@ static void bl__qkv_heads(const bl__job *j, int which, int h0, int h1) {
             int i;
             if (bias) for (i = 0; i < hd; i++) v[i] += bias[(size_t)h * hd + i];
             if (which < 2) c->kern.rope(v, c->rope_cs + (size_t)b * hd, c->rope_cs + (size_t)b * hd + hd / 2, hd, hp->rope_neox);
-            if (which) {
+            if (which) { /* keys in tiles, values in rows: bl__k_at */
                 const bl_ctx *sc = c->row_ctx[b];
-                const size_t o = ((size_t)j->l * (size_t)nkv + (size_t)h) * (size_t)hd * (size_t)sc->n_ctx + (size_t)c->row_pos[b];
+                const int t = c->row_pos[b];
+                const size_t o = ((size_t)j->l * (size_t)nkv + (size_t)h) * (size_t)hd * bl__kv_len(sc->n_ctx);
+                const size_t o0 = o + (which == 1 ? bl__k_at(hd, t, 0) : (size_t)t * (size_t)hd), step = which == 1 ? BL__KV_TILE : 1;
                 void *cache = which == 1 ? sc->k_cache : sc->v_cache;
                 if (sc->kv_f16)
-                    for (i = 0; i < hd; i++) ((uint16_t *)cache)[o + (size_t)i * (size_t)sc->n_ctx] = bl__f32_to_f16(v[i]);
+                    for (i = 0; i < hd; i++) ((uint16_t *)cache)[o0 + (size_t)i * step] = bl__f32_to_f16(v[i]);
                 else
-                    for (i = 0; i < hd; i++) ((float *)cache)[o + (size_t)i * (size_t)sc->n_ctx] = v[i];
+                    for (i = 0; i < hd; i++) ((float *)cache)[o0 + (size_t)i * step] = v[i];
             }
         }
 }
@@ -10194,10 +10212,10 @@ static void bl__item_attn(const bl__job *j, int64_t i0, int64_t i1) {
     for (i = i0; i < i1; i++) {
         const int bb = (int)(i / nh), h = (int)(i % nh), kh = h / (nh / hp->n_head_kv), n_att = c->row_pos[bb] + 1;
         const bl_ctx *sc = c->row_ctx[bb];
-        const size_t lo = ((size_t)j->l * (size_t)hp->n_head_kv + (size_t)kh) * (size_t)hd * (size_t)sc->n_ctx;
+        const size_t lo = ((size_t)j->l * (size_t)hp->n_head_kv + (size_t)kh) * (size_t)hd * bl__kv_len(sc->n_ctx);
         const size_t es = sc->kv_f16 ? 2 : 4;
-        c->kern.attn(c->q + (size_t)bb * qd + (size_t)h * hd, (const uint8_t *)sc->k_cache + lo * es, (const uint8_t *)sc->v_cache + lo * es, (size_t)sc->n_ctx,
-                     n_att, hd, scale, scores, c->att + (size_t)bb * qd + (size_t)h * hd, sc->kv_f16);
+        c->kern.attn(c->q + (size_t)bb * qd + (size_t)h * hd, (const uint8_t *)sc->k_cache + lo * es, (const uint8_t *)sc->v_cache + lo * es, n_att, hd, scale,
+                     scores, c->att + (size_t)bb * qd + (size_t)h * hd, sc->kv_f16);
     }
 }
 
