@@ -18,8 +18,9 @@
    than the caches, same thread count, best of a few), says how close the
    kernels are to the limit.
 
-   --kernels times the one-row decoding kernels of the quantized types
-   instead (one thread, the level BL_SIMD names or the best): rows of
+   --kernels times the one-token decoding kernels of the quantized types
+   instead (one thread, the level BL_SIMD names or the best, pieces of 16
+   rows per call as decoding takes them): rows of
    random blocks read from L2 (256 KiB of them, over and over) and from
    memory (256 MiB on huge pages where the system gives them, as the
    loader's copies are), in GB/s of weight bytes. From L2 it is the
@@ -282,7 +283,7 @@ static int bn_kernels(size_t mib) {
             const int type = types[ti], base = type == BL__TYPE_Q4_0R ? BL_TYPE_Q4_0 : type == BL__TYPE_Q4_KR ? BL_TYPE_Q4_K : type;
             const int64_t K = Ks[ki];
             const size_t rb = bl__row_bytes(base, K), rows = mem / rb, bs = (size_t)bl__types[base].bytes;
-            const bl__vdot_fn vd = k.vdot[bl__qslot(type)];
+            void (*const vr)(const uint8_t *, size_t, int, const bl__q8a *, int64_t, float *) = k.vrows[bl__qslot(type)];
             const bl__q8a a = bl__q8a_at(act, K);
             double gbs[2], ns_row = 0;
             volatile float sink = 0;
@@ -311,7 +312,13 @@ static int bn_kernels(size_t mib) {
                     float s = 0;
                     t0 = bn_now();
                     for (rr = 0; rr < reps; rr++)
-                        for (r = 0; r < n; r++) s += vd(w + r * rb, a, K);
+                        for (r = 0; r < n; r += 16) { /* pieces of 16 rows, as one-token decoding takes them */
+                            const int nr = n - r < 16 ? (int)(n - r) : 16;
+                            float y[16];
+                            int yi;
+                            vr(w + r * rb, rb, nr, &a, K, y);
+                            for (yi = 0; yi < nr; yi++) s += y[yi];
+                        }
                     t = bn_now() - t0;
                     sink = s;
                     if (best == 0 || (double)(reps * n * rb) / t > best) { best = (double)(reps * n * rb) / t; if (pass) ns_row = t / (double)n; }
