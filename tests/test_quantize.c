@@ -474,8 +474,11 @@ static void test_threads_same_logits(void) {
 
 /* (d) berlin-bench -o json ------------------------------------------------- */
 
+/* Records in order: for each depth (-d 0,20) the pp test, the tg test and
+   the pp+tg test (-pg 8,4), each with its n_prompt, n_gen and n_depth, and
+   avg_ts the tokens of the timed part over its time (one run each). */
 static void test_bench(void) {
-    FILE *p = popen("./build/berlin-bench -m models/stories260K.gguf -p 16 -n 8 -r 1 -t 1 --bw-mib 64 -o json 2>/dev/null", "r");
+    FILE *p = popen("./build/berlin-bench -m models/stories260K.gguf -p 16 -n 8 -pg 8,4 -d 0,20 -r 1 -t 1 --bw-mib 64 -o json 2>/dev/null", "r");
     char *buf;
     size_t n = 0, cap = 1 << 16;
     bl__json j;
@@ -496,12 +499,20 @@ static void test_bench(void) {
         static const char *const fields[] = {"model_filename", "model_type", "model_size", "model_n_params", "n_threads", "n_prompt", "n_gen",
                                              "avg_ns", "stddev_ns", "avg_ts", "stddev_ts", "samples_ns", "samples_ts", "type_k", "type_v",
                                              "test_time", "weight_bytes_per_token", "effective_gbps", "mem_read_gbps"};
-        CHECK(j.nodes[0].n == 2, "two records (pp and tg), got %d", j.nodes[0].n);
-        for (i = 0; i < j.nodes[0].n; i++) {
+        static const int want[6][3] = {{16, 0, 0}, {0, 8, 0}, {8, 4, 0}, {16, 0, 20}, {0, 8, 20}, {8, 4, 20}}; /* n_prompt, n_gen, n_depth */
+        CHECK(j.nodes[0].n == 6, "six records (pp, tg and pp+tg at two depths), got %d", j.nodes[0].n);
+        for (i = 0; i < j.nodes[0].n && i < 6; i++) {
             int r = bl__json_at(&j, 0, i), f;
-            double v = 0;
+            double v = 0, ns = 0, np = -1, ng = -1, nd = -1;
             for (f = 0; f < (int)(sizeof fields / sizeof *fields); f++) CHECK(bl__json_get(&j, r, fields[f]) >= 0, "record %d lacks %s", i, fields[f]);
             CHECK(bl__json_num(&j, bl__json_get(&j, r, "avg_ts"), &v) && v > 0, "avg_ts %g", v);
+            bl__json_num(&j, bl__json_get(&j, r, "avg_ns"), &ns);
+            bl__json_num(&j, bl__json_get(&j, r, "n_prompt"), &np);
+            bl__json_num(&j, bl__json_get(&j, r, "n_gen"), &ng);
+            bl__json_num(&j, bl__json_get(&j, r, "n_depth"), &nd);
+            CHECK(np == want[i][0] && ng == want[i][1] && nd == want[i][2], "record %d: n_prompt %g n_gen %g n_depth %g, want %d %d %d", i, np, ng, nd,
+                  want[i][0], want[i][1], want[i][2]);
+            CHECK(ns > 0 && fabs(v - (np + ng) * 1e9 / ns) <= 1e-3 * v, "record %d: avg_ts %g is not (n_prompt + n_gen) / avg_ns (%g ns)", i, v, ns);
         }
     } else CHECK(0, "JSON output is not an array");
     bl__json_free(&j);

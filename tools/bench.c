@@ -1,11 +1,14 @@
 /* berlin-bench - prompt-processing and generation speed, like llama-bench.
 
-   usage: berlin-bench [-m MODEL]... [-p N,N] [-n N,N] [-t N,N] [-r REPS] [-o md|json|jsonl|csv]
+   usage: berlin-bench [-m MODEL]... [-p N,N] [-n N,N] [-pg PP,TG] [-d N,N] [-t N,N] [-r REPS] [-o md|json|jsonl|csv]
 
    For every model and thread count: a pp test per -p value (one
    bl_ctx_decode of N tokens from an empty cache, logits of the last token
-   only) and a tg test per -n value (N single-token decodes from an empty
-   cache). Each test runs REPS times after one warm-up decode; the table
+   only), a tg test per -n value (N single-token decodes from an empty
+   cache) and a pp+tg test per -pg (both, timed together). With -d, every
+   test runs once per depth, after that many tokens were decoded untimed
+   (llama-bench's "tg128 @ d1024"): decoding far into a context reads the
+   KV cache as well as the weights. Each test runs REPS times after one warm-up decode; the table
    shows the median tokens/s with the min-max range and the standard
    deviation. JSON/CSV records use llama-bench's field names (avg_ns,
    avg_ts, samples_ts, ...), so scripts written for one read the other;
@@ -38,7 +41,7 @@ typedef struct bn_result {
     const char *model;
     char model_type[96];
     uint64_t model_size, n_params, weight_bytes;
-    int n_threads, n_prompt, n_gen, n_batch, reps, use_mmap, kv_f16;
+    int n_threads, n_prompt, n_gen, n_depth, n_batch, reps, use_mmap, kv_f16;
     double *ns, *ts;            /* (reps) */
     double avg_ns, sd_ns, avg_ts, sd_ts, med_ts, min_ts, max_ts;
     double bytes_per_token, eff_gbps, mem_gbps;
@@ -194,7 +197,7 @@ static void bn_print_json(FILE *f, const bn_result *r, const char *cpu, int onel
     BN_N("embeddings", "%s", "false");
     BN_N("n_prompt", "%d", r->n_prompt);
     BN_N("n_gen", "%d", r->n_gen);
-    BN_N("n_depth", "%d", 0);
+    BN_N("n_depth", "%d", r->n_depth);
     BN_S("test_time", r->test_time);
     BN_N("avg_ns", "%.0f", r->avg_ns);
     BN_N("stddev_ns", "%.0f", r->sd_ns);
@@ -223,12 +226,21 @@ static void bn_print_csv_head(FILE *f) {
 }
 
 static void bn_print_csv(FILE *f, const bn_result *r, const char *cpu) {
-    fprintf(f, "\"berlin.h\",%d,\"%s\",\"CPU\",\"%s\",\"%s\",%llu,%llu,%d,%d,%d,\"%s\",\"%s\",%d,%d,0,\"%s\",%.0f,%.0f,%.6f,%.6f,%.6f,%.6f,%.6f,%.0f,%.4f,%.4f,%.4f\n",
+    fprintf(f, "\"berlin.h\",%d,\"%s\",\"CPU\",\"%s\",\"%s\",%llu,%llu,%d,%d,%d,\"%s\",\"%s\",%d,%d,%d,\"%s\",%.0f,%.0f,%.6f,%.6f,%.6f,%.6f,%.6f,%.0f,%.4f,%.4f,%.4f\n",
             BERLIN_VERSION_MAJOR * 10000 + BERLIN_VERSION_MINOR * 100 + BERLIN_VERSION_PATCH, cpu, r->model, r->model_type,
             (unsigned long long)r->model_size, (unsigned long long)r->n_params, r->n_batch, r->n_batch, r->n_threads, r->kv_f16 ? "f16" : "f32",
-            r->kv_f16 ? "f16" : "f32", r->n_prompt, r->n_gen,
+            r->kv_f16 ? "f16" : "f32", r->n_prompt, r->n_gen, r->n_depth,
             r->test_time, r->avg_ns, r->sd_ns, r->avg_ts, r->sd_ts, r->med_ts, r->min_ts, r->max_ts, r->bytes_per_token, r->eff_gbps, r->mem_gbps,
             r->mem_gbps > 0 ? r->eff_gbps / r->mem_gbps : 0.0);
+}
+
+/* As llama-bench names its tests: pp512, tg128, pp512+tg128, tg128 @ d1024. */
+static void bn_test_name(const bn_result *r, char *s, size_t cap) {
+    int n = 0;
+    if (r->n_prompt && r->n_gen) n = snprintf(s, cap, "pp%d+tg%d", r->n_prompt, r->n_gen);
+    else if (r->n_gen) n = snprintf(s, cap, "tg%d", r->n_gen);
+    else n = snprintf(s, cap, "pp%d", r->n_prompt);
+    if (r->n_depth && n > 0 && (size_t)n < cap) snprintf(s + n, cap - (size_t)n, " @ d%d", r->n_depth);
 }
 
 static void bn_print_md_head(FILE *f) {
@@ -238,11 +250,10 @@ static void bn_print_md_head(FILE *f) {
 
 static void bn_print_md(FILE *f, const bn_result *r) {
     static const char *const pu[4] = {"", "K", "M", "B"};
-    char size[32], params[32], test[32];
+    char size[32], params[32], test[64];
     bn_size(r->model_size, size, sizeof size);
     bn_human((double)r->n_params, params, sizeof params, pu);
-    if (r->n_gen) snprintf(test, sizeof test, "tg%d", r->n_gen);
-    else snprintf(test, sizeof test, "pp%d", r->n_prompt);
+    bn_test_name(r, test, sizeof test);
     fprintf(f, "| %s | %s | %s | CPU | %d | %s | %.2f ± %.2f | %.2f - %.2f | %.2f | %.1f%% |\n", r->model_type, size, params, r->n_threads, test,
             r->med_ts, r->sd_ts, r->min_ts, r->max_ts, r->eff_gbps, r->mem_gbps > 0 ? 100.0 * r->eff_gbps / r->mem_gbps : 0.0);
 }
@@ -338,6 +349,10 @@ static void bn_usage(FILE *f) {
                "  -m, --model FILE       model (repeatable, or a comma list) [models/stories260K.gguf]\n"
                "  -p, --n-prompt N,...   prompt tokens of the pp tests, 0: none [512]\n"
                "  -n, --n-gen N,...      generated tokens of the tg tests, 0: none [128]\n"
+               "  -pg PP,TG              a test of PP prompt tokens then TG generated ones, timed\n"
+               "                         together, t/s = (PP + TG) / time (repeatable) [none]\n"
+               "  -d, --n-depth N,...    tokens already in the cache before each test (a prompt\n"
+               "                         decoded untimed first), for speed in a long context [0]\n"
                "  -t, --threads N,...    thread counts [all cores]\n"
                "  -r, --repetitions N    runs per test [5]\n"
                "  -b, --batch-size N     tokens per forward step in pp [512]\n"
@@ -355,7 +370,7 @@ int main(int argc, char **argv) {
     const char *models[BN_MAX];
     char *model_buf[BN_MAX];
     int n_models = 0, n_bufs = 0;
-    bn_list pl, nl, tl;
+    bn_list pl, nl, tl, dl, pgp, pgn;
     int reps = 5, n_batch = 512, warmup = 1, kernels = 0, use_mmap = -1, i, mi, ti, k, rc = 0, first = 1, kv[2] = {1, 1};
     bl_model_desc desc;
     size_t bw_mib = 1024, kernel_mib = 256;
@@ -365,9 +380,11 @@ int main(int argc, char **argv) {
     uint64_t *bw_buf = NULL;
     size_t bw_n = 0;
     FILE *out = stdout;
-    pl.n = nl.n = tl.n = 0;
+    pl.n = nl.n = tl.n = pgp.n = pgn.n = 0;
     pl.v[pl.n++] = 512;
     nl.v[nl.n++] = 128;
+    dl.n = 1;
+    dl.v[0] = 0;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -387,6 +404,14 @@ int main(int argc, char **argv) {
         } else if (BN_IS("-p", "--n-prompt")) { if (!bn_parse_list(v, &pl)) goto badval; i++; }
         else if (BN_IS("-n", "--n-gen")) { if (!bn_parse_list(v, &nl)) goto badval; i++; }
         else if (BN_IS("-t", "--threads")) { if (!bn_parse_list(v, &tl)) goto badval; i++; }
+        else if (BN_IS("-d", "--n-depth")) { if (!bn_parse_list(v, &dl)) goto badval; i++; }
+        else if (!strcmp(a, "-pg")) {
+            bn_list two;
+            if (!bn_parse_list(v, &two) || two.n != 2 || !two.v[0] || !two.v[1] || pgp.n == BN_MAX) goto badval;
+            pgp.v[pgp.n++] = two.v[0];
+            pgn.v[pgn.n++] = two.v[1];
+            i++;
+        }
         else if (BN_IS("-r", "--repetitions")) { reps = atoi(v); if (reps < 1 || reps > 1000) goto badval; i++; }
         else if (BN_IS("-b", "--batch-size")) { n_batch = atoi(v); if (n_batch < 1 || n_batch > 8192) goto badval; i++; }
         else if (BN_IS("-o", "--output")) {
@@ -451,7 +476,7 @@ int main(int argc, char **argv) {
         bl_model *m = NULL;
         const bl_model_info *in;
         uint64_t total = 0;
-        int max_p = 0, max_n = 0;
+        int max_p = 0, max_n = 0, max_d = 0;
         memset(&desc, 0, sizeof desc);
         desc.weights = use_mmap < 0 ? BL_WEIGHTS_AUTO : use_mmap ? BL_WEIGHTS_MAPPED : BL_WEIGHTS_COPIED;
         if (bl_model_load(&m, models[mi], &desc) != BL_OK) {
@@ -464,6 +489,8 @@ int main(int argc, char **argv) {
         for (k = 0; k < m->n_tensors; k++) total += m->tensors[k].nbytes;
         for (k = 0; k < pl.n; k++) if (pl.v[k] > max_p) max_p = pl.v[k];
         for (k = 0; k < nl.n; k++) if (nl.v[k] > max_n) max_n = nl.v[k];
+        for (k = 0; k < pgp.n; k++) if (pgp.v[k] + pgn.v[k] > max_n) max_n = pgp.v[k] + pgn.v[k];
+        for (k = 0; k < dl.n; k++) if (dl.v[k] > max_d) max_d = dl.v[k];
         for (ti = 0; ti < tl.n; ti++) {
             bl_ctx *c = NULL;
             bl_ctx_desc cd;
@@ -471,7 +498,7 @@ int main(int argc, char **argv) {
             int test;
             uint64_t rng = 0x9E3779B97F4A7C15ull;
             memset(&cd, 0, sizeof cd);
-            cd.n_ctx = (max_p > max_n ? max_p : max_n) + 2;
+            cd.n_ctx = max_d + (max_p > max_n ? max_p : max_n) + 2;
             cd.n_batch = n_batch;
             cd.n_threads = tl.v[ti];
             cd.kv_type = kv[0] ? BL_TYPE_F16 : BL_TYPE_F32;
@@ -491,12 +518,17 @@ int main(int argc, char **argv) {
                 bl_ctx_decode(c, toks, 1, BL_LOGITS_LAST);
                 bl_ctx_reset(c);
             }
-            for (test = 0; test < pl.n + nl.n; test++) {
+            for (test = 0; test < (pl.n + nl.n + pgp.n) * dl.n; test++) {
+                /* for each depth: the pp tests, the tg tests, the pp+tg tests */
                 bn_result r;
-                int is_pp = test < pl.n, n_tok = is_pp ? pl.v[test] : nl.v[test - pl.n], rep;
+                const int per = pl.n + nl.n + pgp.n, tt = test % per, depth = dl.v[test / per];
+                const int n_pp = tt < pl.n ? pl.v[tt] : tt >= pl.n + nl.n ? pgp.v[tt - pl.n - nl.n] : 0;
+                const int n_tg = tt < pl.n ? 0 : tt < pl.n + nl.n ? nl.v[tt - pl.n] : pgn.v[tt - pl.n - nl.n];
+                char name[64];
+                int rep;
                 time_t now = time(NULL);
                 struct tm tmv;
-                if (n_tok <= 0) continue;
+                if (n_pp + n_tg <= 0) continue;
                 memset(&r, 0, sizeof r);
                 r.model = models[mi];
                 {
@@ -515,33 +547,35 @@ int main(int argc, char **argv) {
                 r.use_mmap = in->weights == BL_WEIGHTS_MAPPED;
                 r.kv_f16 = kv[0];
                 r.n_batch = n_batch;
-                r.n_prompt = is_pp ? n_tok : 0;
-                r.n_gen = is_pp ? 0 : n_tok;
+                r.n_prompt = n_pp;
+                r.n_gen = n_tg;
+                r.n_depth = depth;
                 r.reps = reps;
                 r.ns = (double *)calloc((size_t)reps, sizeof(double));
                 r.ts = (double *)calloc((size_t)reps, sizeof(double));
                 gmtime_r(&now, &tmv);
                 strftime(r.test_time, sizeof r.test_time, "%Y-%m-%dT%H:%M:%SZ", &tmv);
                 if (!r.ns || !r.ts) { free(r.ns); free(r.ts); rc = 1; continue; }
-                fprintf(stderr, "berlin-bench: %s, %d threads, %s%d ", models[mi], tl.v[ti], is_pp ? "pp" : "tg", n_tok);
+                bn_test_name(&r, name, sizeof name);
+                fprintf(stderr, "berlin-bench: %s, %d threads, %s ", models[mi], tl.v[ti], name);
                 for (rep = 0; rep < reps; rep++) {
                     double t0;
                     bl_result br = BL_OK;
                     bl_ctx_reset(c);
+                    if (depth) br = bl_ctx_decode(c, toks, depth, BL_LOGITS_LAST); /* the context the test runs in, untimed */
                     t0 = bn_now();
-                    if (is_pp) br = bl_ctx_decode(c, toks, n_tok, BL_LOGITS_LAST);
-                    else
-                        for (k = 0; k < n_tok && br == BL_OK; k++) br = bl_ctx_decode(c, toks + k, 1, BL_LOGITS_LAST);
+                    if (n_pp && br == BL_OK) br = bl_ctx_decode(c, toks + depth, n_pp, BL_LOGITS_LAST);
+                    for (k = 0; k < n_tg && br == BL_OK; k++) br = bl_ctx_decode(c, toks + depth + n_pp + k, 1, BL_LOGITS_LAST);
                     r.ns[rep] = bn_now() - t0;
                     if (br != BL_OK) { fprintf(stderr, "\nberlin-bench: decode failed: %s\n", bl_ctx_last_error(c)); rc = 1; break; }
                     fputc('.', stderr);
                 }
                 fputc('\n', stderr);
                 if (rep == reps) {
-                    int batches = is_pp ? (n_tok + n_batch - 1) / n_batch : n_tok;
+                    const int batches = (n_pp + n_batch - 1) / n_batch + n_tg;
                     bn_stats(&r);
                     /* weights are read once per forward step: per batch in pp, per token in tg */
-                    r.bytes_per_token = (double)in->weight_bytes * (double)batches / (double)n_tok;
+                    r.bytes_per_token = (double)in->weight_bytes * (double)batches / (double)(n_pp + n_tg);
                     r.eff_gbps = r.bytes_per_token * r.med_ts / 1e9;
                     r.mem_gbps = bn_mem_read_gbps(bw_buf, bw_n, tl.v[ti]); /* under the same load as the test */
                     if (!strcmp(fmt, "md")) bn_print_md(out, &r);
