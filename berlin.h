@@ -8529,16 +8529,23 @@ BL__INLINE BL__AVX2 __m256 bl__kv8_avx2(const uint8_t *p, size_t i, const int f1
 BL__INLINE BL__AVX2 void bl__attn_avx2_t(const float *q, const uint8_t *kc, const uint8_t *vc, int n_att, int hd, float scale, float *s, float *o, const int f16) {
     const __m256 sc = _mm256_set1_ps(scale);
     int t = 0, d;
-    for (; t + 16 <= n_att; t += 16) { /* one tile: hd rows of 16 */
+    for (; t + 16 <= n_att; t += 16) { /* one tile: hd rows of 16, in memory order, two pairs of chains */
         const size_t k0 = bl__k_at(hd, t, 0);
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-        for (d = 0; d < hd; d++) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+        for (d = 0; d + 2 <= hd; d += 2) {
+            const __m256 qd = _mm256_set1_ps(q[d]), qe = _mm256_set1_ps(q[d + 1]);
+            a0 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, k0 + 16 * (size_t)d, f16), a0);
+            a1 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, k0 + 16 * (size_t)d + 8, f16), a1);
+            b0 = _mm256_fmadd_ps(qe, bl__kv8_avx2(kc, k0 + 16 * (size_t)d + 16, f16), b0);
+            b1 = _mm256_fmadd_ps(qe, bl__kv8_avx2(kc, k0 + 16 * (size_t)d + 24, f16), b1);
+        }
+        if (d < hd) {
             const __m256 qd = _mm256_set1_ps(q[d]);
             a0 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, k0 + 16 * (size_t)d, f16), a0);
             a1 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, k0 + 16 * (size_t)d + 8, f16), a1);
         }
-        _mm256_storeu_ps(s + t, _mm256_mul_ps(a0, sc));
-        _mm256_storeu_ps(s + t + 8, _mm256_mul_ps(a1, sc));
+        _mm256_storeu_ps(s + t, _mm256_mul_ps(_mm256_add_ps(a0, b0), sc));
+        _mm256_storeu_ps(s + t + 8, _mm256_mul_ps(_mm256_add_ps(a1, b1), sc));
     }
     for (; t < n_att; t++) {
         float a = 0;
@@ -9476,23 +9483,17 @@ BL__INLINE BL__AVX512 void bl__attn_avx512_t(const float *q, const uint8_t *kc, 
     const __m512 sc = _mm512_set1_ps(scale);
     __m512 vmax = _mm512_set1_ps(-FLT_MAX), vsum = _mm512_setzero_ps(), mx, inv;
     int t0, d, i, t;
-    for (t0 = 0; t0 < n_att; t0 += 64) { /* four tiles, one after the other in memory */
-        const size_t k0 = bl__k_at(hd, t0, 0);
-        __mmask16 m[4];
-        __m512 a[4];
-        BL__UNROLL16 for (i = 0; i < 4; i++) {
-            m[i] = bl__mask16(n_att - t0 - 16 * i);
-            a[i] = _mm512_setzero_ps();
-        }
-        for (d = 0; d < hd; d++) {
-            const __m512 qd = _mm512_set1_ps(q[d]);
-            BL__UNROLL16 for (i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(qd, bl__kv16_avx512(m[i], kc, k0 + (size_t)16 * ((size_t)i * (size_t)hd + (size_t)d), f16), a[i]);
-        }
-        BL__UNROLL16 for (i = 0; i < 4; i++) {
-            const __m512 r = _mm512_mul_ps(a[i], sc);
-            _mm512_mask_storeu_ps(s + t0 + 16 * i, m[i], r);
-            vmax = _mm512_mask_max_ps(vmax, m[i], vmax, r);
-        }
+    for (t0 = 0; t0 < n_att; t0 += 16) { /* a tile at a time, its rows in memory order */
+        const uint8_t *kt = kc + bl__k_at(hd, t0, 0) * (f16 ? 2 : 4);
+        const __mmask16 m = bl__mask16(n_att - t0);
+        __m512 a[4], r;
+        BL__UNROLL16 for (i = 0; i < 4; i++) a[i] = _mm512_setzero_ps();
+        for (d = 0; d + 4 <= hd; d += 4) /* four chains of multiply-adds, not one */
+            BL__UNROLL16 for (i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[d + i]), bl__kv16_avx512(m, kt, 16 * (size_t)(d + i), f16), a[i]);
+        for (; d < hd; d++) a[0] = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), bl__kv16_avx512(m, kt, 16 * (size_t)d, f16), a[0]);
+        r = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])), sc);
+        _mm512_mask_storeu_ps(s + t0, m, r);
+        vmax = _mm512_mask_max_ps(vmax, m, vmax, r);
     }
     mx = _mm512_set1_ps(bl__hmax512(vmax));
     for (t0 = 0; t0 < n_att; t0 += 16) {
