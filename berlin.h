@@ -8063,6 +8063,7 @@ static void bl__rope_ref(float *v, const float *cs, const float *sn, int head_di
    pieces n_ctx apart, and in a long context every piece was a miss of its
    own.) Positions per head are rounded up to whole tiles: bl__kv_len. */
 #define BL__KV_TILE 16
+#define BL__ATTN_Q 4 /* queries per call of bl__kern.attn4; the scratch holds this many rows of scores per thread */
 static size_t bl__k_at(int hd, int t, int d) {
     return ((size_t)(t / BL__KV_TILE) * (size_t)hd + (size_t)d) * BL__KV_TILE + (size_t)(t % BL__KV_TILE);
 }
@@ -9503,32 +9504,107 @@ BL__INLINE BL__AVX512 void bl__attn_avx512_t(const float *q, const uint8_t *kc, 
         vsum = _mm512_add_ps(vsum, e);
     }
     inv = _mm512_set1_ps(1.0f / bl__hsum512(vsum));
-    for (d = 0; d < hd; d += 64) { /* the value rows, 64 elements at a time, two rows per step */
+    for (d = 0; d < hd; d += 64) { /* the value rows, 64 elements at a time (in bl__attn4_avx512's order: the same bits) */
         __mmask16 m[4];
-        __m512 e[4], f[4];
+        __m512 e[4];
         BL__UNROLL16 for (i = 0; i < 4; i++) {
             m[i] = bl__mask16(hd - d - 16 * i);
-            e[i] = f[i] = _mm512_setzero_ps();
+            e[i] = _mm512_setzero_ps();
         }
-        for (t = 0; t + 2 <= n_att; t += 2) {
+        for (t = 0; t < n_att; t++) {
             const size_t v = (size_t)t * (size_t)hd + (size_t)d;
-            const __m512 w0 = _mm512_set1_ps(s[t]), w1 = _mm512_set1_ps(s[t + 1]);
-            BL__UNROLL16 for (i = 0; i < 4; i++) {
-                e[i] = _mm512_fmadd_ps(w0, bl__kv16_avx512(m[i], vc, v + 16 * (size_t)i, f16), e[i]);
-                f[i] = _mm512_fmadd_ps(w1, bl__kv16_avx512(m[i], vc, v + (size_t)hd + 16 * (size_t)i, f16), f[i]);
-            }
+            const __m512 w = _mm512_set1_ps(s[t]);
+            BL__UNROLL16 for (i = 0; i < 4; i++) e[i] = _mm512_fmadd_ps(w, bl__kv16_avx512(m[i], vc, v + 16 * (size_t)i, f16), e[i]);
         }
-        if (t < n_att) {
-            const size_t v = (size_t)t * (size_t)hd + (size_t)d;
-            const __m512 w0 = _mm512_set1_ps(s[t]);
-            BL__UNROLL16 for (i = 0; i < 4; i++) e[i] = _mm512_fmadd_ps(w0, bl__kv16_avx512(m[i], vc, v + 16 * (size_t)i, f16), e[i]);
-        }
-        BL__UNROLL16 for (i = 0; i < 4; i++) _mm512_mask_storeu_ps(o + d + 16 * i, m[i], _mm512_mul_ps(_mm512_add_ps(e[i], f[i]), inv));
+        BL__UNROLL16 for (i = 0; i < 4; i++) _mm512_mask_storeu_ps(o + d + 16 * i, m[i], _mm512_mul_ps(e[i], inv));
     }
 }
 BL__AVX512 static void bl__attn_avx512(const float *q, const void *kc, const void *vc, int n_att, int hd, float scale, float *s, float *o, int f16) {
     if (f16) bl__attn_avx512_t(q, (const uint8_t *)kc, (const uint8_t *)vc, n_att, hd, scale, s, o, 1);
     else bl__attn_avx512_t(q, (const uint8_t *)kc, (const uint8_t *)vc, n_att, hd, scale, s, o, 0);
+}
+
+/* Attention of nq <= 4 queries over one KV head: query b sees n0 + b * dn
+   positions (dn 1: consecutive rows of a prompt; 0: query heads that share
+   the KV head), its q, scores and output at q + b * qs, s + b * ss and
+   o + b * os. Each key and value row is loaded and converted once for all
+   of them, the conversions being what bounds bl__attn_avx512 when it runs
+   from the caches. A missing query repeats the last one, so the registers
+   stay fixed. Each query gets the bits bl__attn_avx512 gives it alone: the
+   same sums in the same order, and a weight of 0 where a query's span ends
+   before the longest one adds +-0. */
+BL__INLINE BL__AVX512 void bl__attn4_avx512_t(const float *q, size_t qs, int nq, int n0, int dn, int hd, float scale, const uint8_t *kc, const uint8_t *vc,
+                                             float *s, size_t ss, float *o, size_t os, const int f16) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    const int nmax = n0 + (nq - 1) * dn;
+    const float *qb[4];
+    __m512 vmax[4], inv[4];
+    int t0, d, i, b, t;
+    for (b = 0; b < 4; b++) {
+        qb[b] = q + (size_t)(b < nq ? b : nq - 1) * qs;
+        vmax[b] = _mm512_set1_ps(-FLT_MAX);
+    }
+    for (t0 = 0; t0 < nmax; t0 += 16) {
+        const uint8_t *kt = kc + bl__k_at(hd, t0, 0) * (f16 ? 2 : 4);
+        const __mmask16 m = bl__mask16(nmax - t0);
+        __m512 a[4][4];
+        BL__UNROLL16 for (b = 0; b < 4; b++) BL__UNROLL16 for (i = 0; i < 4; i++) a[b][i] = _mm512_setzero_ps();
+        for (d = 0; d + 4 <= hd; d += 4) {
+            __m512 k[4];
+            BL__UNROLL16 for (i = 0; i < 4; i++) k[i] = bl__kv16_avx512(m, kt, 16 * (size_t)(d + i), f16);
+            BL__UNROLL16 for (b = 0; b < 4; b++) BL__UNROLL16 for (i = 0; i < 4; i++) a[b][i] = _mm512_fmadd_ps(_mm512_set1_ps(qb[b][d + i]), k[i], a[b][i]);
+        }
+        for (; d < hd; d++) {
+            const __m512 k = bl__kv16_avx512(m, kt, 16 * (size_t)d, f16);
+            BL__UNROLL16 for (b = 0; b < 4; b++) a[b][0] = _mm512_fmadd_ps(_mm512_set1_ps(qb[b][d]), k, a[b][0]);
+        }
+        BL__UNROLL16 for (b = 0; b < 4; b++) { /* constant bounds: the arrays stay in registers */
+            const __mmask16 mb = b < nq ? bl__mask16(n0 + b * dn - t0) : 0;
+            const __m512 r = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(a[b][0], a[b][1]), _mm512_add_ps(a[b][2], a[b][3])), sc);
+            _mm512_mask_storeu_ps(s + (size_t)b * ss + t0, mb, r);
+            vmax[b] = _mm512_mask_max_ps(vmax[b], mb, vmax[b], r);
+        }
+    }
+    BL__UNROLL16 for (b = 0; b < 4; b++) { /* weights up to nmax, zero past the query's own span */
+        const __m512 mx = _mm512_set1_ps(bl__hmax512(vmax[b]));
+        __m512 vsum = _mm512_setzero_ps();
+        float *sb = s + (size_t)b * ss;
+        inv[b] = vsum;
+        if (b >= nq) continue;
+        for (t0 = 0; t0 < nmax; t0 += 16) {
+            const __mmask16 mb = bl__mask16(n0 + b * dn - t0);
+            const __m512 e = _mm512_maskz_mov_ps(mb, bl__exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mb, sb + t0), mx)));
+            _mm512_mask_storeu_ps(sb + t0, bl__mask16(nmax - t0), e);
+            vsum = _mm512_add_ps(vsum, e);
+        }
+        inv[b] = _mm512_set1_ps(1.0f / bl__hsum512(vsum));
+    }
+    for (d = 0; d < hd; d += 64) {
+        __mmask16 m[4];
+        __m512 e[4][4];
+        const float *sb[4];
+        BL__UNROLL16 for (i = 0; i < 4; i++) m[i] = bl__mask16(hd - d - 16 * i);
+        BL__UNROLL16 for (b = 0; b < 4; b++) {
+            sb[b] = s + (size_t)(b < nq ? b : nq - 1) * ss;
+            BL__UNROLL16 for (i = 0; i < 4; i++) e[b][i] = _mm512_setzero_ps();
+        }
+        for (t = 0; t < nmax; t++) {
+            const size_t v = (size_t)t * (size_t)hd + (size_t)d;
+            __m512 x[4];
+            BL__UNROLL16 for (i = 0; i < 4; i++) x[i] = bl__kv16_avx512(m[i], vc, v + 16 * (size_t)i, f16);
+            BL__UNROLL16 for (b = 0; b < 4; b++) {
+                const __m512 w = _mm512_set1_ps(sb[b][t]);
+                BL__UNROLL16 for (i = 0; i < 4; i++) e[b][i] = _mm512_fmadd_ps(w, x[i], e[b][i]);
+            }
+        }
+        BL__UNROLL16 for (b = 0; b < 4; b++)
+            if (b < nq) BL__UNROLL16 for (i = 0; i < 4; i++) _mm512_mask_storeu_ps(o + (size_t)b * os + d + 16 * i, m[i], _mm512_mul_ps(e[b][i], inv[b]));
+    }
+}
+BL__AVX512 static void bl__attn4_avx512(const float *q, size_t qs, int nq, int n0, int dn, int hd, float scale, const void *kc, const void *vc, float *s,
+                                        size_t ss, float *o, size_t os, int f16) {
+    if (f16) bl__attn4_avx512_t(q, qs, nq, n0, dn, hd, scale, (const uint8_t *)kc, (const uint8_t *)vc, s, ss, o, os, 1);
+    else bl__attn4_avx512_t(q, qs, nq, n0, dn, hd, scale, (const uint8_t *)kc, (const uint8_t *)vc, s, ss, o, os, 0);
 }
 
 BL__VROWS_ALL(BL__AVX512, avx512)
@@ -9572,6 +9648,9 @@ typedef struct bl__kern {
     void (*rmsnorm)(float *o, const float *x, const float *w, int64_t n, float eps);
     void (*rope)(float *v, const float *cs, const float *sn, int head_dim, int neox);
     void (*attn)(const float *q, const void *kc, const void *vc, int n_att, int hd, float scale, float *s, float *o, int f16); /* keys in tiles, values in rows (bl__k_at); F16 cache when f16 */
+    /* up to BL__ATTN_Q queries of one KV head at once, the same bits as attn on each; NULL: attn per query */
+    void (*attn4)(const float *q, size_t qs, int nq, int n0, int dn, int hd, float scale, const void *kc, const void *vc, float *s, size_t ss, float *o, size_t os,
+                  int f16);
 } bl__kern;
 
 enum { BL__SIMD_SCALAR = 0, BL__SIMD_AVX2 = 1, BL__SIMD_AVX512 = 2 };
@@ -9678,6 +9757,7 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->rmsnorm = bl__rmsnorm_avx512;
         k->rope = bl__rope_avx512;
         k->attn = bl__attn_avx512;
+        k->attn4 = bl__attn4_avx512;
     }
 #else
     (void)f;
@@ -9737,7 +9817,7 @@ typedef struct bl__ws {
     float *k, *v;         /* (n_batch, n_head_kv*head_dim) */
     float *g, *u;         /* (n_batch, n_ff) */
     float *rope_cs;       /* (n_batch, head_dim): cos then sin per row */
-    float *scores;        /* (max_threads, scores_cap) */
+    float *scores;        /* (max_threads, BL__ATTN_Q, scores_cap) */
     int scores_cap;       /* the longest attention span scores holds */
     size_t max_cols;      /* the longest row of any matrix */
     uint8_t *act;         /* (n_batch, q8 stride) then (n_batch, bf16 stride): converted activations */
@@ -9839,7 +9919,7 @@ static int bl__ws_init(bl__ws *w, const bl_model *m, int nb_rows, int n_threads,
         w->ytmp = (float *)(void *)(w->tiles + nt * w->tile_cap);
     }
     w->arena = (float *)bl__alloc(nb * (2 * dim + 2 * qd + 2 * kvd + 2 * ff + (size_t)hp->head_dim) * sizeof(float));
-    w->scores = (float *)bl__alloc(nt * (size_t)scores_cap * sizeof(float));
+    w->scores = (float *)bl__alloc(nt * BL__ATTN_Q * (size_t)scores_cap * sizeof(float));
     w->row_tok = (int32_t *)bl__alloc(nb * sizeof *w->row_tok);
     w->row_pos = (int *)bl__alloc(nb * sizeof *w->row_pos);
     w->row_ctx = (bl_ctx **)bl__alloc(nb * sizeof *w->row_ctx);
@@ -10208,7 +10288,7 @@ static void bl__item_attn(const bl__job *j, int64_t i0, int64_t i1) {
     const bl__hparams *hp = &c->m->hp;
     const int hd = hp->head_dim, nh = hp->n_head, qd = nh * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *scores = c->scores + (size_t)BL__THREAD_ID() * (size_t)c->scores_cap;
+    float *scores = c->scores + (size_t)BL__THREAD_ID() * BL__ATTN_Q * (size_t)c->scores_cap;
     int64_t i;
     for (i = i0; i < i1; i++) {
         const int bb = (int)(i / nh), h = (int)(i % nh), kh = h / (nh / hp->n_head_kv), n_att = c->row_pos[bb] + 1;
@@ -10217,6 +10297,48 @@ static void bl__item_attn(const bl__job *j, int64_t i0, int64_t i1) {
         const size_t es = sc->kv_f16 ? 2 : 4;
         c->kern.attn(c->q + (size_t)bb * qd + (size_t)h * hd, (const uint8_t *)sc->k_cache + lo * es, (const uint8_t *)sc->v_cache + lo * es, n_att, hd, scale,
                      scores, c->att + (size_t)bb * qd + (size_t)h * hd, sc->kv_f16);
+    }
+}
+
+/* Items [i0, i1) of the attention with bl__kern.attn4. For one row
+   (decoding): item i is KV head i / g with its query heads 4 (i % g) ..
+   + 3, g = ceil(r / 4) items per KV head of r query heads. For more rows:
+   item i is head i % n_head of rows 4 (i / n_head) .. + 3, taken together
+   where they are consecutive positions of one context (a prompt's rows). */
+static void bl__item_attn4(const bl__job *j, int64_t i0, int64_t i1) {
+    bl__ws *c = j->c;
+    const bl__hparams *hp = &c->m->hp;
+    const int hd = hp->head_dim, nh = hp->n_head, qd = nh * hd, r = nh / hp->n_head_kv, g = (r + BL__ATTN_Q - 1) / BL__ATTN_Q;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *scores = c->scores + (size_t)BL__THREAD_ID() * BL__ATTN_Q * (size_t)c->scores_cap;
+    int64_t i;
+    for (i = i0; i < i1; i++) {
+        int b, h, kh, n, end;
+        if (j->nb == 1) {
+            kh = (int)(i / g);
+            h = kh * r + (int)(i % g) * BL__ATTN_Q;
+            b = 0;
+            end = 1;
+        } else {
+            h = (int)(i % nh);
+            kh = h / r;
+            b = BL__ATTN_Q * (int)(i / nh);
+            end = b + BL__ATTN_Q < j->nb ? b + BL__ATTN_Q : j->nb;
+        }
+        for (; b < end; b += n) {
+            const bl_ctx *sc = c->row_ctx[b];
+            const size_t lo = ((size_t)j->l * (size_t)hp->n_head_kv + (size_t)kh) * (size_t)hd * bl__kv_len(sc->n_ctx);
+            const size_t es = sc->kv_f16 ? 2 : 4;
+            const uint8_t *kc = (const uint8_t *)sc->k_cache + lo * es, *vc = (const uint8_t *)sc->v_cache + lo * es;
+            float *qp = c->q + (size_t)b * qd + (size_t)h * hd, *op = c->att + (size_t)b * qd + (size_t)h * hd;
+            if (j->nb == 1) { /* heads h.. of the KV head */
+                n = (kh + 1) * r - h < BL__ATTN_Q ? (kh + 1) * r - h : BL__ATTN_Q;
+                c->kern.attn4(qp, (size_t)hd, n, c->row_pos[0] + 1, 0, hd, scale, kc, vc, scores, (size_t)c->scores_cap, op, (size_t)hd, sc->kv_f16);
+                break;
+            }
+            for (n = 1; b + n < end && c->row_ctx[b + n] == sc && c->row_pos[b + n] == c->row_pos[b] + n; n++) {}
+            c->kern.attn4(qp, (size_t)qd, n, c->row_pos[b] + 1, 1, hd, scale, kc, vc, scores, (size_t)c->scores_cap, op, (size_t)qd, sc->kv_f16);
+        }
     }
 }
 
@@ -10268,7 +10390,11 @@ static void bl__forward_team(bl__ws *c, int nb, float *out, int n_out, int out_f
         j.l = l;
         bl__prep(c, &A, c->x, L->attn_norm, nb, dim, bl__kinds(&L->wq, &L->wk, &L->wv));
         bl__for(&j, nh + 2 * nkv, 1, bl__item_qkv);
-        bl__for(&j, (int64_t)nb * nh, bl__chunk((int64_t)nb * nh), bl__item_attn);
+        if (c->kern.attn4 && (nb > 1 || nh > nkv)) { /* rows or query heads in fours: bl__item_attn4 */
+            const int64_t n4 = nb > 1 ? (int64_t)(nb + BL__ATTN_Q - 1) / BL__ATTN_Q * nh : (int64_t)nkv * ((nh / nkv + BL__ATTN_Q - 1) / BL__ATTN_Q);
+            bl__for(&j, n4, bl__chunk(n4), bl__item_attn4);
+        } else
+            bl__for(&j, (int64_t)nb * nh, bl__chunk((int64_t)nb * nh), bl__item_attn);
         bl__prep(c, &A, c->att, NULL, nb, qd, bl__kinds(&L->wo, NULL, NULL));
         bl__matmul(c, &L->wo, &A, nb, c->x, dim, 1);
         bl__prep(c, &A, c->x, L->ffn_norm, nb, dim, bl__kinds(&L->w_gate, &L->w_up, NULL));
@@ -10383,7 +10509,7 @@ static bl_result bl__seq_check(const bl__ws *w, const bl_batch_seq *seqs, int i)
    sequences share a step, for out_rows rows of staged logits. */
 static int bl__ws_grow(bl__ws *w, int span, int out_rows) {
     if (span > w->scores_cap) {
-        float *s = (float *)bl__alloc((size_t)w->max_threads * (size_t)span * sizeof(float));
+        float *s = (float *)bl__alloc((size_t)w->max_threads * BL__ATTN_Q * (size_t)span * sizeof(float));
         if (!s) return -1;
         BL_FREE(w->scores);
         w->scores = s;

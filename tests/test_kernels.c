@@ -460,6 +460,53 @@ static void test_attn(const bl__kern *k) {
             }
 }
 
+/* attn4, where a level has it: each of up to four queries gets the bits
+   attn gives it alone, for query heads sharing a KV head (dn 0) and for
+   consecutive positions (dn 1), float and F16 caches; what lies past the
+   longest span is NaN, so reading it shows. */
+static void test_attn4(const bl__kern *k) {
+    static const int hds[] = {64, 128, 32, 6, 20, 72};
+    static const int n0s[] = {1, 2, 15, 16, 17, 63, 64, 100};
+    int hi, ni, nq, dn, f16, bad = 0, runs = 0;
+    if (!k->attn4) return;
+    for (hi = 0; hi < 6; hi++)
+        for (ni = 0; ni < 8; ni++)
+            for (nq = 1; nq <= BL__ATTN_Q; nq++)
+                for (dn = 0; dn < 2; dn++)
+                    for (f16 = 0; f16 < 2; f16++) {
+                        const int hd = hds[hi], n0 = n0s[ni], nmax = n0 + (nq - 1) * dn, cap = nmax + 3;
+                        const size_t kvn = (size_t)hd * bl__kv_len(nmax), es = f16 ? 2 : 4;
+                        uint8_t *kc = (uint8_t *)malloc(kvn * es), *vc = (uint8_t *)malloc(kvn * es);
+                        float *q = (float *)malloc((size_t)nq * (size_t)hd * 4), *o = (float *)malloc((size_t)nq * (size_t)hd * 4);
+                        float *o1 = (float *)malloc((size_t)hd * 4), *s = (float *)malloc((size_t)BL__ATTN_Q * (size_t)cap * 4);
+                        size_t i;
+                        int t, d, b;
+                        for (i = 0; i < kvn; i++) {
+                            const float a = frand(), v = frand();
+                            if (f16) { ((uint16_t *)kc)[i] = bl__f32_to_f16(a); ((uint16_t *)vc)[i] = bl__f32_to_f16(v); }
+                            else { ((float *)kc)[i] = a; ((float *)vc)[i] = v; }
+                        }
+                        for (t = nmax; t < (int)bl__kv_len(nmax); t++)
+                            for (d = 0; d < hd; d++) {
+                                const size_t ki = bl__k_at(hd, t, d), vi = (size_t)t * (size_t)hd + (size_t)d;
+                                if (f16) { ((uint16_t *)kc)[ki] = 0x7e00; ((uint16_t *)vc)[vi] = 0x7e00; }
+                                else { ((float *)kc)[ki] = NAN; ((float *)vc)[vi] = NAN; }
+                            }
+                        for (i = 0; i < (size_t)nq * (size_t)hd; i++) q[i] = frand() * 2;
+                        k->attn4(q, (size_t)hd, nq, n0, dn, hd, 0.3f, kc, vc, s, (size_t)cap, o, (size_t)hd, f16);
+                        for (b = 0; b < nq; b++) {
+                            k->attn(q + (size_t)b * (size_t)hd, kc, vc, n0 + b * dn, hd, 0.3f, s, o1, f16);
+                            if (memcmp(o1, o + (size_t)b * (size_t)hd, (size_t)hd * 4)) {
+                                if (bad++ < 5) printf("   %s attn4 hd=%d n0=%d nq=%d dn=%d f16=%d: query %d differs from attn\n", k->name, hd, n0, nq, dn, f16, b);
+                            }
+                        }
+                        runs++;
+                        free(kc); free(vc); free(q); free(o); free(o1); free(s);
+                    }
+    CHECK(bad == 0, "%s attn4: %d of %d calls not the bits of attn", k->name, bad, runs);
+    CHECK(runs == 6 * 8 * BL__ATTN_Q * 4, "%s attn4: %d calls", k->name, runs);
+}
+
 /* bl__f32_to_f16 gives the nearest F16, ties to even: checked against its
    neighbours on random bit patterns and on the edges (zeros and what rounds
    to them, subnormals, the largest finite value, overflow, NaN); and it
@@ -540,6 +587,7 @@ int main(void) {
         test_rearranged(&k, BL__TYPE_Q4_KR);
         test_misc(&k);
         test_attn(&k);
+        test_attn4(&k);
     }
     return tu_finish();
 }
