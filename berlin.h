@@ -8089,6 +8089,12 @@ static void bl__attn_ref(const float *q, const void *kc, const void *vc, int n_a
         for (d = 0; d < hd; d++) o[d] += s[t] * bl__kv_at(vc, (size_t)t * (size_t)hd + (size_t)d, f16);
 }
 
+/* n floats to F16, nearest, ties to even (bl__f32_to_f16 on each). */
+static void bl__f16row_ref(const float *x, uint16_t *out, int n) {
+    int i;
+    for (i = 0; i < n; i++) out[i] = bl__f32_to_f16(x[i]);
+}
+
 /* ---- x86 SIMD variants ----------------------------------------------------
    Compiled with per-function target attributes, so the header needs no
    -march flag and one binary runs on any x86-64; bl__kern_select picks the
@@ -8580,6 +8586,14 @@ BL__INLINE BL__AVX2 void bl__attn_avx2_t(const float *q, const uint8_t *kc, cons
         o[d] = r;
     }
 }
+/* F16C rounds to nearest even by the immediate, whatever MXCSR says, and
+   quiets NaNs keeping their top payload bits: bl__f32_to_f16's bits. */
+BL__AVX2 static void bl__f16row_avx2(const float *x, uint16_t *out, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm_storeu_si128((__m128i *)(void *)(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) out[i] = bl__f32_to_f16(x[i]);
+}
+
 BL__AVX2 static void bl__attn_avx2(const float *q, const void *kc, const void *vc, int n_att, int hd, float scale, float *s, float *o, int f16) {
     if (f16) bl__attn_avx2_t(q, (const uint8_t *)kc, (const uint8_t *)vc, n_att, hd, scale, s, o, 1);
     else bl__attn_avx2_t(q, (const uint8_t *)kc, (const uint8_t *)vc, n_att, hd, scale, s, o, 0);
@@ -9648,6 +9662,7 @@ typedef struct bl__kern {
     void (*rmsnorm)(float *o, const float *x, const float *w, int64_t n, float eps);
     void (*rope)(float *v, const float *cs, const float *sn, int head_dim, int neox);
     void (*attn)(const float *q, const void *kc, const void *vc, int n_att, int hd, float scale, float *s, float *o, int f16); /* keys in tiles, values in rows (bl__k_at); F16 cache when f16 */
+    void (*f16row)(const float *x, uint16_t *out, int n); /* to F16, as bl__f32_to_f16 */
     /* up to BL__ATTN_Q queries of one KV head at once, the same bits as attn on each; NULL: attn per query */
     void (*attn4)(const float *q, size_t qs, int nq, int n0, int dn, int hd, float scale, const void *kc, const void *vc, float *s, size_t ss, float *o, size_t os,
                   int f16);
@@ -9719,6 +9734,7 @@ static int bl__kern_init(bl__kern *k, int level) {
     k->rmsnorm = bl__rmsnorm_ref;
     k->rope = bl__rope_ref;
     k->attn = bl__attn_ref;
+    k->f16row = bl__f16row_ref;
 #ifdef BL__X86
     if (level >= BL__SIMD_AVX2) {
         k->name = "avx2";
@@ -9734,6 +9750,7 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->rmsnorm = bl__rmsnorm_avx2;
         k->rope = bl__rope_avx2;
         k->attn = bl__attn_avx2;
+        k->f16row = bl__f16row_avx2;
         k->tile_gemm = bl__tile_gemm_avx2;
         k->tile_min = 8;
     }
@@ -10266,9 +10283,16 @@ static void bl__qkv_heads(const bl__job *j, int which, int h0, int h1) {
                 const size_t o = ((size_t)j->l * (size_t)nkv + (size_t)h) * (size_t)hd * bl__kv_len(sc->n_ctx);
                 const size_t o0 = o + (which == 1 ? bl__k_at(hd, t, 0) : (size_t)t * (size_t)hd), step = which == 1 ? BL__KV_TILE : 1;
                 void *cache = which == 1 ? sc->k_cache : sc->v_cache;
-                if (sc->kv_f16)
-                    for (i = 0; i < hd; i++) ((uint16_t *)cache)[o0 + (size_t)i * step] = bl__f32_to_f16(v[i]);
-                else
+                if (sc->kv_f16 && step == 1) c->kern.f16row(v, (uint16_t *)cache + o0, hd);
+                else if (sc->kv_f16) {
+                    uint16_t h16[256];
+                    for (i = 0; i < hd; i += 256) { /* converted in pieces, then stored a tile row apart */
+                        const int n = hd - i < 256 ? hd - i : 256;
+                        int e;
+                        c->kern.f16row(v + i, h16, n);
+                        for (e = 0; e < n; e++) ((uint16_t *)cache)[o0 + (size_t)(i + e) * step] = h16[e];
+                    }
+                } else
                     for (i = 0; i < hd; i++) ((float *)cache)[o0 + (size_t)i * step] = v[i];
             }
         }

@@ -507,6 +507,31 @@ static void test_attn4(const bl__kern *k) {
     CHECK(runs == 6 * 8 * BL__ATTN_Q * 4, "%s attn4: %d calls", k->name, runs);
 }
 
+/* f16row: bl__f32_to_f16's bits at every level, on random bit patterns
+   (NaNs, infinities, subnormals among them), edge values and every length
+   up to 40 (the vector part and its tail). */
+static void test_f16row(const bl__kern *k) {
+    static const uint32_t edge[] = {0, 0x80000000u, 0x33000000u, 0x33000001u, 0x387fe000u, 0x387ff000u, 0x38800000u, 0x477fefffu, 0x477ff000u,
+                                    0x7f800000u, 0xff800000u, 0x7fc00000u, 0x7f800001u, 0xffc12345u, 0x3f800000u, 0x3f801000u, 0x3f803000u};
+    float x[40];
+    uint16_t a[40], b[40];
+    uint32_t st = 12345;
+    int n, i, rep, bad = 0;
+    for (rep = 1; rep < 2000; rep++) {
+        n = rep < 40 ? rep : 40;
+        for (i = 0; i < n; i++) {
+            uint32_t u;
+            st = st * 1664525u + 1013904223u;
+            u = rep % 3 ? st : edge[st % (sizeof edge / sizeof *edge)] ^ (st & 0x80000000u);
+            memcpy(&x[i], &u, 4);
+            b[i] = bl__f32_to_f16(x[i]);
+        }
+        k->f16row(x, a, n);
+        if (memcmp(a, b, (size_t)n * 2)) bad++;
+    }
+    CHECK(bad == 0, "%s f16row: %d rows differ from bl__f32_to_f16", k->name, bad);
+}
+
 /* bl__f32_to_f16 gives the nearest F16, ties to even: checked against its
    neighbours on random bit patterns and on the edges (zeros and what rounds
    to them, subnormals, the largest finite value, overflow, NaN); and it
@@ -588,6 +613,7 @@ int main(void) {
         test_misc(&k);
         test_attn(&k);
         test_attn4(&k);
+        test_f16row(&k);
     }
     return tu_finish();
 }
