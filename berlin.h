@@ -7652,7 +7652,7 @@ static void bl__bf16a_ref(const float *x, int64_t n, uint16_t *o) {
 
 /* Fill qp, qg and i32 from q (see bl__q8a); an odd last block stays as it
    is in qp, the last K/32 % 8 blocks in qg. */
-static void bl__q8a_permute(uint8_t *out, int64_t K) {
+static void bl__q8a_isums(uint8_t *out, int64_t K) {
     int32_t *is = (int32_t *)(void *)(out + 3 * K + K / 32 * 8 + K / 16 * 4);
     int64_t b;
     int j;
@@ -7661,6 +7661,10 @@ static void bl__q8a_permute(uint8_t *out, int64_t K) {
         for (j = 0; j < 32; j++) s += ((const int8_t *)out)[32 * b + j];
         is[b] = s;
     }
+}
+static void bl__q8a_permute(uint8_t *out, int64_t K) {
+    int64_t b;
+    int j;
     memcpy(out + K, out, (size_t)K);
     for (b = 0; b + 2 <= K / 32; b += 2) {
         memcpy(out + K + 32 * b + 16, out + 32 * b + 32, 16);
@@ -7696,7 +7700,6 @@ static void bl__q8a_ref(const float *x, int64_t K, uint8_t *out) {
         s16[2 * b + 1] = d[b] * (float)sum1;
         s32[b] = d[b] * (float)(sum0 + sum1);
     }
-    bl__q8a_permute(out, K);
 }
 
 /* Q4_K's 8 6-bit scales and mins, unpacked four at a time in 32-bit words. */
@@ -8172,7 +8175,6 @@ BL__AVX2 static void bl__q8a_avx2(const float *x, int64_t K, uint8_t *out) {
         p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         _mm256_storeu_si256((__m256i *)(void *)(q + 32 * b), _mm256_permutevar8x32_epi32(p, perm));
     }
-    bl__q8a_permute(out, K);
 }
 
 BL__AVX2 static float bl__vdot_q4_0_avx2(const uint8_t *w, bl__q8a a, int64_t K) {
@@ -8702,7 +8704,6 @@ BL__AVX512 static void bl__q8a_avx512(const float *x, int64_t K, uint8_t *out) {
         _mm_storeu_si128((__m128i *)(void *)(q + 32 * b), _mm512_cvtepi32_epi8(i0));
         _mm_storeu_si128((__m128i *)(void *)(q + 32 * b + 16), _mm512_cvtepi32_epi8(i1));
     }
-    bl__q8a_permute(out, K);
 }
 
 BL__AVX512 static void bl__bf16a_avx512(const float *x, int64_t n, uint16_t *o) {
@@ -9644,7 +9645,7 @@ typedef void (*bl__tile_fn)(int type, const uint8_t *tile, int64_t K, const uint
 typedef struct bl__kern {
     const char *name;      /* "scalar", "avx2", "avx512" */
     int level;             /* BL__SIMD_* */
-    void (*q8a)(const float *x, int64_t K, uint8_t *out);
+    void (*q8a)(const float *x, int64_t K, uint8_t *out); /* codes, scales and sums only: bl__quant_act does the rest */
     void (*bf16a)(const float *x, int64_t n, uint16_t *out);
     bl__vdot_fn vdot[6];   /* Q4_0, Q8_0, Q4_K, Q6_K, Q4_0R, Q4_KR: one row by one token */
     void (*vrows[6])(const uint8_t *w, size_t rb, int nr, const bl__q8a *a, int64_t K, float *y); /* nr rows of vdot, inlined */
@@ -9669,6 +9670,15 @@ typedef struct bl__kern {
 } bl__kern;
 
 enum { BL__SIMD_SCALAR = 0, BL__SIMD_AVX2 = 1, BL__SIMD_AVX512 = 2 };
+
+/* One row of activations quantized for the dot products (bl__q8a_at):
+   with all, also the rearranged copies of the one-token kernels (qp, qg),
+   which tiles do not read. */
+static void bl__quant_act(const bl__kern *k, const float *x, int64_t K, uint8_t *out, int all) {
+    k->q8a(x, K, out);
+    bl__q8a_isums(out, K);
+    if (all) bl__q8a_permute(out, K);
+}
 enum { BL__CPU_AVX2 = 1, BL__CPU_AVX512 = 2, BL__CPU_AVX512BF16 = 4 };
 
 static int bl__qslot(int type) {
@@ -10104,7 +10114,7 @@ static void bl__prep(bl__ws *c, bl__acts *A, const float *x, const float *norm, 
         for (b = 0; b < nb; b++) {
             const float *src = x + (size_t)b * (size_t)K;
             if (norm) { k->rmsnorm(xf + (size_t)b * (size_t)K, src, norm, K, (float)c->m->hp.eps); src = xf + (size_t)b * (size_t)K; }
-            if (kinds & (1 << BL__ACT_Q8)) k->q8a(src, K, q8 + (size_t)b * A->sq8);
+            if (kinds & (1 << BL__ACT_Q8)) bl__quant_act(k, src, K, q8 + (size_t)b * A->sq8, 1);
             if (kinds & (1 << BL__ACT_BF16)) k->bf16a(src, K, (uint16_t *)(void *)(bf + (size_t)b * A->sbf));
         }
         return;
@@ -10113,7 +10123,7 @@ static void bl__prep(bl__ws *c, bl__acts *A, const float *x, const float *norm, 
     for (b = 0; b < nb; b++) {
         const float *src = x + (size_t)b * (size_t)K;
         if (norm) { k->rmsnorm(xf + (size_t)b * (size_t)K, src, norm, K, (float)c->m->hp.eps); src = xf + (size_t)b * (size_t)K; }
-        if (kinds & (1 << BL__ACT_Q8)) k->q8a(src, K, q8 + (size_t)b * A->sq8);
+        if (kinds & (1 << BL__ACT_Q8)) bl__quant_act(k, src, K, q8 + (size_t)b * A->sq8, nb < k->tile_min); /* tiles read the codes alone */
         if (kinds & (1 << BL__ACT_BF16)) k->bf16a(src, K, (uint16_t *)(void *)(bf + (size_t)b * A->sbf));
     }
 }

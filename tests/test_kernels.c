@@ -12,6 +12,13 @@ static uint64_t rs = 0x9e3779b97f4a7c15ULL;
 static uint32_t rnd(void) { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (uint32_t)(rs >> 16); }
 static float frand(void) { return (float)(rnd() % 2000001) / 1000000.0f - 1.0f; }
 
+/* The plain C activations with everything the one-token kernels read. */
+static void ref_q8a(const float *x, int64_t K, uint8_t *out) {
+    bl__q8a_ref(x, K, out);
+    bl__q8a_isums(out, K);
+    bl__q8a_permute(out, K);
+}
+
 static uint16_t f2h(float x) { /* normal range only */
     uint32_t u, s, m;
     int e;
@@ -96,14 +103,20 @@ static void test_act(const bl__kern *k) {
         int bad = 0;
         for (i = 0; i < K; i++) x[i] = frand() * (i % 97 == 0 ? 10.0f : 1.0f);
         if (K == 96) for (i = 32; i < 64; i++) x[i] = 0; /* an all-zero block */
-        bl__q8a_ref(x, K, a);
-        k->q8a(x, K, b);
+        ref_q8a(x, K, a);
+        bl__quant_act(k, x, K, b, 1);
         qa = bl__q8a_at(a, K);
         qb = bl__q8a_at(b, K);
         for (i = 0; i < K; i++) bad += qa.q[i] != qb.q[i];
         for (i = 0; i < K / 32; i++) bad += qa.d[i] != qb.d[i] || fabsf(qa.s32[i] - qb.s32[i]) > 1e-5f * (fabsf(qa.s32[i]) + 1);
         for (i = 0; i < K / 16; i++) bad += fabsf(qa.s16[i] - qb.s16[i]) > 1e-5f * (fabsf(qa.s16[i]) + 1);
+        for (i = 0; i < K / 32; i++) bad += qa.i32[i] != qb.i32[i];
+        bad += memcmp(qa.qp, qb.qp, (size_t)K) != 0 || memcmp(qa.qg, qb.qg, (size_t)K) != 0;
         CHECK(bad == 0, "%s q8a K=%lld: %d mismatches", k->name, (long long)K, bad);
+        memset(b, 0, st); /* the form tiles read: the same codes, scales and sums */
+        bl__quant_act(k, x, K, b, 0);
+        CHECK(!memcmp(b, a, (size_t)K) && !memcmp(b + 3 * K, a + 3 * K, st - 3 * (size_t)K), "%s q8a K=%lld for tiles: not the codes, scales and sums", k->name,
+              (long long)K);
         bl__bf16a_ref(x, K - 3, h1);
         k->bf16a(x, K - 3, h2);
         CHECK(memcmp(h1, h2, (size_t)(K - 3) * 2) == 0, "%s bf16a n=%lld", k->name, (long long)(K - 3));
@@ -127,7 +140,7 @@ static void test_vdot(const bl__kern *k) {
                 double ex, sc, r, s;
                 for (i = 0; i < K; i++) x[i] = frand();
                 fill_row(type, w, K);
-                bl__q8a_ref(x, K, a);
+                ref_q8a(x, K, a);
                 sc = abs_dot(type, w, x, K, &ex);
                 r = k->vdot[ti](w, bl__q8a_at(a, K), K);
                 s = k == NULL ? 0 : (ti == 0 ? bl__vdot_q4_0_ref : ti == 1 ? bl__vdot_q8_0_ref : ti == 2 ? bl__vdot_q4_k_ref : bl__vdot_q6_k_ref)(w, bl__q8a_at(a, K), K);
@@ -160,7 +173,7 @@ static void test_vrows(const bl__kern *k) {
                 else if (slot == 5) bl__q4_kr_from_q4_k(w + (size_t)i * rb, wr + (size_t)i * rb, K);
                 else memcpy(wr + (size_t)i * rb, w + (size_t)i * rb, rb);
             }
-            k->q8a(x, K, a);
+            bl__quant_act(k, x, K, a, 1);
             qa = bl__q8a_at(a, K);
             for (nr = 1; nr <= 5 && k->vrows[slot]; nr++) {
                 k->vrows[slot](wr, rb, nr, &qa, K, y);
@@ -269,7 +282,7 @@ static void test_tiles(const bl__kern *k) {
         for (i = 0; i < 9; i++) {
             int64_t j;
             for (j = 0; j < K; j++) x[j] = frand();
-            bl__q8a_ref(x, K, a + (size_t)i * as);
+            ref_q8a(x, K, a + (size_t)i * as);
         }
         for (ni = 0; ni < 5; ni++)
             for (ti2 = 0; ti2 < 5; ti2++) {
@@ -338,7 +351,7 @@ static void test_rearranged(const bl__kern *k, int rtype) {
                 bl__q4_kr_block(wr, K, i, blk);
                 if (memcmp(blk, w + 144 * i, 144)) same_blk = 0;
             }
-            k->q8a(x, K, a);
+            bl__quant_act(k, x, K, a, 1);
             bl__dequant_row(base, w, f1, K);
             bl__dequant_row(rtype, wr, f2, K);
             if (memcmp(f1, f2, (size_t)K * sizeof(float))) same_deq = 0;

@@ -313,7 +313,7 @@ static int bn_kernels(size_t mib) {
                 W.row_bytes = rb;
                 bl__q4_0r_in_place(&W, w);
             }
-            k.q8a(x, K, act);
+            bl__quant_act(&k, x, K, act, 1);
             for (pass = 0; pass < 2; pass++) { /* 0: L2, 1: memory */
                 const size_t n = pass ? rows : ((size_t)256 << 10) / rb;
                 double best = 0, t0, t;
