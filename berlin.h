@@ -8071,6 +8071,10 @@ static size_t bl__k_at(int hd, int t, int d) {
     return ((size_t)(t / BL__KV_TILE) * (size_t)hd + (size_t)d) * BL__KV_TILE + (size_t)(t % BL__KV_TILE);
 }
 static size_t bl__kv_len(int n_ctx) { return ((size_t)n_ctx + BL__KV_TILE - 1) / BL__KV_TILE * BL__KV_TILE; }
+/* The first element of KV head kh of layer l in a cache of n_ctx positions. */
+static size_t bl__kv_head(int l, int n_kv, int kh, int hd, int n_ctx) {
+    return ((size_t)l * (size_t)n_kv + (size_t)kh) * (size_t)hd * bl__kv_len(n_ctx);
+}
 
 /* Element i of a cache: float, or F16 when f16. */
 static float bl__kv_at(const void *p, size_t i, int f16) {
@@ -8091,6 +8095,17 @@ static void bl__attn_ref(const float *q, const void *kc, const void *vc, int n_a
     for (t = 0; t < n_att; t++)
         for (d = 0; d < hd; d++) o[d] += s[t] * bl__kv_at(vc, (size_t)t * (size_t)hd + (size_t)d, f16);
 }
+
+/* attn4 (see bl__attn4_avx512) as one attn call per query, for the levels
+   that have no kernel of their own for it. */
+#define BL__ATTN4_EACH(name, attr, attn)                                                                                        \
+    attr static void name(const float *q, size_t qs, int nq, int n0, int dn, int hd, float scale, const void *kc, const void *vc, \
+                          float *s, size_t ss, float *o, size_t os, int f16) {                                                  \
+        int b;                                                                                                                  \
+        (void)ss;                                                                                                               \
+        for (b = 0; b < nq; b++) attn(q + (size_t)b * qs, kc, vc, n0 + b * dn, hd, scale, s, o + (size_t)b * os, f16);          \
+    }
+BL__ATTN4_EACH(bl__attn4_ref, BL__NO_ATTR, bl__attn_ref)
 
 /* n floats to F16, nearest, ties to even (bl__f32_to_f16 on each). */
 static void bl__f16row_ref(const float *x, uint16_t *out, int n) {
@@ -8600,6 +8615,7 @@ BL__AVX2 static void bl__attn_avx2(const float *q, const void *kc, const void *v
     if (f16) bl__attn_avx2_t(q, (const uint8_t *)kc, (const uint8_t *)vc, n_att, hd, scale, s, o, 1);
     else bl__attn_avx2_t(q, (const uint8_t *)kc, (const uint8_t *)vc, n_att, hd, scale, s, o, 0);
 }
+BL__ATTN4_EACH(bl__attn4_avx2, BL__AVX2, bl__attn_avx2)
 
 BL__VROWS_ALL(BL__AVX2, avx2)
 
@@ -9618,7 +9634,8 @@ BL__INLINE BL__AVX512 void bl__attn4_avx512_t(const float *q, size_t qs, int nq,
 }
 BL__AVX512 static void bl__attn4_avx512(const float *q, size_t qs, int nq, int n0, int dn, int hd, float scale, const void *kc, const void *vc, float *s,
                                         size_t ss, float *o, size_t os, int f16) {
-    if (f16) bl__attn4_avx512_t(q, qs, nq, n0, dn, hd, scale, (const uint8_t *)kc, (const uint8_t *)vc, s, ss, o, os, 1);
+    if (nq == 1) bl__attn_avx512(q, kc, vc, n0, hd, scale, s, o, f16); /* nothing to share */
+    else if (f16) bl__attn4_avx512_t(q, qs, nq, n0, dn, hd, scale, (const uint8_t *)kc, (const uint8_t *)vc, s, ss, o, os, 1);
     else bl__attn4_avx512_t(q, qs, nq, n0, dn, hd, scale, (const uint8_t *)kc, (const uint8_t *)vc, s, ss, o, os, 0);
 }
 
@@ -9664,7 +9681,7 @@ typedef struct bl__kern {
     void (*rope)(float *v, const float *cs, const float *sn, int head_dim, int neox);
     void (*attn)(const float *q, const void *kc, const void *vc, int n_att, int hd, float scale, float *s, float *o, int f16); /* keys in tiles, values in rows (bl__k_at); F16 cache when f16 */
     void (*f16row)(const float *x, uint16_t *out, int n); /* to F16, as bl__f32_to_f16 */
-    /* up to BL__ATTN_Q queries of one KV head at once, the same bits as attn on each; NULL: attn per query */
+    /* up to BL__ATTN_Q queries of one KV head at once, the same bits as attn on each */
     void (*attn4)(const float *q, size_t qs, int nq, int n0, int dn, int hd, float scale, const void *kc, const void *vc, float *s, size_t ss, float *o, size_t os,
                   int f16);
 } bl__kern;
@@ -9745,6 +9762,7 @@ static int bl__kern_init(bl__kern *k, int level) {
     k->rope = bl__rope_ref;
     k->attn = bl__attn_ref;
     k->f16row = bl__f16row_ref;
+    k->attn4 = bl__attn4_ref;
 #ifdef BL__X86
     if (level >= BL__SIMD_AVX2) {
         k->name = "avx2";
@@ -9761,6 +9779,7 @@ static int bl__kern_init(bl__kern *k, int level) {
         k->rope = bl__rope_avx2;
         k->attn = bl__attn_avx2;
         k->f16row = bl__f16row_avx2;
+        k->attn4 = bl__attn4_avx2;
         k->tile_gemm = bl__tile_gemm_avx2;
         k->tile_min = 8;
     }
@@ -10290,7 +10309,7 @@ static void bl__qkv_heads(const bl__job *j, int which, int h0, int h1) {
             if (which) { /* keys in tiles, values in rows: bl__k_at */
                 const bl_ctx *sc = c->row_ctx[b];
                 const int t = c->row_pos[b];
-                const size_t o = ((size_t)j->l * (size_t)nkv + (size_t)h) * (size_t)hd * bl__kv_len(sc->n_ctx);
+                const size_t o = bl__kv_head(j->l, nkv, h, hd, sc->n_ctx);
                 const size_t o0 = o + (which == 1 ? bl__k_at(hd, t, 0) : (size_t)t * (size_t)hd), step = which == 1 ? BL__KV_TILE : 1;
                 void *cache = which == 1 ? sc->k_cache : sc->v_cache;
                 if (sc->kv_f16 && step == 1) c->kern.f16row(v, (uint16_t *)cache + o0, hd);
@@ -10316,25 +10335,7 @@ static void bl__item_qkv(const bl__job *j, int64_t u0, int64_t u1) {
     bl__qkv_heads(j, 2, (a > nh + nkv ? a : nh + nkv) - nh - nkv, b - nh - nkv);
 }
 
-/* Items [i0, i1) of the attention: item i is head i % n_head of row i / n_head. */
-static void bl__item_attn(const bl__job *j, int64_t i0, int64_t i1) {
-    bl__ws *c = j->c;
-    const bl__hparams *hp = &c->m->hp;
-    const int hd = hp->head_dim, nh = hp->n_head, qd = nh * hd;
-    const float scale = 1.0f / sqrtf((float)hd);
-    float *scores = c->scores + (size_t)BL__THREAD_ID() * BL__ATTN_Q * (size_t)c->scores_cap;
-    int64_t i;
-    for (i = i0; i < i1; i++) {
-        const int bb = (int)(i / nh), h = (int)(i % nh), kh = h / (nh / hp->n_head_kv), n_att = c->row_pos[bb] + 1;
-        const bl_ctx *sc = c->row_ctx[bb];
-        const size_t lo = ((size_t)j->l * (size_t)hp->n_head_kv + (size_t)kh) * (size_t)hd * bl__kv_len(sc->n_ctx);
-        const size_t es = sc->kv_f16 ? 2 : 4;
-        c->kern.attn(c->q + (size_t)bb * qd + (size_t)h * hd, (const uint8_t *)sc->k_cache + lo * es, (const uint8_t *)sc->v_cache + lo * es, n_att, hd, scale,
-                     scores, c->att + (size_t)bb * qd + (size_t)h * hd, sc->kv_f16);
-    }
-}
-
-/* Items [i0, i1) of the attention with bl__kern.attn4. For one row
+/* Items [i0, i1) of the attention, through bl__kern.attn4. For one row
    (decoding): item i is KV head i / g with its query heads 4 (i % g) ..
    + 3, g = ceil(r / 4) items per KV head of r query heads. For more rows:
    item i is head i % n_head of rows 4 (i / n_head) .. + 3, taken together
@@ -10361,7 +10362,7 @@ static void bl__item_attn4(const bl__job *j, int64_t i0, int64_t i1) {
         }
         for (; b < end; b += n) {
             const bl_ctx *sc = c->row_ctx[b];
-            const size_t lo = ((size_t)j->l * (size_t)hp->n_head_kv + (size_t)kh) * (size_t)hd * bl__kv_len(sc->n_ctx);
+            const size_t lo = bl__kv_head(j->l, hp->n_head_kv, kh, hd, sc->n_ctx);
             const size_t es = sc->kv_f16 ? 2 : 4;
             const uint8_t *kc = (const uint8_t *)sc->k_cache + lo * es, *vc = (const uint8_t *)sc->v_cache + lo * es;
             float *qp = c->q + (size_t)b * qd + (size_t)h * hd, *op = c->att + (size_t)b * qd + (size_t)h * hd;
@@ -10424,11 +10425,10 @@ static void bl__forward_team(bl__ws *c, int nb, float *out, int n_out, int out_f
         j.l = l;
         bl__prep(c, &A, c->x, L->attn_norm, nb, dim, bl__kinds(&L->wq, &L->wk, &L->wv));
         bl__for(&j, nh + 2 * nkv, 1, bl__item_qkv);
-        if (c->kern.attn4 && (nb > 1 || nh > nkv)) { /* rows or query heads in fours: bl__item_attn4 */
+        { /* rows, or a token's query heads, in fours: bl__item_attn4 */
             const int64_t n4 = nb > 1 ? (int64_t)(nb + BL__ATTN_Q - 1) / BL__ATTN_Q * nh : (int64_t)nkv * ((nh / nkv + BL__ATTN_Q - 1) / BL__ATTN_Q);
             bl__for(&j, n4, bl__chunk(n4), bl__item_attn4);
-        } else
-            bl__for(&j, (int64_t)nb * nh, bl__chunk((int64_t)nb * nh), bl__item_attn);
+        }
         bl__prep(c, &A, c->att, NULL, nb, qd, bl__kinds(&L->wo, NULL, NULL));
         bl__matmul(c, &L->wo, &A, nb, c->x, dim, 1);
         bl__prep(c, &A, c->x, L->ffn_norm, nb, dim, bl__kinds(&L->w_gate, &L->w_up, NULL));

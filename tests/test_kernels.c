@@ -473,15 +473,14 @@ static void test_attn(const bl__kern *k) {
             }
 }
 
-/* attn4, where a level has it: each of up to four queries gets the bits
-   attn gives it alone, for query heads sharing a KV head (dn 0) and for
+/* attn4 at every level: each of up to four queries gets the bits attn
+   gives it alone, for query heads sharing a KV head (dn 0) and for
    consecutive positions (dn 1), float and F16 caches; what lies past the
    longest span is NaN, so reading it shows. */
 static void test_attn4(const bl__kern *k) {
     static const int hds[] = {64, 128, 32, 6, 20, 72};
     static const int n0s[] = {1, 2, 15, 16, 17, 63, 64, 100};
     int hi, ni, nq, dn, f16, bad = 0, runs = 0;
-    if (!k->attn4) return;
     for (hi = 0; hi < 6; hi++)
         for (ni = 0; ni < 8; ni++)
             for (nq = 1; nq <= BL__ATTN_Q; nq++)
