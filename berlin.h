@@ -8615,7 +8615,133 @@ BL__AVX2 static void bl__attn_avx2(const float *q, const void *kc, const void *v
     if (f16) bl__attn_avx2_t(q, (const uint8_t *)kc, (const uint8_t *)vc, n_att, hd, scale, s, o, 1);
     else bl__attn_avx2_t(q, (const uint8_t *)kc, (const uint8_t *)vc, n_att, hd, scale, s, o, 0);
 }
-BL__ATTN4_EACH(bl__attn4_avx2, BL__AVX2, bl__attn_avx2)
+
+/* Two queries of one KV head (spans n0 and n1 >= n0), each with the bits
+   bl__attn_avx2_t gives it alone: the key tiles both take whole and the
+   value rows both read are loaded and converted once for the two; the
+   rest each query does by itself, in the same order as alone. */
+BL__INLINE BL__AVX2 void bl__attn2_avx2_t(const float *q0, const float *q1, const uint8_t *kc, const uint8_t *vc, int n0, int n1, int hd, float scale,
+                                         float *s0, float *s1, float *o0, float *o1, const int f16) {
+    const __m256 sc = _mm256_set1_ps(scale);
+    int t = 0, d, b;
+    for (; t + 16 <= n0; t += 16) { /* bl__attn_avx2_t's tile, for both */
+        const size_t k0 = bl__k_at(hd, t, 0);
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, e0 = a0, e1 = a0;
+        for (d = 0; d + 2 <= hd; d += 2) {
+            const __m256 k00 = bl__kv8_avx2(kc, k0 + 16 * (size_t)d, f16), k01 = bl__kv8_avx2(kc, k0 + 16 * (size_t)d + 8, f16);
+            const __m256 k10 = bl__kv8_avx2(kc, k0 + 16 * (size_t)d + 16, f16), k11 = bl__kv8_avx2(kc, k0 + 16 * (size_t)d + 24, f16);
+            __m256 w = _mm256_set1_ps(q0[d]);
+            a0 = _mm256_fmadd_ps(w, k00, a0);
+            a1 = _mm256_fmadd_ps(w, k01, a1);
+            w = _mm256_set1_ps(q0[d + 1]);
+            b0 = _mm256_fmadd_ps(w, k10, b0);
+            b1 = _mm256_fmadd_ps(w, k11, b1);
+            w = _mm256_set1_ps(q1[d]);
+            c0 = _mm256_fmadd_ps(w, k00, c0);
+            c1 = _mm256_fmadd_ps(w, k01, c1);
+            w = _mm256_set1_ps(q1[d + 1]);
+            e0 = _mm256_fmadd_ps(w, k10, e0);
+            e1 = _mm256_fmadd_ps(w, k11, e1);
+        }
+        if (d < hd) {
+            const __m256 k00 = bl__kv8_avx2(kc, k0 + 16 * (size_t)d, f16), k01 = bl__kv8_avx2(kc, k0 + 16 * (size_t)d + 8, f16);
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(q0[d]), k00, a0);
+            a1 = _mm256_fmadd_ps(_mm256_set1_ps(q0[d]), k01, a1);
+            c0 = _mm256_fmadd_ps(_mm256_set1_ps(q1[d]), k00, c0);
+            c1 = _mm256_fmadd_ps(_mm256_set1_ps(q1[d]), k01, c1);
+        }
+        _mm256_storeu_ps(s0 + t, _mm256_mul_ps(_mm256_add_ps(a0, b0), sc));
+        _mm256_storeu_ps(s0 + t + 8, _mm256_mul_ps(_mm256_add_ps(a1, b1), sc));
+        _mm256_storeu_ps(s1 + t, _mm256_mul_ps(_mm256_add_ps(c0, e0), sc));
+        _mm256_storeu_ps(s1 + t + 8, _mm256_mul_ps(_mm256_add_ps(c1, e1), sc));
+    }
+    for (b = 0; b < 2; b++) { /* each query's own rest, as alone */
+        const float *q = b ? q1 : q0;
+        float *sb = b ? s1 : s0;
+        const int n = b ? n1 : n0;
+        int u = t;
+        for (; u + 16 <= n; u += 16) {
+            const size_t k0 = bl__k_at(hd, u, 0);
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+            for (d = 0; d + 2 <= hd; d += 2) {
+                const __m256 qd = _mm256_set1_ps(q[d]), qe = _mm256_set1_ps(q[d + 1]);
+                a0 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, k0 + 16 * (size_t)d, f16), a0);
+                a1 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, k0 + 16 * (size_t)d + 8, f16), a1);
+                b0 = _mm256_fmadd_ps(qe, bl__kv8_avx2(kc, k0 + 16 * (size_t)d + 16, f16), b0);
+                b1 = _mm256_fmadd_ps(qe, bl__kv8_avx2(kc, k0 + 16 * (size_t)d + 24, f16), b1);
+            }
+            if (d < hd) {
+                const __m256 qd = _mm256_set1_ps(q[d]);
+                a0 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, k0 + 16 * (size_t)d, f16), a0);
+                a1 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, k0 + 16 * (size_t)d + 8, f16), a1);
+            }
+            _mm256_storeu_ps(sb + u, _mm256_mul_ps(_mm256_add_ps(a0, b0), sc));
+            _mm256_storeu_ps(sb + u + 8, _mm256_mul_ps(_mm256_add_ps(a1, b1), sc));
+        }
+        for (; u < n; u++) {
+            float a = 0;
+            for (d = 0; d < hd; d++) a += q[d] * bl__kv_at(kc, bl__k_at(hd, u, d), f16);
+            sb[u] = a * scale;
+        }
+        bl__softmax_avx2(sb, n);
+    }
+    for (d = 0; d + 32 <= hd; d += 32) { /* value rows 32 elements at a time; both up to n0, then the second alone */
+        __m256 e0 = _mm256_setzero_ps(), e1 = e0, e2 = e0, e3 = e0, f0 = e0, f1 = e0, f2 = e0, f3 = e0;
+        for (t = 0; t < n1; t++) {
+            const size_t v = (size_t)t * (size_t)hd + (size_t)d;
+            const __m256 x0 = bl__kv8_avx2(vc, v, f16), x1 = bl__kv8_avx2(vc, v + 8, f16), x2 = bl__kv8_avx2(vc, v + 16, f16), x3 = bl__kv8_avx2(vc, v + 24, f16);
+            __m256 w = _mm256_set1_ps(s1[t]);
+            f0 = _mm256_fmadd_ps(w, x0, f0);
+            f1 = _mm256_fmadd_ps(w, x1, f1);
+            f2 = _mm256_fmadd_ps(w, x2, f2);
+            f3 = _mm256_fmadd_ps(w, x3, f3);
+            if (t < n0) {
+                w = _mm256_set1_ps(s0[t]);
+                e0 = _mm256_fmadd_ps(w, x0, e0);
+                e1 = _mm256_fmadd_ps(w, x1, e1);
+                e2 = _mm256_fmadd_ps(w, x2, e2);
+                e3 = _mm256_fmadd_ps(w, x3, e3);
+            }
+        }
+        _mm256_storeu_ps(o0 + d, e0);
+        _mm256_storeu_ps(o0 + d + 8, e1);
+        _mm256_storeu_ps(o0 + d + 16, e2);
+        _mm256_storeu_ps(o0 + d + 24, e3);
+        _mm256_storeu_ps(o1 + d, f0);
+        _mm256_storeu_ps(o1 + d + 8, f1);
+        _mm256_storeu_ps(o1 + d + 16, f2);
+        _mm256_storeu_ps(o1 + d + 24, f3);
+    }
+    for (b = 0; b < 2; b++) { /* the last elements of the rows, as alone */
+        const float *sb = b ? s1 : s0;
+        float *o = b ? o1 : o0;
+        const int n = b ? n1 : n0;
+        int e = d;
+        for (; e + 8 <= hd; e += 8) {
+            __m256 e0 = _mm256_setzero_ps();
+            for (t = 0; t < n; t++) e0 = _mm256_fmadd_ps(_mm256_set1_ps(sb[t]), bl__kv8_avx2(vc, (size_t)t * (size_t)hd + (size_t)e, f16), e0);
+            _mm256_storeu_ps(o + e, e0);
+        }
+        for (; e < hd; e++) {
+            float r = 0;
+            for (t = 0; t < n; t++) r += sb[t] * bl__kv_at(vc, (size_t)t * (size_t)hd + (size_t)e, f16);
+            o[e] = r;
+        }
+    }
+}
+/* attn4 on AVX2: the queries two at a time (sixteen registers hold no more). */
+BL__AVX2 static void bl__attn4_avx2(const float *q, size_t qs, int nq, int n0, int dn, int hd, float scale, const void *kc, const void *vc, float *s,
+                                    size_t ss, float *o, size_t os, int f16) {
+    int b = 0;
+    for (; b + 2 <= nq; b += 2) {
+        const float *qa = q + (size_t)b * qs, *qb = qa + qs;
+        float *oa = o + (size_t)b * os, *ob = oa + os;
+        const int na = n0 + b * dn, nb = na + dn;
+        if (f16) bl__attn2_avx2_t(qa, qb, (const uint8_t *)kc, (const uint8_t *)vc, na, nb, hd, scale, s, s + ss, oa, ob, 1);
+        else bl__attn2_avx2_t(qa, qb, (const uint8_t *)kc, (const uint8_t *)vc, na, nb, hd, scale, s, s + ss, oa, ob, 0);
+    }
+    if (b < nq) bl__attn_avx2(q + (size_t)b * qs, kc, vc, n0 + b * dn, hd, scale, s, o + (size_t)b * os, f16);
+}
 
 BL__VROWS_ALL(BL__AVX2, avx2)
 
