@@ -8550,10 +8550,12 @@ BL__AVX2 static void bl__swiglu_avx2(float *g, const float *u, int64_t n) {
 BL__INLINE BL__AVX2 __m256 bl__kv8_avx2(const uint8_t *p, size_t i, const int f16) { /* elements i..i+7 of a cache row */
     return f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p + 2 * i))) : _mm256_loadu_ps((const float *)(const void *)(p + 4 * i));
 }
-BL__INLINE BL__AVX2 void bl__attn_avx2_t(const float *q, const uint8_t *kc, const uint8_t *vc, int n_att, int hd, float scale, float *s, float *o, const int f16) {
+/* Scores of positions t0..n-1 for one query, t0 a multiple of 16: whole
+   tiles with two pairs of chains in memory order, the rest one by one. */
+BL__INLINE BL__AVX2 void bl__scores_avx2(const float *q, const uint8_t *kc, int t0, int n, int hd, float scale, float *s, const int f16) {
     const __m256 sc = _mm256_set1_ps(scale);
-    int t = 0, d;
-    for (; t + 16 <= n_att; t += 16) { /* one tile: hd rows of 16, in memory order, two pairs of chains */
+    int t = t0, d;
+    for (; t + 16 <= n; t += 16) {
         const size_t k0 = bl__k_at(hd, t, 0);
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
         for (d = 0; d + 2 <= hd; d += 2) {
@@ -8571,11 +8573,30 @@ BL__INLINE BL__AVX2 void bl__attn_avx2_t(const float *q, const uint8_t *kc, cons
         _mm256_storeu_ps(s + t, _mm256_mul_ps(_mm256_add_ps(a0, b0), sc));
         _mm256_storeu_ps(s + t + 8, _mm256_mul_ps(_mm256_add_ps(a1, b1), sc));
     }
-    for (; t < n_att; t++) {
+    for (; t < n; t++) {
         float a = 0;
         for (d = 0; d < hd; d++) a += q[d] * bl__kv_at(kc, bl__k_at(hd, t, d), f16);
         s[t] = a * scale;
     }
+}
+/* Elements d0..hd-1 of the weighted sum of n value rows, d0 past the last
+   whole group of 32: eight at a time, then one by one. */
+BL__INLINE BL__AVX2 void bl__values_tail_avx2(const float *s, const uint8_t *vc, int n, int hd, int d0, float *o, const int f16) {
+    int d = d0, t;
+    for (; d + 8 <= hd; d += 8) {
+        __m256 e0 = _mm256_setzero_ps();
+        for (t = 0; t < n; t++) e0 = _mm256_fmadd_ps(_mm256_set1_ps(s[t]), bl__kv8_avx2(vc, (size_t)t * (size_t)hd + (size_t)d, f16), e0);
+        _mm256_storeu_ps(o + d, e0);
+    }
+    for (; d < hd; d++) {
+        float r = 0;
+        for (t = 0; t < n; t++) r += s[t] * bl__kv_at(vc, (size_t)t * (size_t)hd + (size_t)d, f16);
+        o[d] = r;
+    }
+}
+BL__INLINE BL__AVX2 void bl__attn_avx2_t(const float *q, const uint8_t *kc, const uint8_t *vc, int n_att, int hd, float scale, float *s, float *o, const int f16) {
+    int t, d;
+    bl__scores_avx2(q, kc, 0, n_att, hd, scale, s, f16);
     bl__softmax_avx2(s, n_att);
     for (d = 0; d + 32 <= hd; d += 32) { /* the value rows, 32 elements at a time */
         __m256 e0 = _mm256_setzero_ps(), e1 = e0, e2 = e0, e3 = e0;
@@ -8592,16 +8613,7 @@ BL__INLINE BL__AVX2 void bl__attn_avx2_t(const float *q, const uint8_t *kc, cons
         _mm256_storeu_ps(o + d + 16, e2);
         _mm256_storeu_ps(o + d + 24, e3);
     }
-    for (; d + 8 <= hd; d += 8) {
-        __m256 e0 = _mm256_setzero_ps();
-        for (t = 0; t < n_att; t++) e0 = _mm256_fmadd_ps(_mm256_set1_ps(s[t]), bl__kv8_avx2(vc, (size_t)t * (size_t)hd + (size_t)d, f16), e0);
-        _mm256_storeu_ps(o + d, e0);
-    }
-    for (; d < hd; d++) {
-        float r = 0;
-        for (t = 0; t < n_att; t++) r += s[t] * bl__kv_at(vc, (size_t)t * (size_t)hd + (size_t)d, f16);
-        o[d] = r;
-    }
+    bl__values_tail_avx2(s, vc, n_att, hd, d, o, f16);
 }
 /* F16C rounds to nearest even by the immediate, whatever MXCSR says, and
    quiets NaNs keeping their top payload bits: bl__f32_to_f16's bits. */
@@ -8656,34 +8668,8 @@ BL__INLINE BL__AVX2 void bl__attn2_avx2_t(const float *q0, const float *q1, cons
         _mm256_storeu_ps(s1 + t + 8, _mm256_mul_ps(_mm256_add_ps(c1, e1), sc));
     }
     for (b = 0; b < 2; b++) { /* each query's own rest, as alone */
-        const float *q = b ? q1 : q0;
-        float *sb = b ? s1 : s0;
-        const int n = b ? n1 : n0;
-        int u = t;
-        for (; u + 16 <= n; u += 16) {
-            const size_t k0 = bl__k_at(hd, u, 0);
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
-            for (d = 0; d + 2 <= hd; d += 2) {
-                const __m256 qd = _mm256_set1_ps(q[d]), qe = _mm256_set1_ps(q[d + 1]);
-                a0 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, k0 + 16 * (size_t)d, f16), a0);
-                a1 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, k0 + 16 * (size_t)d + 8, f16), a1);
-                b0 = _mm256_fmadd_ps(qe, bl__kv8_avx2(kc, k0 + 16 * (size_t)d + 16, f16), b0);
-                b1 = _mm256_fmadd_ps(qe, bl__kv8_avx2(kc, k0 + 16 * (size_t)d + 24, f16), b1);
-            }
-            if (d < hd) {
-                const __m256 qd = _mm256_set1_ps(q[d]);
-                a0 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, k0 + 16 * (size_t)d, f16), a0);
-                a1 = _mm256_fmadd_ps(qd, bl__kv8_avx2(kc, k0 + 16 * (size_t)d + 8, f16), a1);
-            }
-            _mm256_storeu_ps(sb + u, _mm256_mul_ps(_mm256_add_ps(a0, b0), sc));
-            _mm256_storeu_ps(sb + u + 8, _mm256_mul_ps(_mm256_add_ps(a1, b1), sc));
-        }
-        for (; u < n; u++) {
-            float a = 0;
-            for (d = 0; d < hd; d++) a += q[d] * bl__kv_at(kc, bl__k_at(hd, u, d), f16);
-            sb[u] = a * scale;
-        }
-        bl__softmax_avx2(sb, n);
+        bl__scores_avx2(b ? q1 : q0, kc, t, b ? n1 : n0, hd, scale, b ? s1 : s0, f16);
+        bl__softmax_avx2(b ? s1 : s0, b ? n1 : n0);
     }
     for (d = 0; d + 32 <= hd; d += 32) { /* value rows 32 elements at a time; both up to n0, then the second alone */
         __m256 e0 = _mm256_setzero_ps(), e1 = e0, e2 = e0, e3 = e0, f0 = e0, f1 = e0, f2 = e0, f3 = e0;
@@ -8712,22 +8698,8 @@ BL__INLINE BL__AVX2 void bl__attn2_avx2_t(const float *q0, const float *q1, cons
         _mm256_storeu_ps(o1 + d + 16, f2);
         _mm256_storeu_ps(o1 + d + 24, f3);
     }
-    for (b = 0; b < 2; b++) { /* the last elements of the rows, as alone */
-        const float *sb = b ? s1 : s0;
-        float *o = b ? o1 : o0;
-        const int n = b ? n1 : n0;
-        int e = d;
-        for (; e + 8 <= hd; e += 8) {
-            __m256 e0 = _mm256_setzero_ps();
-            for (t = 0; t < n; t++) e0 = _mm256_fmadd_ps(_mm256_set1_ps(sb[t]), bl__kv8_avx2(vc, (size_t)t * (size_t)hd + (size_t)e, f16), e0);
-            _mm256_storeu_ps(o + e, e0);
-        }
-        for (; e < hd; e++) {
-            float r = 0;
-            for (t = 0; t < n; t++) r += sb[t] * bl__kv_at(vc, (size_t)t * (size_t)hd + (size_t)e, f16);
-            o[e] = r;
-        }
-    }
+    bl__values_tail_avx2(s0, vc, n0, hd, d, o0, f16); /* the last elements of the rows, as alone */
+    bl__values_tail_avx2(s1, vc, n1, hd, d, o1, f16);
 }
 /* attn4 on AVX2: the queries two at a time (sixteen registers hold no more). */
 BL__AVX2 static void bl__attn4_avx2(const float *q, size_t qs, int nq, int n0, int dn, int hd, float scale, const void *kc, const void *vc, float *s,
