@@ -7652,16 +7652,6 @@ static void bl__bf16a_ref(const float *x, int64_t n, uint16_t *o) {
 
 /* Fill qp, qg and i32 from q (see bl__q8a); an odd last block stays as it
    is in qp, the last K/32 % 8 blocks in qg. */
-static void bl__q8a_isums(uint8_t *out, int64_t K) {
-    int32_t *is = (int32_t *)(void *)(out + 3 * K + K / 32 * 8 + K / 16 * 4);
-    int64_t b;
-    int j;
-    for (b = 0; b < K / 32; b++) {
-        int s = 0;
-        for (j = 0; j < 32; j++) s += ((const int8_t *)out)[32 * b + j];
-        is[b] = s;
-    }
-}
 static void bl__q8a_permute(uint8_t *out, int64_t K) {
     int64_t b;
     int j;
@@ -7683,6 +7673,7 @@ static void bl__q8a_permute(uint8_t *out, int64_t K) {
 static void bl__q8a_ref(const float *x, int64_t K, uint8_t *out) {
     int8_t *q = (int8_t *)out;
     float *d = (float *)(void *)(out + 3 * K), *s32 = d + K / 32, *s16 = s32 + K / 32;
+    int32_t *is = (int32_t *)(void *)(s16 + K / 16);
     int64_t b;
     int j;
     for (b = 0; b < K / 32; b++) {
@@ -7699,6 +7690,7 @@ static void bl__q8a_ref(const float *x, int64_t K, uint8_t *out) {
         s16[2 * b] = d[b] * (float)sum0;
         s16[2 * b + 1] = d[b] * (float)sum1;
         s32[b] = d[b] * (float)(sum0 + sum1);
+        is[b] = sum0 + sum1;
     }
 }
 
@@ -8159,6 +8151,7 @@ BL__AVX2 static __m256i bl__u8dot256(__m256i u, __m256i q) { /* 8 int32 sums of 
 BL__AVX2 static void bl__q8a_avx2(const float *x, int64_t K, uint8_t *out) {
     int8_t *q = (int8_t *)out;
     float *d = (float *)(void *)(out + 3 * K), *s32 = d + K / 32, *s16 = s32 + K / 32;
+    int32_t *is = (int32_t *)(void *)(s16 + K / 16);
     const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     int64_t b;
@@ -8186,6 +8179,7 @@ BL__AVX2 static void bl__q8a_avx2(const float *x, int64_t K, uint8_t *out) {
             s16[2 * b] = d[b] * (float)sa;
             s16[2 * b + 1] = d[b] * (float)sb;
             s32[b] = d[b] * (float)(sa + sb);
+            is[b] = sa + sb;
         }
         p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         _mm256_storeu_si256((__m256i *)(void *)(q + 32 * b), _mm256_permutevar8x32_epi32(p, perm));
@@ -8803,6 +8797,7 @@ BL__AVX512 static int bl__hsum512i(__m512i v) {
 BL__AVX512 static void bl__q8a_avx512(const float *x, int64_t K, uint8_t *out) {
     int8_t *q = (int8_t *)out;
     float *d = (float *)(void *)(out + 3 * K), *s32 = d + K / 32, *s16 = s32 + K / 32;
+    int32_t *is = (int32_t *)(void *)(s16 + K / 16);
     int64_t b;
     for (b = 0; b < K / 32; b++) {
         __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
@@ -8815,6 +8810,7 @@ BL__AVX512 static void bl__q8a_avx512(const float *x, int64_t K, uint8_t *out) {
         s16[2 * b] = d[b] * (float)sa;
         s16[2 * b + 1] = d[b] * (float)sb;
         s32[b] = d[b] * (float)(sa + sb);
+        is[b] = sa + sb;
         _mm_storeu_si128((__m128i *)(void *)(q + 32 * b), _mm512_cvtepi32_epi8(i0));
         _mm_storeu_si128((__m128i *)(void *)(q + 32 * b + 16), _mm512_cvtepi32_epi8(i1));
     }
@@ -9760,7 +9756,7 @@ typedef void (*bl__tile_fn)(int type, const uint8_t *tile, int64_t K, const uint
 typedef struct bl__kern {
     const char *name;      /* "scalar", "avx2", "avx512" */
     int level;             /* BL__SIMD_* */
-    void (*q8a)(const float *x, int64_t K, uint8_t *out); /* codes, scales and sums only: bl__quant_act does the rest */
+    void (*q8a)(const float *x, int64_t K, uint8_t *out); /* codes, scales and sums (float and integer) only: bl__quant_act does the rest */
     void (*bf16a)(const float *x, int64_t n, uint16_t *out);
     bl__vdot_fn vdot[6];   /* Q4_0, Q8_0, Q4_K, Q6_K, Q4_0R, Q4_KR: one row by one token */
     void (*vrows[6])(const uint8_t *w, size_t rb, int nr, const bl__q8a *a, int64_t K, float *y); /* nr rows of vdot, inlined */
@@ -9791,7 +9787,6 @@ enum { BL__SIMD_SCALAR = 0, BL__SIMD_AVX2 = 1, BL__SIMD_AVX512 = 2 };
    which tiles do not read. */
 static void bl__quant_act(const bl__kern *k, const float *x, int64_t K, uint8_t *out, int all) {
     k->q8a(x, K, out);
-    bl__q8a_isums(out, K);
     if (all) bl__q8a_permute(out, K);
 }
 enum { BL__CPU_AVX2 = 1, BL__CPU_AVX512 = 2, BL__CPU_AVX512BF16 = 4 };
