@@ -56,7 +56,8 @@
        BL_MALLOC/BL_REALLOC/BL_FREE  allocation hooks, all three or none [libc]
        BL_ASSERT(x)                  programmer-error check [assert]
        BL_NO_MMAP                    read files into memory instead of mmap [off]
-       BL_NO_THREADS                 never use OpenMP even when compiled with it [off]
+       BL_NO_THREADS                 never use OpenMP even when compiled with it, nor the
+                                     thread of BL_WEIGHTS_MOVED (then mapped) [off]
        BL_TEAM_MIN_BYTES             models with fewer weight bytes run every step on one
                                      thread; 0: every step on as many threads as asked, never
                                      timed against one (the tests use it) [16 MiB]
@@ -70,9 +71,10 @@
      level (for testing a lower path on a newer CPU).
 
    CONCEPTS
-       model    bl_model: weights (read-only; mmapped, or for Q4_0 copied into huge
-                pages in a decoding layout: bl_model_desc.weights), hyper-parameters
-                and the tokenizer. Loaded once; may be shared by any number of threads.
+       model    bl_model: weights (read-only; mmapped, then moved into huge pages in
+                the background, or for Q4_0 and Q4_K copied into huge pages in a
+                decoding layout: bl_model_desc.weights), hyper-parameters and the
+                tokenizer. Loaded once; may be shared by any number of threads.
        context  bl_ctx: one sequence's KV cache, scratch memory, logits and
                 sampler RNG. Belongs to one thread at a time.
        batch    bl_batch: scratch for decoding several contexts in one forward
@@ -156,12 +158,19 @@ typedef struct bl_ctx bl_ctx;
 
 /* Where the matrices live once loaded (bl_model_desc.weights). */
 enum {
-    BL_WEIGHTS_AUTO = 0,   /* copied when the model has Q4_0 or Q4_K matrices, mapped otherwise */
+    BL_WEIGHTS_AUTO = 0,   /* copied when the model has Q4_0 or Q4_K matrices, otherwise moved
+                              (mapped where that is not available) */
     BL_WEIGHTS_MAPPED = 1, /* read where the file's mapping has them: instant start, the
                               page cache shared with other processes */
-    BL_WEIGHTS_COPIED = 2  /* read(2) into private memory backed by transparent huge pages,
+    BL_WEIGHTS_COPIED = 2, /* read(2) into private memory backed by transparent huge pages,
                               Q4_0 and Q4_K rearranged for the decoding kernels (about twice
                               as fast per core); the file's pages are never mapped */
+    BL_WEIGHTS_MOVED = 3   /* mapped at once (instant start), then a background thread swaps
+                              the mapping's pages, 32 MiB at a time, for private huge pages
+                              holding the same bytes at the same addresses (Linux; elsewhere
+                              mapped): decoding reads private memory faster than the page
+                              cache. The thread has the lowest priority, so it works while
+                              decoding leaves the cores idle. See bl_model_wait. */
 };
 
 typedef struct bl_model_desc {
@@ -189,7 +198,7 @@ typedef struct bl_model_info {
     int weight_type;      /* bl_type of the attention/FFN matrices */
     int64_t n_params;
     size_t weight_bytes;  /* bytes of all weights the forward pass reads */
-    int weights;          /* BL_WEIGHTS_MAPPED or BL_WEIGHTS_COPIED: where the matrices are */
+    int weights;          /* BL_WEIGHTS_MAPPED, _COPIED or _MOVED: where the matrices are */
 } bl_model_info;
 
 /* Open a model from a file (GGUF, safetensors, llama2.c .bin) or a folder
@@ -206,6 +215,12 @@ BL_API void bl_model_destroy(bl_model *m);
 BL_API const char *bl_model_last_error(const bl_model *m);
 /* Thread safety: any thread. */
 BL_API const bl_model_info *bl_model_get_info(const bl_model *m);
+/* With BL_WEIGHTS_MOVED: wait until the background thread has moved the
+   weights into private memory; 1 if it did, 0 in other modes or when the
+   move stopped early (the rest stays mapped: correct, only slower).
+   Decoding need not wait: it reads the same bytes wherever they are.
+   Thread safety: any thread. */
+BL_API int bl_model_wait(bl_model *m);
 /* The model's tokenizer, or NULL when it has none. Thread safety: any thread. */
 BL_API const bl_tokenizer *bl_model_tokenizer(const bl_model *m);
 
@@ -460,6 +475,22 @@ extern int madvise(void *addr, size_t len, int advice);
 #define BL__MADV_WILLNEED 3
 #define BL__MADV_DONTNEED 4
 #endif
+#endif
+/* BL_WEIGHTS_MOVED: mremap swaps a range of the file's mapping for private
+   pages at the same address (Linux; its declaration is a GNU extension). */
+#if defined(BL__MADVISE) && !defined(BL_NO_THREADS)
+#if defined(MREMAP_FIXED) && defined(MREMAP_MAYMOVE)
+#define BL__MOVE 1
+#define BL__MREMAP_FIXED (MREMAP_MAYMOVE | MREMAP_FIXED)
+#elif (defined(__x86_64__) || defined(__aarch64__) || defined(__i386__)) && !defined(__cplusplus)
+extern void *mremap(void *old_address, size_t old_size, size_t new_size, int flags, ...);
+#define BL__MOVE 1
+#define BL__MREMAP_FIXED 3
+#endif
+#endif
+#ifdef BL__MOVE
+#include <pthread.h>
+#include <sys/resource.h>
 #endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <dirent.h>
@@ -1267,6 +1298,13 @@ struct bl_model {
     size_t anon_size;
     int anon_mapped;      /* 1: munmap anon, 0: BL_FREE it */
     bl_tokenizer *tok;
+#ifdef BL__MOVE
+    pthread_t mover;      /* BL_WEIGHTS_MOVED's thread (bl__mover) */
+    pthread_mutex_t mover_mu;
+#endif
+    int mover_state;      /* 0: no mover, 1: running or ended, 2: joined (under mover_mu) */
+    volatile int mover_stop; /* 1: bl_model_destroy asks the mover to stop */
+    int moved;            /* 1: the mover moved every span */
 };
 
 static bl_result bl__merr(bl_model *m, bl_result code, const char *fmt, ...) BL__PRINTF(3, 4);
@@ -2076,6 +2114,60 @@ static int bl__read_at(const bl__file *f, size_t off, uint8_t *dst, size_t sz) {
 #endif
 }
 
+#ifdef BL__MADVISE
+/* size bytes (a multiple of 2 MiB) of anonymous memory starting on a 2 MiB
+   boundary and marked for transparent huge pages, or NULL: over-allocated
+   by 2 MiB and trimmed. */
+static uint8_t *bl__huge_alloc(size_t size) {
+    const size_t align = (size_t)2 << 20;
+    void *p = mmap(NULL, size + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | BL__MAP_ANON, -1, 0);
+    uintptr_t a;
+    if (p == MAP_FAILED) return NULL;
+    a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+    if (a > (uintptr_t)p) munmap(p, a - (uintptr_t)p);
+    if ((uintptr_t)p + align > a) munmap((void *)(a + size), (uintptr_t)p + align - a);
+    madvise((void *)a, size, BL__MADV_HUGEPAGE);
+    return (uint8_t *)a;
+}
+#endif
+
+#ifdef BL__MOVE
+/* BL_WEIGHTS_MOVED's thread. Each mapped file's 2 MiB-aligned span is read
+   with read(2), 32 MiB at a time, into fresh huge pages, which mremap then
+   puts where the file's pages were: the same bytes at the same addresses,
+   so every pointer into the mapping (weights, tokenizer strings) stays
+   valid, and a forward pass reading the span meanwhile sees the same
+   values before, during (the kernel holds the range while it swaps) and
+   after. The file's pages leave the resident set as the copies enter it:
+   at most one chunk more. A failure leaves the rest mapped (correct, only
+   slower); the unaligned ends stay mapped. The thread runs at the lowest
+   priority, in the time decoding leaves idle (a user reading, a server
+   between requests). */
+static void *bl__mover(void *arg) {
+    bl_model *m = (bl_model *)arg;
+    const size_t huge = (size_t)2 << 20, chunk = (size_t)32 << 20;
+    int k, ok = 1;
+    /* Linux: this thread only. The move takes cores the forward pass leaves
+       idle: at the default priority it halved decoding while it ran (BF16
+       1.1B, two threads: 7-9 against 13-17 tok/s) */
+    setpriority(PRIO_PROCESS, 0, 19);
+    for (k = 0; k < m->n_files && ok; k++) {
+        const bl__file *f = &m->files[k];
+        uintptr_t a = ((uintptr_t)f->data + huge - 1) & ~(uintptr_t)(huge - 1), end = ((uintptr_t)f->data + f->size) & ~(uintptr_t)(huge - 1);
+        if (!f->mapped) continue;
+        for (; a < end && ok && !m->mover_stop; a += chunk) {
+            const size_t n = end - a < chunk ? end - a : chunk;
+            uint8_t *buf = bl__huge_alloc(n);
+            ok = buf && bl__read_at(f, (size_t)(a - (uintptr_t)f->data), buf, n) == 0 && mprotect(buf, n, PROT_READ) == 0 &&
+                 mremap(buf, n, n, BL__MREMAP_FIXED, (void *)a) != MAP_FAILED;
+            if (!ok && buf) munmap(buf, n);
+        }
+    }
+    m->moved = ok && !m->mover_stop;
+    return NULL;
+}
+#endif
+
 /* BL_WEIGHTS_COPIED: read every matrix the forward pass reads into one
    anonymous region, 2 MiB-aligned and marked for transparent huge pages,
    and point the weights there. The forward pass touches all of it per token,
@@ -2112,18 +2204,9 @@ static bl_result bl__model_copy(bl_model *m) {
     }
     m->anon_size = (total + align - 1) & ~(align - 1);
 #ifdef BL__MADVISE
-    {
-        /* over-allocate by 2 MiB and trim so the region starts on a huge page */
-        void *p = mmap(NULL, m->anon_size + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | BL__MAP_ANON, -1, 0);
-        if (p != MAP_FAILED) {
-            uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
-            if (a > (uintptr_t)p) munmap(p, a - (uintptr_t)p);
-            if ((uintptr_t)p + align > a) munmap((void *)(a + m->anon_size), (uintptr_t)p + align - a);
-            madvise((void *)a, m->anon_size, BL__MADV_HUGEPAGE);
-            base = (uint8_t *)a;
-            m->anon = base;
-            m->anon_mapped = 1;
-        }
+    if ((base = bl__huge_alloc(m->anon_size)) != NULL) {
+        m->anon = base;
+        m->anon_mapped = 1;
     }
 #endif
     if (!base) {
@@ -2206,6 +2289,20 @@ bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *d
             r = bl__model_copy(m);
             m->info.weights = BL_WEIGHTS_COPIED;
         }
+#ifdef BL__MOVE
+        else if (mode == BL_WEIGHTS_MOVED || mode == BL_WEIGHTS_AUTO) {
+            int k, any = 0;
+            for (k = 0; k < m->n_files; k++) /* a whole huge page to move */
+                any |= m->files[k].mapped && m->files[k].size >= ((size_t)4 << 20);
+            if (any && pthread_mutex_init(&m->mover_mu, NULL) == 0) {
+                if (pthread_create(&m->mover, NULL, bl__mover, m) == 0) {
+                    m->mover_state = 1;
+                    m->info.weights = BL_WEIGHTS_MOVED;
+                } else
+                    pthread_mutex_destroy(&m->mover_mu);
+            }
+        }
+#endif
     }
     if (r == BL_OK) {
         const char *tp = desc ? desc->tokenizer_path : NULL;
@@ -2245,9 +2342,29 @@ bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *d
     return r;
 }
 
+int bl_model_wait(bl_model *m) {
+    if (!m || !m->mover_state) return 0;
+#ifdef BL__MOVE
+    pthread_mutex_lock(&m->mover_mu);
+    if (m->mover_state == 1) {
+        pthread_join(m->mover, NULL);
+        m->mover_state = 2;
+    }
+    pthread_mutex_unlock(&m->mover_mu);
+#endif
+    return m->moved;
+}
+
 void bl_model_destroy(bl_model *m) {
     int i;
     if (!m) return;
+    if (m->mover_state) {
+        m->mover_stop = 1;
+        bl_model_wait(m);
+#ifdef BL__MOVE
+        pthread_mutex_destroy(&m->mover_mu);
+#endif
+    }
     for (i = 0; i < m->n_files; i++) bl__file_close(&m->files[i]);
     for (i = 0; i < m->n_tensors; i++) BL_FREE(m->tensors[i].name);
     BL_FREE(m->tensors);

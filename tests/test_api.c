@@ -436,17 +436,24 @@ static void test_threads(const bl_model *m) {
 #endif
 }
 
+#ifdef BL__MOVE
+#define MOVED_OR_MAPPED BL_WEIGHTS_MOVED
+#else
+#define MOVED_OR_MAPPED BL_WEIGHTS_MAPPED
+#endif
+
 /* bl_model_desc.weights: AUTO copies Q4_0 models (rearranged for decoding)
-   and maps the rest, info.weights says which; every mode gives logits within
-   the quantized tier (rel 6e-2) of the first. */
+   and moves the rest (maps them where moving is not built in), info.weights
+   says which; every mode gives logits within the quantized tier (rel 6e-2)
+   of the first. */
 static void test_weights_modes(void) {
     static const char *paths[2] = {"golden/llama3-gqa/gguf/model-Q4_0.gguf", "golden/llama3-gqa/gguf/model-F32.gguf"};
     static const int32_t toks[6] = {1, 17, 99, 230, 7, 400};
-    int i, mode;
+    int i, mode, moves;
     for (i = 0; i < 2; i++) {
         float *first = NULL;
         int nv = 0;
-        for (mode = BL_WEIGHTS_AUTO; mode <= BL_WEIGHTS_COPIED; mode++) {
+        for (mode = BL_WEIGHTS_AUTO; mode <= BL_WEIGHTS_MOVED; mode++) {
             bl_model *m = NULL;
             bl_model_desc d;
             bl_ctx *c;
@@ -457,7 +464,9 @@ static void test_weights_modes(void) {
                 bl_model_destroy(m);
                 continue;
             }
-            CHECK(bl_model_get_info(m)->weights == (mode == BL_WEIGHTS_AUTO ? (i == 0 ? BL_WEIGHTS_COPIED : BL_WEIGHTS_MAPPED) : mode),
+            /* files under two huge pages have nothing to move */
+            moves = m->files[0].size >= ((size_t)4 << 20) ? MOVED_OR_MAPPED : BL_WEIGHTS_MAPPED;
+            CHECK(bl_model_get_info(m)->weights == (mode == BL_WEIGHTS_AUTO ? (i == 0 ? BL_WEIGHTS_COPIED : moves) : mode == BL_WEIGHTS_MOVED ? moves : mode),
                   "%s: weights mode %d taken as %d", paths[i], mode, bl_model_get_info(m)->weights);
             nv = bl_model_get_info(m)->n_vocab;
             c = new_ctx(m, 0, 1);
@@ -482,6 +491,88 @@ static void test_weights_modes(void) {
         free(first);
     }
 }
+
+#ifdef BL__MOVE
+/* 1 if every mapping overlapping [lo, hi) in /proc/self/smaps is anonymous
+   (inode 0) and resident ("Anonymous:" above 0 kB); *n_vma: how many. */
+static int span_anonymous(uintptr_t lo, uintptr_t hi, int *n_vma) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    int in = 0, ok = 1;
+    unsigned long long a, b, ino;
+    *n_vma = 0;
+    if (!f) return 0;
+    while (fgets(line, sizeof line, f)) {
+        char perms[8], dev[16];
+        unsigned long long off;
+        long kb;
+        if (sscanf(line, "%llx-%llx %7s %llx %15s %llu", &a, &b, perms, &off, dev, &ino) == 6) {
+            in = a < hi && b > lo;
+            if (in) { (*n_vma)++; ok &= ino == 0; }
+        } else if (in && sscanf(line, "Anonymous: %ld kB", &kb) == 1)
+            ok &= kb > 0;
+    }
+    fclose(f);
+    return ok && *n_vma > 0;
+}
+
+/* BL_WEIGHTS_MOVED: decoding while the background thread moves the file's
+   pages, and after, gives exactly the mapped model's logits; bl_model_wait
+   says the move finished, and the file's 2 MiB-aligned span is then
+   anonymous memory at the same addresses. A model destroyed while its
+   weights move stops the thread (the sanitizer build checks for leaks). */
+static void test_weights_moved(void) {
+    static const int32_t toks[8] = {1, 17, 99, 230, 7, 400, 3, 150};
+    const char *path = tu_shared("models/trained/stories-target-F32.gguf");
+    bl_model *mapped = NULL, *moved = NULL;
+    bl_model_desc d;
+    bl_ctx *c0 = NULL, *c1 = NULL;
+    int round, i, n_vma = 0;
+    memset(&d, 0, sizeof d);
+    d.weights = BL_WEIGHTS_MAPPED;
+    if (bl_model_load(&mapped, path, &d) != BL_OK) {
+        CHECK(0, "load %s: %s", path, bl_model_last_error(mapped));
+        bl_model_destroy(mapped);
+        return;
+    }
+    d.weights = BL_WEIGHTS_MOVED;
+    CHECK(bl_model_load(&moved, path, &d) == BL_OK, "load moved: %s", bl_model_last_error(moved));
+    CHECK(bl_model_get_info(moved)->weights == BL_WEIGHTS_MOVED, "weights mode %d", bl_model_get_info(moved)->weights);
+    c0 = new_ctx(mapped, 0, 1);
+    c1 = new_ctx(moved, 0, 2);
+    for (round = 0; round < 2; round++) { /* 0: while moving (most likely), 1: after */
+        int bad = 0;
+        const int nv = bl_model_get_info(mapped)->n_vocab;
+        bl_ctx_reset(c0);
+        bl_ctx_reset(c1);
+        for (i = 0; i < 8; i++) {
+            bad += bl_ctx_decode(c0, &toks[i], 1, BL_LOGITS_LAST) != BL_OK || bl_ctx_decode(c1, &toks[i], 1, BL_LOGITS_LAST) != BL_OK;
+            bad += memcmp(bl_ctx_logits(c0, -1), bl_ctx_logits(c1, -1), (size_t)nv * sizeof(float)) != 0;
+        }
+        CHECK(bad == 0, "round %d: %d of 8 steps differ from the mapped model", round, bad);
+        if (round == 0) CHECK(bl_model_wait(moved) == 1, "the move finished");
+    }
+    {
+        const bl__file *f = &moved->files[0];
+        const uintptr_t huge = (uintptr_t)2 << 20;
+        const uintptr_t lo = ((uintptr_t)f->data + huge - 1) & ~(huge - 1), hi = ((uintptr_t)f->data + f->size) & ~(huge - 1);
+        CHECK(hi > lo && span_anonymous(lo, hi, &n_vma), "the file's aligned span [%#lx, %#lx) is anonymous memory (%d mappings)",
+              (unsigned long)lo, (unsigned long)hi, n_vma);
+        CHECK(!span_anonymous((uintptr_t)mapped->files[0].data + huge, (uintptr_t)mapped->files[0].data + 2 * huge, &n_vma),
+              "the mapped model's pages are still the file's");
+    }
+    CHECK(bl_model_wait(moved) == 1 && bl_model_wait(mapped) == 0, "bl_model_wait again, and in the mapped mode");
+    bl_ctx_destroy(c0);
+    bl_ctx_destroy(c1);
+    bl_model_destroy(moved);
+    bl_model_destroy(mapped);
+    for (i = 0; i < 3; i++) { /* destroyed at once, mid-move or after */
+        moved = NULL;
+        CHECK(bl_model_load(&moved, path, &d) == BL_OK, "load moved: %s", bl_model_last_error(moved));
+        bl_model_destroy(moved);
+    }
+}
+#endif
 
 /* A KV cache type other than F32 or F16 is refused with a message naming
    it; F16 is taken (F32, the default, every other test uses). */
@@ -525,6 +616,9 @@ int main(void) {
     bl_model_destroy(m);
     test_formats();
     test_weights_modes();
+#ifdef BL__MOVE
+    test_weights_moved();
+#endif
     /* the golden manifest agrees with the first greedy token checked above */
     man = tu_read(tu_shared("golden/stories260K/manifest.json"), &n);
     CHECK(man && strstr(man, "432"), "golden manifest unreadable or lacks token 432");

@@ -90,8 +90,10 @@ static void usage(FILE *f) {
             "  --timing            report tokenizer load time and MB/s on stderr; when generating,\n"
             "                      the time from start to the first token and the peak resident memory\n"
             "  --no-mmap           read the weights into memory\n"
-            "  --weights MODE      auto, mapped (stay in the file's mapping) or copied (read into huge\n"
-            "                      pages, Q4_0 rearranged for decoding) [auto: copied for Q4_0 models]\n"
+            "  --weights MODE      auto, mapped (stay in the file's mapping), copied (read into huge\n"
+            "                      pages, Q4_0 rearranged for decoding) or moved (mapped, then swapped\n"
+            "                      for huge pages in the background) [auto: copied for Q4_0 and Q4_K\n"
+            "                      models, moved for the others]\n"
             "  -h, --help          this help\n"
             "In the chat loop, '/reset' forgets the conversation.\n");
 }
@@ -127,8 +129,11 @@ static int parse_args(int argc, char **argv, chat_opts *o) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 1; }
         else if (!strcmp(a, "--no-mmap")) { o->no_mmap = 1; takes = 0; }
         else if (!strcmp(a, "--weights")) {
-            if (!v || (strcmp(v, "auto") && strcmp(v, "mapped") && strcmp(v, "copied"))) { fprintf(stderr, "berlin-chat: --weights takes auto, mapped or copied\n"); return -1; }
-            o->weights = !strcmp(v, "mapped") ? BL_WEIGHTS_MAPPED : !strcmp(v, "copied") ? BL_WEIGHTS_COPIED : BL_WEIGHTS_AUTO;
+            if (!v || (strcmp(v, "auto") && strcmp(v, "mapped") && strcmp(v, "copied") && strcmp(v, "moved"))) {
+                fprintf(stderr, "berlin-chat: --weights takes auto, mapped, copied or moved\n");
+                return -1;
+            }
+            o->weights = !strcmp(v, "mapped") ? BL_WEIGHTS_MAPPED : !strcmp(v, "copied") ? BL_WEIGHTS_COPIED : !strcmp(v, "moved") ? BL_WEIGHTS_MOVED : BL_WEIGHTS_AUTO;
         }
         else if (!strcmp(a, "-ctk") || !strcmp(a, "--cache-type")) {
             if (!v || (strcmp(v, "f16") && strcmp(v, "f32"))) { fprintf(stderr, "berlin-chat: %s takes f16 or f32\n", a); return -1; }
