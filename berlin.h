@@ -2149,7 +2149,7 @@ static void *bl__mover(void *arg) {
     int k, ok = 1;
     /* Linux: this thread only. The move takes cores the forward pass leaves
        idle: at the default priority it halved decoding while it ran (BF16
-       1.1B, two threads: 7-9 against 13-17 tok/s) */
+       1.1B, two threads: 5-9 against 10-17 tok/s) */
     setpriority(PRIO_PROCESS, 0, 19);
     for (k = 0; k < m->n_files && ok; k++) {
         const bl__file *f = &m->files[k];
@@ -2240,6 +2240,7 @@ static bl_result bl__model_copy(bl_model *m) {
 bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *desc) {
     bl_model *m = (bl_model *)bl__calloc(sizeof *m);
     bl_result r;
+    int move = 0; /* start BL_WEIGHTS_MOVED's thread */
     bl__gguf g;
     uint8_t head[16];
     size_t nh = 0;
@@ -2288,21 +2289,8 @@ bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *d
         if (mode == BL_WEIGHTS_COPIED || (mode == BL_WEIGHTS_AUTO && q4)) {
             r = bl__model_copy(m);
             m->info.weights = BL_WEIGHTS_COPIED;
-        }
-#ifdef BL__MOVE
-        else if (mode == BL_WEIGHTS_MOVED || mode == BL_WEIGHTS_AUTO) {
-            int k, any = 0;
-            for (k = 0; k < m->n_files; k++) /* a whole huge page to move */
-                any |= m->files[k].mapped && m->files[k].size >= ((size_t)4 << 20);
-            if (any && pthread_mutex_init(&m->mover_mu, NULL) == 0) {
-                if (pthread_create(&m->mover, NULL, bl__mover, m) == 0) {
-                    m->mover_state = 1;
-                    m->info.weights = BL_WEIGHTS_MOVED;
-                } else
-                    pthread_mutex_destroy(&m->mover_mu);
-            }
-        }
-#endif
+        } else
+            move = mode == BL_WEIGHTS_MOVED || mode == BL_WEIGHTS_AUTO;
     }
     if (r == BL_OK) {
         const char *tp = desc ? desc->tokenizer_path : NULL;
@@ -2338,6 +2326,22 @@ bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *d
             r = bl__merr(m, BL_ERR_TOKENIZER, "tokenizer has %d tokens but the model only %d", bl_tokenizer_n_vocab(m->tok), m->hp.n_vocab);
     }
     bl__gguf_free(&g);
+#ifdef BL__MOVE
+    if (r == BL_OK && move) { /* last: nothing else reads m->files while the thread does */
+        int k, any = 0;
+        for (k = 0; k < m->n_files; k++) /* a whole huge page to move */
+            any |= m->files[k].mapped && m->files[k].size >= ((size_t)4 << 20);
+        if (any && pthread_mutex_init(&m->mover_mu, NULL) == 0) {
+            if (pthread_create(&m->mover, NULL, bl__mover, m) == 0) {
+                m->mover_state = 1;
+                m->info.weights = BL_WEIGHTS_MOVED;
+            } else
+                pthread_mutex_destroy(&m->mover_mu);
+        }
+    }
+#else
+    (void)move;
+#endif
     if (r == BL_OK) m->err[0] = 0;
     return r;
 }
