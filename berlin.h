@@ -170,7 +170,10 @@ enum {
                               holding the same bytes at the same addresses (Linux; elsewhere
                               mapped): decoding reads private memory faster than the page
                               cache. The thread has the lowest priority, so it works while
-                              decoding leaves the cores idle. See bl_model_wait. */
+                              decoding leaves the cores idle. See bl_model_wait. The copy is
+                              this process's own: not shared with other processes through the
+                              page cache, and not dropped under memory pressure without swap
+                              (use MAPPED for a model close to the size of RAM). */
 };
 
 typedef struct bl_model_desc {
@@ -453,6 +456,7 @@ BL_API int32_t bl_sample_logits(float *logits, int n_vocab, const bl_sampler_des
 
 #if !defined(BL_NO_MMAP) && (defined(__unix__) || defined(__APPLE__))
 #define BL__POSIX_MMAP 1
+#include <errno.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -491,6 +495,16 @@ extern void *mremap(void *old_address, size_t old_size, size_t new_size, int fla
 #ifdef BL__MOVE
 #include <pthread.h>
 #include <sys/resource.h>
+#ifndef BL__MOVE_CHUNK
+#define BL__MOVE_CHUNK ((size_t)32 << 20) /* bytes moved per mremap (the tests take less) */
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define BL__LOAD_FLAG(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
+#define BL__STORE_FLAG(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELEASE)
+#else
+#define BL__LOAD_FLAG(x) (x)
+#define BL__STORE_FLAG(x, v) ((x) = (v))
+#endif
 #endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <dirent.h>
@@ -1302,9 +1316,11 @@ struct bl_model {
     pthread_t mover;      /* BL_WEIGHTS_MOVED's thread (bl__mover) */
     pthread_mutex_t mover_mu;
 #endif
-    int mover_state;      /* 0: no mover, 1: running or ended, 2: joined (under mover_mu) */
-    volatile int mover_stop; /* 1: bl_model_destroy asks the mover to stop */
-    int moved;            /* 1: the mover moved every span */
+    int has_mover;        /* the mover was started (set before it starts, never changed) */
+    int mover_joined;     /* under mover_mu */
+    volatile int mover_stop; /* 1: bl_model_destroy asks the mover to stop (BL__STORE_FLAG) */
+    int moved;            /* 1: the mover moved every span (read after the join) */
+    int mover_fd[BL__MAX_FILES]; /* the mover's descriptors, -1: not moved; it closes them */
 };
 
 static bl_result bl__merr(bl_model *m, bl_result code, const char *fmt, ...) BL__PRINTF(3, 4);
@@ -2090,24 +2106,44 @@ static void bl__q4_0r_in_place(bl__weight *W, uint8_t *rows) {
     BL_FREE(row);
 }
 
+#ifdef BL__POSIX_MMAP
+/* A new descriptor of the mapped file f, or -1 if its path no longer names
+   the file that is mapped (replaced since it was opened). */
+static int bl__open_same(const bl__file *f) {
+    int fd = open(f->path, O_RDONLY);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) != 0 || (unsigned long long)st.st_dev != f->dev || (unsigned long long)st.st_ino != f->ino ||
+                    (size_t)st.st_size != f->size)) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* Read sz bytes at offset off of fd into dst; 0 on success. */
+static int bl__read_fd(int fd, size_t off, uint8_t *dst, size_t sz) {
+    size_t got = 0;
+    if (lseek(fd, (off_t)off, SEEK_SET) != (off_t)off) return -1;
+    while (got < sz) {
+        ssize_t r = read(fd, dst + got, sz - got < ((size_t)1 << 30) ? sz - got : (size_t)1 << 30);
+        if (r < 0 && errno == EINTR) continue; /* a signal handled on this thread */
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    return got == sz ? 0 : -1;
+}
+#endif
+
 /* Read sz bytes at offset off of the mapped file f into dst; 0 on success.
    Its own descriptor, so threads can read side by side; -1 if the path no
-   longer names the file that is mapped (replaced since it was opened). */
+   longer names the file that is mapped. */
 static int bl__read_at(const bl__file *f, size_t off, uint8_t *dst, size_t sz) {
 #ifdef BL__POSIX_MMAP
-    int fd = open(f->path, O_RDONLY);
-    size_t got = 0;
-    struct stat st;
+    int fd = bl__open_same(f), r;
     if (fd < 0) return -1;
-    if (fstat(fd, &st) == 0 && (unsigned long long)st.st_dev == f->dev && (unsigned long long)st.st_ino == f->ino &&
-        (size_t)st.st_size == f->size && lseek(fd, (off_t)off, SEEK_SET) == (off_t)off)
-        while (got < sz) {
-            ssize_t r = read(fd, dst + got, sz - got < ((size_t)1 << 30) ? sz - got : (size_t)1 << 30);
-            if (r <= 0) break;
-            got += (size_t)r;
-        }
+    r = bl__read_fd(fd, off, dst, sz);
     close(fd);
-    return got == sz ? 0 : -1;
+    return r;
 #else
     (void)f; (void)off; (void)dst; (void)sz;
     return -1;
@@ -2139,31 +2175,39 @@ static uint8_t *bl__huge_alloc(size_t size) {
    valid, and a forward pass reading the span meanwhile sees the same
    values before, during (the kernel holds the range while it swaps) and
    after. The file's pages leave the resident set as the copies enter it:
-   at most one chunk more. A failure leaves the rest mapped (correct, only
-   slower); the unaligned ends stay mapped. The thread runs at the lowest
-   priority, in the time decoding leaves idle (a user reading, a server
-   between requests). */
+   at most one chunk more. A failure stops the move and leaves the rest
+   mapped (correct, only slower); a failed mremap may have unmapped its
+   target already, so the file is mapped there again at once. The unaligned
+   ends stay mapped. The files were opened by bl_model_load (m->mover_fd),
+   so a chdir or a rename since does not matter. The thread runs at the
+   lowest priority, in the time decoding leaves idle (a user reading, a
+   server between requests). */
 static void *bl__mover(void *arg) {
     bl_model *m = (bl_model *)arg;
-    const size_t huge = (size_t)2 << 20, chunk = (size_t)32 << 20;
+    const size_t huge = (size_t)2 << 20, chunk = BL__MOVE_CHUNK;
     int k, ok = 1;
     /* Linux: this thread only. The move takes cores the forward pass leaves
        idle: at the default priority it halved decoding while it ran (BF16
        1.1B, two threads: 5-9 against 10-17 tok/s) */
     setpriority(PRIO_PROCESS, 0, 19);
-    for (k = 0; k < m->n_files && ok; k++) {
+    for (k = 0; k < m->n_files; k++) {
         const bl__file *f = &m->files[k];
+        const int fd = m->mover_fd[k];
         uintptr_t a = ((uintptr_t)f->data + huge - 1) & ~(uintptr_t)(huge - 1), end = ((uintptr_t)f->data + f->size) & ~(uintptr_t)(huge - 1);
-        if (!f->mapped) continue;
-        for (; a < end && ok && !m->mover_stop; a += chunk) {
-            const size_t n = end - a < chunk ? end - a : chunk;
+        if (fd < 0) continue;
+        for (; a < end && ok && !BL__LOAD_FLAG(m->mover_stop); a += chunk) {
+            const size_t n = end - a < chunk ? end - a : chunk, off = (size_t)(a - (uintptr_t)f->data);
             uint8_t *buf = bl__huge_alloc(n);
-            ok = buf && bl__read_at(f, (size_t)(a - (uintptr_t)f->data), buf, n) == 0 && mprotect(buf, n, PROT_READ) == 0 &&
-                 mremap(buf, n, n, BL__MREMAP_FIXED, (void *)a) != MAP_FAILED;
+            ok = buf && bl__read_fd(fd, off, buf, n) == 0 && mprotect(buf, n, PROT_READ) == 0;
+            if (ok && mremap(buf, n, n, BL__MREMAP_FIXED, (void *)a) == MAP_FAILED) {
+                ok = 0;
+                mmap((void *)a, n, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, (off_t)off);
+            }
             if (!ok && buf) munmap(buf, n);
         }
+        close(fd);
     }
-    m->moved = ok && !m->mover_stop;
+    m->moved = ok && !BL__LOAD_FLAG(m->mover_stop);
     return NULL;
 }
 #endif
@@ -2329,15 +2373,21 @@ bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *d
 #ifdef BL__MOVE
     if (r == BL_OK && move) { /* last: nothing else reads m->files while the thread does */
         int k, any = 0;
-        for (k = 0; k < m->n_files; k++) /* a whole huge page to move */
-            any |= m->files[k].mapped && m->files[k].size >= ((size_t)4 << 20);
-        if (any && pthread_mutex_init(&m->mover_mu, NULL) == 0) {
-            if (pthread_create(&m->mover, NULL, bl__mover, m) == 0) {
-                m->mover_state = 1;
-                m->info.weights = BL_WEIGHTS_MOVED;
-            } else
-                pthread_mutex_destroy(&m->mover_mu);
+        for (k = 0; k < m->n_files; k++) { /* files with a whole huge page to move */
+            m->mover_fd[k] = m->files[k].mapped && m->files[k].size >= ((size_t)4 << 20) ? bl__open_same(&m->files[k]) : -1;
+            any |= m->mover_fd[k] >= 0;
         }
+        if (any && pthread_mutex_init(&m->mover_mu, NULL) == 0) {
+            m->has_mover = 1;
+            if (pthread_create(&m->mover, NULL, bl__mover, m) == 0) m->info.weights = BL_WEIGHTS_MOVED;
+            else {
+                m->has_mover = 0;
+                pthread_mutex_destroy(&m->mover_mu);
+            }
+        }
+        if (!m->has_mover)
+            for (k = 0; k < m->n_files; k++)
+                if (m->mover_fd[k] >= 0) close(m->mover_fd[k]);
     }
 #else
     (void)move;
@@ -2347,12 +2397,12 @@ bl_result bl_model_load(bl_model **out, const char *path, const bl_model_desc *d
 }
 
 int bl_model_wait(bl_model *m) {
-    if (!m || !m->mover_state) return 0;
+    if (!m || !m->has_mover) return 0;
 #ifdef BL__MOVE
     pthread_mutex_lock(&m->mover_mu);
-    if (m->mover_state == 1) {
+    if (!m->mover_joined) {
         pthread_join(m->mover, NULL);
-        m->mover_state = 2;
+        m->mover_joined = 1;
     }
     pthread_mutex_unlock(&m->mover_mu);
 #endif
@@ -2362,13 +2412,13 @@ int bl_model_wait(bl_model *m) {
 void bl_model_destroy(bl_model *m) {
     int i;
     if (!m) return;
-    if (m->mover_state) {
-        m->mover_stop = 1;
-        bl_model_wait(m);
 #ifdef BL__MOVE
+    if (m->has_mover) {
+        BL__STORE_FLAG(m->mover_stop, 1);
+        bl_model_wait(m);
         pthread_mutex_destroy(&m->mover_mu);
-#endif
     }
+#endif
     for (i = 0; i < m->n_files; i++) bl__file_close(&m->files[i]);
     for (i = 0; i < m->n_tensors; i++) BL_FREE(m->tensors[i].name);
     BL_FREE(m->tensors);
