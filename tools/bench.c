@@ -490,7 +490,7 @@ int main(int argc, char **argv) {
             const double t0 = bn_now();
             const int moved = bl_model_wait(m);
             fprintf(stderr, "berlin-bench: %s: %s %.2f s after loading\n", models[mi], moved ? "weights moved into private memory" : "weights not moved (stay mapped)",
-                    bn_now() - t0);
+                    (bn_now() - t0) * 1e-9); /* bn_now: ns */
         }
         for (k = 0; k < m->n_tensors; k++) total += m->tensors[k].nbytes;
         for (k = 0; k < pl.n; k++) if (pl.v[k] > max_p) max_p = pl.v[k];
