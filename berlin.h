@@ -10745,7 +10745,7 @@ static void bl__forward(bl__ws *w, int n_segs) {
            each of the step's barriers can then wait a time slice for the
            thread that shares it, and two threads decode at half the speed of
            one. The logits are the same either way. */
-        const int timed = nt > 1 && nb <= 4 && team_min;
+        const int timed = nt > 1 && nb <= 4 && team_min != 0;
         int slot = 0;
         double t0 = 0;
         if (timed) {
