@@ -9341,6 +9341,7 @@ BL__AVX512 static void bl__gemm_f_avx512(int type, const uint8_t *w, size_t row_
 #define BL__BF16WU(r, i, m) _mm512_loadu_si512((const void *)(wr[r] + 2 * (i)))
 #define BL__BF16XU(t, i, m) _mm512_loadu_si512((const void *)(xt[t] + 2 * (i)))
 #define BL__DPBF(c, a, b) _mm512_dpbf16_ps(c, (__m512bh)(a), (__m512bh)(b))
+#define BL__IN_ORDER(v) __asm__ __volatile__("" : "+v"(v) : : "memory")
 
 /* BF16 weights and BF16 activations: vdpbf16ps, 32 per step. */
 BL__AVX512BF static void bl__gemm_bf16_avx512(int type, const uint8_t *w, size_t row_bytes, int nr, const uint8_t *x, size_t xstride, int nt,
@@ -9355,11 +9356,23 @@ BL__AVX512BF static void bl__gemm_bf16_avx512(int type, const uint8_t *w, size_t
         for (r = 0; r < nr; r++) {
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             wr[0] = w + (size_t)r * row_bytes;
+            /* plain loads in ascending order: as the masked ones (all ones)
+               were scheduled, the row was read out of order, which the
+               prefetchers follow worse (5-6% less bandwidth here) */
             for (i = 0; i + 128 <= K; i += 128) {
-                a0 = BL__DPBF(a0, BL__BF16W(0, i, 0xffffffffu), _mm512_loadu_si512((const void *)(x + 2 * i)));
-                a1 = BL__DPBF(a1, BL__BF16W(0, i + 32, 0xffffffffu), _mm512_loadu_si512((const void *)(x + 2 * i + 64)));
-                a2 = BL__DPBF(a2, BL__BF16W(0, i + 64, 0xffffffffu), _mm512_loadu_si512((const void *)(x + 2 * i + 128)));
-                a3 = BL__DPBF(a3, BL__BF16W(0, i + 96, 0xffffffffu), _mm512_loadu_si512((const void *)(x + 2 * i + 192)));
+                const uint8_t *wp = wr[0] + 2 * i, *xp = x + 2 * i;
+                __m512i v0, v1, v2, v3;
+                v0 = _mm512_loadu_si512((const void *)wp);
+                BL__IN_ORDER(v0);
+                v1 = _mm512_loadu_si512((const void *)(wp + 64));
+                BL__IN_ORDER(v1);
+                v2 = _mm512_loadu_si512((const void *)(wp + 128));
+                BL__IN_ORDER(v2);
+                v3 = _mm512_loadu_si512((const void *)(wp + 192));
+                a0 = BL__DPBF(a0, v0, _mm512_loadu_si512((const void *)xp));
+                a1 = BL__DPBF(a1, v1, _mm512_loadu_si512((const void *)(xp + 64)));
+                a2 = BL__DPBF(a2, v2, _mm512_loadu_si512((const void *)(xp + 128)));
+                a3 = BL__DPBF(a3, v3, _mm512_loadu_si512((const void *)(xp + 192)));
             }
             for (; i < K; i += 32) {
                 const __mmask32 m = K - i >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - i)) - 1);
@@ -9381,6 +9394,7 @@ BL__AVX512BF static void bl__gemm_bf16_avx512(int type, const uint8_t *w, size_t
 #undef BL__BF16W
 #undef BL__BF16X
 #undef BL__DPBF
+#undef BL__IN_ORDER
 #undef BL__GEMM4X4
 #undef BL__F32WU
 #undef BL__F16WU
