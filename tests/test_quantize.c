@@ -474,16 +474,15 @@ static void test_threads_same_logits(void) {
 
 /* (d) berlin-bench -o json ------------------------------------------------- */
 
-/* Records in order: for each depth (-d 0,20) the pp test, the tg test and
-   the pp+tg test (-pg 8,4), each with its n_prompt, n_gen and n_depth, and
-   avg_ts the tokens of the timed part over its time (one run each). */
-static void test_bench(void) {
-    FILE *p = popen("./build/berlin-bench -m models/stories260K.gguf -p 16 -n 8 -pg 8,4 -d 0,20 -r 1 -t 1 --bw-mib 64 -o json 2>/dev/null", "r");
+/* berlin-bench's output (at most 64 KiB) as parsed JSON; 0 if it ran and parsed. */
+static int bench_json(const char *cmd, bl__json *j, char **out) {
+    FILE *p = popen(cmd, "r");
     char *buf;
     size_t n = 0, cap = 1 << 16;
-    bl__json j;
-    int rc, i;
-    if (!p) { CHECK(0, "popen berlin-bench"); return; }
+    int rc;
+    *out = NULL;
+    memset(j, 0, sizeof *j);
+    if (!p) { CHECK(0, "popen %s", cmd); return -1; }
     buf = (char *)malloc(cap);
     while (buf && n + 1 < cap) {
         size_t k = fread(buf + n, 1, cap - 1 - n, p);
@@ -491,10 +490,29 @@ static void test_bench(void) {
         n += k;
     }
     rc = pclose(p);
-    CHECK(rc == 0, "berlin-bench exit status %d", rc);
-    if (!buf) return;
+    CHECK(rc == 0, "%s: exit status %d", cmd, rc);
+    if (!buf) return -1;
     buf[n] = 0;
-    CHECK(bl__json_parse(&j, buf, n) == 0, "berlin-bench -o json is JSON: %.200s", buf);
+    *out = buf;
+    CHECK(bl__json_parse(j, buf, n) == 0, "berlin-bench -o json is JSON: %.200s", buf);
+    return rc == 0 && j->nodes ? 0 : -1;
+}
+
+/* Records in order: for each depth (-d 0,20) the pp test, the tg test and
+   the pp+tg test (-pg 8,4), each with its n_prompt, n_gen and n_depth, and
+   avg_ts the tokens of the timed part over its time (one run each). The
+   share of the read bandwidth: for a model that fits the caches (read test
+   once, after the reps) effective_gbps / mem_read_gbps; for one of more
+   than 64 MiB (read tests between the reps) a positive share of its own. */
+static void test_bench(void) {
+    char *buf, cmd[1024], big[512];
+    bl__json j;
+    int i;
+    if (bench_json("./build/berlin-bench -m models/stories260K.gguf -p 16 -n 8 -pg 8,4 -d 0,20 -r 1 -t 1 --bw-mib 64 -o json 2>/dev/null", &j, &buf)) {
+        bl__json_free(&j);
+        free(buf);
+        return;
+    }
     if (j.nodes && j.nodes[0].type == BL__J_ARR) {
         static const char *const fields[] = {"model_filename", "model_type", "model_size", "model_n_params", "n_threads", "n_prompt", "n_gen",
                                              "avg_ns", "stddev_ns", "avg_ts", "stddev_ts", "samples_ns", "samples_ts", "type_k", "type_v",
@@ -513,10 +531,31 @@ static void test_bench(void) {
             CHECK(np == want[i][0] && ng == want[i][1] && nd == want[i][2], "record %d: n_prompt %g n_gen %g n_depth %g, want %d %d %d", i, np, ng, nd,
                   want[i][0], want[i][1], want[i][2]);
             CHECK(ns > 0 && fabs(v - (np + ng) * 1e9 / ns) <= 1e-3 * v, "record %d: avg_ts %g is not (n_prompt + n_gen) / avg_ns (%g ns)", i, v, ns);
+            {
+                double e = 0, m = 0, sh = -1;
+                bl__json_num(&j, bl__json_get(&j, r, "effective_gbps"), &e);
+                bl__json_num(&j, bl__json_get(&j, r, "mem_read_gbps"), &m);
+                bl__json_num(&j, bl__json_get(&j, r, "mem_read_share"), &sh);
+                CHECK(e > 0 && m > 0 && fabs(sh - e / m) <= 1e-3 * sh + 1e-4, "record %d: mem_read_share %g is not %g / %g", i, sh, e, m);
+            }
         }
     } else CHECK(0, "JSON output is not an array");
     bl__json_free(&j);
     free(buf);
+    snprintf(big, sizeof big, "%s/bench-135m.gguf", tmpdir);
+    if (run_qz("-q", "--random", "smollm2-135m", "--vocab", "models/stories260K.gguf", big, "Q8_0", NULL) != 0) { CHECK(0, "random smollm2-135m Q8_0"); return; }
+    snprintf(cmd, sizeof cmd, "./build/berlin-bench -m %s -p 0 -n 4 -r 3 -t 2 --bw-mib 64 -o json 2>/dev/null", big);
+    if (!bench_json(cmd, &j, &buf)) {
+        const int r = bl__json_at(&j, 0, 0);
+        double wb = 0, m = 0, sh = -1;
+        bl__json_num(&j, bl__json_get(&j, r, "weight_bytes_per_token"), &wb);
+        bl__json_num(&j, bl__json_get(&j, r, "mem_read_gbps"), &m);
+        bl__json_num(&j, bl__json_get(&j, r, "mem_read_share"), &sh);
+        CHECK(wb > 64.0 * 1048576 && m > 0 && sh > 0 && sh < 10, "135M Q8_0: %g bytes a token, read %g GB/s, share %g", wb, m, sh);
+    }
+    bl__json_free(&j);
+    free(buf);
+    remove(big);
 }
 
 /* berlin-bench --kernels: a row of positive figures for every kernel and

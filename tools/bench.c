@@ -19,7 +19,9 @@
    the weights once per token, so bytes/token * tokens/s, set against what
    this machine can read at all (a STREAM-style sum over a buffer far larger
    than the caches, same thread count, best of a few), says how close the
-   kernels are to the limit.
+   kernels are to the limit. For models larger than the caches the read test
+   runs between the reps too, and the share is the median of the reps'
+   shares, each against the read tests just before and after it.
 
    --kernels times the one-token decoding kernels of the quantized types
    instead (one thread, the level BL_SIMD names or the best, pieces of 16
@@ -34,6 +36,7 @@
 #include <time.h>
 
 #define BN_MAX 32
+#define BN_PAIRED_MIN ((uint64_t)64 << 20) /* weights far beyond the caches: read tests between the reps */
 
 typedef struct bn_list { int v[BN_MAX]; int n; } bn_list;
 
@@ -43,8 +46,9 @@ typedef struct bn_result {
     uint64_t model_size, n_params, weight_bytes;
     int n_threads, n_prompt, n_gen, n_depth, n_batch, reps, use_mmap, kv_f16;
     double *ns, *ts;            /* (reps) */
+    double *bw;                 /* (reps + 1) read bandwidth before, between and after the reps; NULL: once after them */
     double avg_ns, sd_ns, avg_ts, sd_ts, med_ts, min_ts, max_ts;
-    double bytes_per_token, eff_gbps, mem_gbps;
+    double bytes_per_token, eff_gbps, mem_gbps, share;
     char test_time[32];
 } bn_result;
 
@@ -68,15 +72,16 @@ static int bn_parse_list(const char *s, bn_list *l) {
 }
 
 /* STREAM-style read bandwidth in GB/s: sum a buffer much larger than the
-   caches, best of 5. Measured at start and again before every test, since
-   on a shared machine what the others are doing changes it. */
-static double bn_mem_read_gbps(const uint64_t *buf, size_t n, int threads) {
+   caches, best of `passes` after one untimed. Measured at start and again
+   with every test, since on a shared machine what the others are doing
+   changes it from second to second. */
+static double bn_mem_read_gbps(const uint64_t *buf, size_t n, int threads, int passes) {
     double best = 0;
     size_t i;
     int rep;
     volatile uint64_t sink = 0;
     if (!buf) return 0;
-    for (rep = 0; rep < 6; rep++) {
+    for (rep = 0; rep <= passes; rep++) {
         uint64_t s0 = 0;
         double t0 = bn_now(), dt;
         (void)threads;
@@ -91,9 +96,22 @@ static double bn_mem_read_gbps(const uint64_t *buf, size_t n, int threads) {
     return best;
 }
 
-static void bn_stats(bn_result *r) {
+/* The median of v[0, n), n <= 1024 (reps are at most 1000). */
+static double bn_median(const double *v, int n) {
+    double tmp[1024];
     int i, k;
-    double s = 0, st = 0, tmp[1024];
+    if (n <= 0) return 0;
+    if (n > 1024) n = 1024;
+    for (i = 0; i < n; i++) { /* insertion sort */
+        for (k = i; k > 0 && tmp[k - 1] > v[i]; k--) tmp[k] = tmp[k - 1];
+        tmp[k] = v[i];
+    }
+    return n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
+}
+
+static void bn_stats(bn_result *r) {
+    int i;
+    double s = 0, st = 0;
     int n = r->reps;
     for (i = 0; i < n; i++) {
         r->ts[i] = (double)(r->n_prompt + r->n_gen) * 1e9 / r->ns[i];
@@ -109,15 +127,12 @@ static void bn_stats(bn_result *r) {
         r->sd_ns = sqrt(a / (n - 1));
         r->sd_ts = sqrt(b / (n - 1));
     }
-    for (i = 0; i < n && i < 1024; i++) { /* insertion sort for the median */
-        double v = r->ts[i];
-        for (k = i; k > 0 && tmp[k - 1] > v; k--) tmp[k] = tmp[k - 1];
-        tmp[k] = v;
+    r->min_ts = r->max_ts = r->ts[0];
+    for (i = 1; i < n; i++) {
+        if (r->ts[i] < r->min_ts) r->min_ts = r->ts[i];
+        if (r->ts[i] > r->max_ts) r->max_ts = r->ts[i];
     }
-    if (n > 1024) n = 1024;
-    r->min_ts = tmp[0];
-    r->max_ts = tmp[n - 1];
-    r->med_ts = n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
+    r->med_ts = bn_median(r->ts, n);
 }
 
 static void bn_human(double v, char *out, size_t cap, const char *const units[4]) {
@@ -214,7 +229,7 @@ static void bn_print_json(FILE *f, const bn_result *r, const char *cpu, int onel
     BN_N("weight_bytes_per_token", "%.0f", r->bytes_per_token);
     BN_N("effective_gbps", "%.4f", r->eff_gbps);
     BN_N("mem_read_gbps", "%.4f", r->mem_gbps);
-    fprintf(f, "%s\"mem_read_share\": %.4f%s}", pre, r->mem_gbps > 0 ? r->eff_gbps / r->mem_gbps : 0.0, oneline ? " " : "\n  ");
+    fprintf(f, "%s\"mem_read_share\": %.4f%s}", pre, r->share, oneline ? " " : "\n  ");
 #undef BN_S
 #undef BN_N
 }
@@ -231,7 +246,7 @@ static void bn_print_csv(FILE *f, const bn_result *r, const char *cpu) {
             (unsigned long long)r->model_size, (unsigned long long)r->n_params, r->n_batch, r->n_batch, r->n_threads, r->kv_f16 ? "f16" : "f32",
             r->kv_f16 ? "f16" : "f32", r->n_prompt, r->n_gen, r->n_depth,
             r->test_time, r->avg_ns, r->sd_ns, r->avg_ts, r->sd_ts, r->med_ts, r->min_ts, r->max_ts, r->bytes_per_token, r->eff_gbps, r->mem_gbps,
-            r->mem_gbps > 0 ? r->eff_gbps / r->mem_gbps : 0.0);
+            r->share);
 }
 
 /* As llama-bench names its tests: pp512, tg128, pp512+tg128, tg128 @ d1024. */
@@ -255,7 +270,7 @@ static void bn_print_md(FILE *f, const bn_result *r) {
     bn_human((double)r->n_params, params, sizeof params, pu);
     bn_test_name(r, test, sizeof test);
     fprintf(f, "| %s | %s | %s | CPU | %d | %s | %.2f ± %.2f | %.2f - %.2f | %.2f | %.1f%% |\n", r->model_type, size, params, r->n_threads, test,
-            r->med_ts, r->sd_ts, r->min_ts, r->max_ts, r->eff_gbps, r->mem_gbps > 0 ? 100.0 * r->eff_gbps / r->mem_gbps : 0.0);
+            r->med_ts, r->sd_ts, r->min_ts, r->max_ts, r->eff_gbps, 100.0 * r->share);
 }
 
 /* n bytes of private memory (n a multiple of 2 MiB), on huge pages where
@@ -466,7 +481,7 @@ int main(int argc, char **argv) {
     }
     for (ti = 0; ti < tl.n; ti++) {
         if (tl.v[ti] < 1) { fprintf(stderr, "berlin-bench: threads must be >= 1\n"); return 1; }
-        mem_gbps[ti] = bn_mem_read_gbps(bw_buf, bw_n, tl.v[ti]);
+        mem_gbps[ti] = bn_mem_read_gbps(bw_buf, bw_n, tl.v[ti], 5);
         if (bw_buf) fprintf(stderr, "berlin-bench: read bandwidth, %zu MiB, %d threads: %.2f GB/s\n", bw_mib, tl.v[ti], mem_gbps[ti]);
     }
     if (!strcmp(fmt, "md")) bn_print_md_head(out);
@@ -559,11 +574,20 @@ int main(int argc, char **argv) {
                 r.reps = reps;
                 r.ns = (double *)calloc((size_t)reps, sizeof(double));
                 r.ts = (double *)calloc((size_t)reps, sizeof(double));
+                /* A model that cannot stay in the caches is read from memory
+                   at every step, so for it the read test runs before, between
+                   and after the reps, and each rep is set against the
+                   bandwidth of its own seconds: on a shared machine it moves
+                   by half from one second to the next. Between the reps of a
+                   smaller model the test would evict it, so it runs once,
+                   after them. */
+                r.bw = bw_buf && in->weight_bytes >= BN_PAIRED_MIN ? (double *)calloc((size_t)reps + 1, sizeof(double)) : NULL;
                 gmtime_r(&now, &tmv);
                 strftime(r.test_time, sizeof r.test_time, "%Y-%m-%dT%H:%M:%SZ", &tmv);
-                if (!r.ns || !r.ts) { free(r.ns); free(r.ts); rc = 1; continue; }
+                if (!r.ns || !r.ts) { free(r.ns); free(r.ts); free(r.bw); rc = 1; continue; }
                 bn_test_name(&r, name, sizeof name);
                 fprintf(stderr, "berlin-bench: %s, %d threads, %s ", models[mi], tl.v[ti], name);
+                if (r.bw) r.bw[0] = bn_mem_read_gbps(bw_buf, bw_n, tl.v[ti], 3);
                 for (rep = 0; rep < reps; rep++) {
                     double t0;
                     bl_result br = BL_OK;
@@ -574,6 +598,7 @@ int main(int argc, char **argv) {
                     for (k = 0; k < n_tg && br == BL_OK; k++) br = bl_ctx_decode(c, toks + depth + n_pp + k, 1, BL_LOGITS_LAST);
                     r.ns[rep] = bn_now() - t0;
                     if (br != BL_OK) { fprintf(stderr, "\nberlin-bench: decode failed: %s\n", bl_ctx_last_error(c)); rc = 1; break; }
+                    if (r.bw) r.bw[rep + 1] = bn_mem_read_gbps(bw_buf, bw_n, tl.v[ti], 3);
                     fputc('.', stderr);
                 }
                 fputc('\n', stderr);
@@ -583,7 +608,15 @@ int main(int argc, char **argv) {
                     /* weights are read once per forward step: per batch in pp, per token in tg */
                     r.bytes_per_token = (double)in->weight_bytes * (double)batches / (double)(n_pp + n_tg);
                     r.eff_gbps = r.bytes_per_token * r.med_ts / 1e9;
-                    r.mem_gbps = bn_mem_read_gbps(bw_buf, bw_n, tl.v[ti]); /* under the same load as the test */
+                    if (r.bw) { /* the median of the reps' shares, each against the mean of the read tests before and after it */
+                        double sh[1000]; /* reps <= 1000 */
+                        for (k = 0; k < reps; k++) sh[k] = r.bytes_per_token * r.ts[k] / 1e9 / (0.5 * (r.bw[k] + r.bw[k + 1]));
+                        r.share = bn_median(sh, reps);
+                        r.mem_gbps = bn_median(r.bw, reps + 1);
+                    } else {
+                        r.mem_gbps = bn_mem_read_gbps(bw_buf, bw_n, tl.v[ti], 5); /* under the same load as the test */
+                        r.share = r.mem_gbps > 0 ? r.eff_gbps / r.mem_gbps : 0;
+                    }
                     if (!strcmp(fmt, "md")) bn_print_md(out, &r);
                     else if (!strcmp(fmt, "csv")) bn_print_csv(out, &r, cpu);
                     else if (!strcmp(fmt, "jsonl")) { bn_print_json(out, &r, cpu, 1); fputc('\n', out); }
@@ -593,6 +626,7 @@ int main(int argc, char **argv) {
                 }
                 free(r.ns);
                 free(r.ts);
+                free(r.bw);
             }
             bl_ctx_destroy(c);
             free(toks);
