@@ -560,23 +560,25 @@ static void test_bench(void) {
 
 /* berlin-bench --kernels: a row of positive figures for every kernel and
    length (speed itself is not a test's business), from 8 MiB of memory to
-   keep it short. */
+   keep it short; the -t threads' share of the read loop consistent with
+   the two figures it is made of (both printed to one decimal). */
 static void test_bench_kernels(void) {
-    FILE *p = popen("./build/berlin-bench --kernels --kernel-mib 8 2>/dev/null", "r");
+    FILE *p = popen("./build/berlin-bench --kernels --kernel-mib 8 -t 2 2>/dev/null", "r");
     char line[512];
     int rows = 0, bad = 0, rc;
     if (!p) { CHECK(0, "popen berlin-bench --kernels"); return; }
     while (fgets(line, sizeof line, p)) {
         char name[64];
         int K;
-        double l2, mem, ns;
-        if (sscanf(line, "| %63[^|] | %d | %lf | %lf | %lf |", name, &K, &l2, &mem, &ns) != 5) continue;
+        double l2, mem, ns, mt, rd, sh;
+        if (sscanf(line, "| %63[^|] | %d | %lf | %lf | %lf | %lf | %lf | %lf%% |", name, &K, &l2, &mem, &ns, &mt, &rd, &sh) != 8) continue;
         rows++;
-        if (!(l2 > 0 && mem > 0 && ns > 0)) { bad++; printf("   %s", line); }
+        /* the share is the threads' figure over the read loop's, as printed */
+        if (!(l2 > 0 && mem > 0 && ns > 0 && mt > 0 && rd > 0 && fabs(sh - 100.0 * mt / rd) <= 0.5 + 0.05 * 100.0 * mt / rd)) { bad++; printf("   %s", line); }
     }
     rc = pclose(p);
     CHECK(rc == 0, "berlin-bench --kernels exit status %d", rc);
-    CHECK(rows == 18, "18 kernel rows (6 types x 3 lengths), got %d", rows);
+    CHECK(rows == 27, "27 kernel rows (9 types x 3 lengths), got %d", rows);
     CHECK(bad == 0, "%d kernel rows without positive figures", bad);
 }
 

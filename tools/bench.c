@@ -23,13 +23,17 @@
    runs between the reps too, and the share is the median of the reps'
    shares, each against the read tests just before and after it.
 
-   --kernels times the one-token decoding kernels of the quantized types
-   instead (one thread, the level BL_SIMD names or the best, pieces of 16
-   rows per call as decoding takes them): rows of
-   random blocks read from L2 (256 KiB of them, over and over) and from
-   memory (256 MiB on huge pages where the system gives them, as the
-   loader's copies are), in GB/s of weight bytes. From L2 it is the
-   kernel's arithmetic; from memory, what one core reads through it. */
+   --kernels times the one-token decoding kernels of every weight type
+   instead (the level BL_SIMD names or the best, pieces of 16 rows per call
+   as decoding takes them): rows of random blocks read by one thread from L2
+   (256 KiB of them, over and over) and from memory (256 MiB on huge pages
+   where the system gives them, as the loader's copies are), in GB/s of
+   weight bytes; then by the first -t thread count (all cores by default),
+   each thread one contiguous share as decoding splits a matrix, with the
+   read loop of the bandwidth test over the same bytes just before each
+   pass. From L2 it is the kernel's arithmetic; from memory, what one core
+   reads through it; the share, how close all the threads come to what
+   the machine reads at all in the same seconds (best of 5 each). */
 #define _POSIX_C_SOURCE 200809L
 #define BERLIN_IMPLEMENTATION
 #include "berlin.h"
@@ -288,36 +292,58 @@ static void *bn_map(size_t n) {
 #endif
 }
 
+/* Rows [r0, r1) of one matrix by one token, in pieces of 16 rows as
+   decoding takes them; the sum of the outputs. */
+static float bn_krows(const bl__kern *k, int type, const uint8_t *w, size_t rb, size_t r0, size_t r1, const bl__q8a *a, const float *xf,
+                      const uint16_t *xb, int64_t K) {
+    float s = 0;
+    size_t r;
+    for (r = r0; r < r1; r += 16) {
+        const int nr = r1 - r < 16 ? (int)(r1 - r) : 16;
+        float y[16];
+        int yi;
+        if (type == BL_TYPE_BF16) k->gemm_bf16(type, w + r * rb, rb, nr, (const uint8_t *)xb, 0, 1, K, y, 1);
+        else if (type == BL_TYPE_F32 || type == BL_TYPE_F16) k->gemm_f(type, w + r * rb, rb, nr, (const uint8_t *)xf, 0, 1, K, y, 1);
+        else k->vrows[bl__qslot(type)](w + r * rb, rb, nr, a, K, y);
+        for (yi = 0; yi < nr; yi++) s += y[yi];
+    }
+    return s;
+}
+
 /* --kernels: see the comment at the top. */
-static int bn_kernels(size_t mib) {
-    static const int types[] = {BL__TYPE_Q4_0R, BL_TYPE_Q4_0, BL_TYPE_Q8_0, BL__TYPE_Q4_KR, BL_TYPE_Q4_K, BL_TYPE_Q6_K};
+static int bn_kernels(size_t mib, int threads) {
+    static const int types[] = {BL__TYPE_Q4_0R, BL_TYPE_Q4_0, BL_TYPE_Q8_0, BL__TYPE_Q4_KR, BL_TYPE_Q4_K, BL_TYPE_Q6_K, BL_TYPE_BF16, BL_TYPE_F16, BL_TYPE_F32};
     static const int64_t Ks[] = {768, 2048, 5632};
     const size_t mem = mib << 20;
     bl__kern k;
     uint8_t *w = (uint8_t *)bn_map(mem), *act = (uint8_t *)malloc(bl__q8a_stride(5632));
     float *x = (float *)malloc(5632 * sizeof(float));
+    uint16_t *xb = (uint16_t *)malloc(5632 * sizeof(uint16_t));
     uint32_t seed = 1;
     int ti, ki, pass;
     size_t i;
-    if (!w || !act || !x) { fprintf(stderr, "berlin-bench: out of memory\n"); return 1; }
+    if (!w || !act || !x || !xb) { fprintf(stderr, "berlin-bench: out of memory\n"); return 1; }
     bl__kern_select(&k);
     for (i = 0; i < mem; i++) { seed = seed * 1664525u + 1013904223u; w[i] = (uint8_t)(seed >> 24); }
     for (i = 0; i < 5632; i++) { seed = seed * 1664525u + 1013904223u; x[i] = (float)(seed >> 8) / 16777216.0f - 0.5f; }
-    printf("| kernel (%s) | K | from L2 (GB/s) | from memory (GB/s) | ns/row (memory) |\n|---|---:|---:|---:|---:|\n", k.name);
+    k.bf16a(x, 5632, xb);
+    printf("| kernel (%s) | K | from L2 (GB/s) | from memory (GB/s) | ns/row (memory) | %d threads (GB/s) | read loop, %d threads (GB/s) | share |\n"
+           "|---|---:|---:|---:|---:|---:|---:|---:|\n", k.name, threads, threads);
     for (ti = 0; ti < (int)(sizeof types / sizeof *types); ti++)
         for (ki = 0; ki < (int)(sizeof Ks / sizeof *Ks); ki++) {
             const int type = types[ti], base = type == BL__TYPE_Q4_0R ? BL_TYPE_Q4_0 : type == BL__TYPE_Q4_KR ? BL_TYPE_Q4_K : type;
             const int64_t K = Ks[ki];
             const size_t rb = bl__row_bytes(base, K), rows = mem / rb, bs = (size_t)bl__types[base].bytes;
-            void (*const vr)(const uint8_t *, size_t, int, const bl__q8a *, int64_t, float *) = k.vrows[bl__qslot(type)];
             const bl__q8a a = bl__q8a_at(act, K);
-            double gbs[2], ns_row = 0;
+            double gbs[3] = {0, 0, 0}, rd = 0, ns_row = 0;
             volatile float sink = 0;
-            for (i = 0; i < rows * rb; i += bs) { /* sane f16 scales (0.01): random bits would be NaNs and infinities */
+            for (i = 0; i < rows * rb; i += bs) { /* sane scales and floats (about 0.01 to 1): random bits would be NaNs and infinities */
                 const uint16_t d = 0x211f;
                 if (base == BL_TYPE_Q4_0 || base == BL_TYPE_Q8_0 || base == BL_TYPE_Q4_K) memcpy(w + i, &d, 2);
                 if (base == BL_TYPE_Q4_K) memcpy(w + i + 2, &d, 2);
                 if (base == BL_TYPE_Q6_K) memcpy(w + i + 208, &d, 2);
+                if (base == BL_TYPE_F16 || base == BL_TYPE_BF16) w[i + 1] = (uint8_t)(0x20 + (w[i + 1] & 0x1f)); /* F16 2^-7..2^0, BF16 about 1e-19..1 */
+                if (base == BL_TYPE_F32) w[i + 3] = (uint8_t)(0x3c + (w[i + 3] & 3));
             }
             if (type != base) { /* rearranged in place, a row at a time, as the loader does */
                 bl__weight W;
@@ -329,33 +355,41 @@ static int bn_kernels(size_t mib) {
                 bl__q4_0r_in_place(&W, w);
             }
             bl__quant_act(&k, x, K, act, 1);
-            for (pass = 0; pass < 2; pass++) { /* 0: L2, 1: memory */
+            for (pass = 0; pass < 3; pass++) { /* 0: L2, 1: memory, 2: memory with the threads, beside the read loop */
                 const size_t n = pass ? rows : ((size_t)256 << 10) / rb;
                 double best = 0, t0, t;
                 int rep;
                 for (rep = 0; rep < 5; rep++) {
-                    size_t reps = pass ? 1 : (size_t)(64e6 / (double)(n * rb)) + 1, rr, r;
+                    size_t reps = pass ? 1 : (size_t)(64e6 / (double)(n * rb)) + 1, rr;
                     float s = 0;
+                    if (pass == 2) { /* the read loop just before, over the same bytes: the seconds the kernel runs in */
+                        const double g = bn_mem_read_gbps((const uint64_t *)(const void *)w, rows * rb / sizeof(uint64_t), threads, 1);
+                        if (g > rd) rd = g;
+                    }
                     t0 = bn_now();
-                    for (rr = 0; rr < reps; rr++)
-                        for (r = 0; r < n; r += 16) { /* pieces of 16 rows, as one-token decoding takes them */
-                            const int nr = n - r < 16 ? (int)(n - r) : 16;
-                            float y[16];
-                            int yi;
-                            vr(w + r * rb, rb, nr, &a, K, y);
-                            for (yi = 0; yi < nr; yi++) s += y[yi];
-                        }
+                    if (pass < 2)
+                        for (rr = 0; rr < reps; rr++) s += bn_krows(&k, type, w, rb, 0, n, &a, x, xb, K);
+                    else {
+                        int th;
+                        BL__OMP(omp parallel for num_threads(threads) schedule(static, 1) reduction(+:s))
+                        for (th = 0; th < threads; th++) /* one contiguous share each, as decoding splits a matrix */
+                            s += bn_krows(&k, type, w, rb, n * (size_t)th / (size_t)threads, n * (size_t)(th + 1) / (size_t)threads, &a, x, xb, K);
+                    }
                     t = bn_now() - t0;
                     sink = s;
-                    if (best == 0 || (double)(reps * n * rb) / t > best) { best = (double)(reps * n * rb) / t; if (pass) ns_row = t / (double)n; }
+                    if (best == 0 || (double)(reps * n * rb) / t > best) { best = (double)(reps * n * rb) / t; if (pass == 1) ns_row = t / (double)n; }
                 }
                 gbs[pass] = best;
             }
-            printf("| %s | %d | %.1f | %.1f | %.1f |\n", type == BL__TYPE_Q4_0R ? "Q4_0R (Q4_0 copied)" : type == BL__TYPE_Q4_KR ? "Q4_KR (Q4_K copied)" : bl__type_any_name(type), (int)K, gbs[0], gbs[1], ns_row);
+            printf("| %s | %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f%% |\n",
+                   type == BL__TYPE_Q4_0R ? "Q4_0R (Q4_0 copied)" : type == BL__TYPE_Q4_KR ? "Q4_KR (Q4_K copied)" : bl__type_any_name(type), (int)K, gbs[0], gbs[1],
+                   ns_row, gbs[2], rd, rd > 0 ? 100.0 * gbs[2] / rd : 0.0);
+            fflush(stdout);
             (void)sink;
         }
     free(act); /* w stays mapped until the process ends */
     free(x);
+    free(xb);
     return 0;
 }
 
@@ -377,7 +411,8 @@ static void bn_usage(FILE *f) {
                "  -ctk, -ctv f16|f32     type of the KV cache (K and V have one type) [f16, as llama-bench]\n"
                "  --bw-mib N             buffer of the read-bandwidth test in MiB, 0: skip [1024]\n"
                "  --no-warmup            skip the warm-up decode\n"
-               "  --kernels              time the quantized decoding kernels instead, one thread (see the source)\n"
+               "  --kernels              time the one-token decoding kernels instead: one thread, then the\n"
+               "                         first -t count beside a read loop (see the source)\n"
                "  --kernel-mib N         memory the --kernels rows are read from, in MiB [256]\n");
 }
 
@@ -454,12 +489,6 @@ int main(int argc, char **argv) {
         return 1;
 #undef BN_IS
     }
-    if (kernels) {
-        for (i = 0; i < n_bufs; i++) free(model_buf[i]);
-        return bn_kernels(kernel_mib);
-    }
-    if (kv[0] != kv[1]) { fprintf(stderr, "berlin-bench: the K and V caches have one type here (-ctk and -ctv differ)\n"); return 1; }
-    if (!n_models) models[n_models++] = "models/stories260K.gguf";
     if (!tl.n) {
         int nt = 1;
 #if defined(_OPENMP)
@@ -467,6 +496,13 @@ int main(int argc, char **argv) {
 #endif
         tl.v[tl.n++] = nt;
     }
+    if (kernels) {
+        for (i = 0; i < n_bufs; i++) free(model_buf[i]);
+        if (tl.v[0] < 1) { fprintf(stderr, "berlin-bench: threads must be >= 1\n"); return 1; }
+        return bn_kernels(kernel_mib, tl.v[0]);
+    }
+    if (kv[0] != kv[1]) { fprintf(stderr, "berlin-bench: the K and V caches have one type here (-ctk and -ctv differ)\n"); return 1; }
+    if (!n_models) models[n_models++] = "models/stories260K.gguf";
     bn_cpu_info(cpu, sizeof cpu);
     if (bw_mib) {
         size_t w;
@@ -635,7 +671,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(fmt, "json")) fprintf(out, "\n]\n");
     if (!strcmp(fmt, "md") && bw_mib) {
-        fprintf(out, "\nread bandwidth at start (STREAM-style sum over %zu MiB, best of 5; re-measured before each test for %% of read bw):", bw_mib);
+        fprintf(out, "\nread bandwidth at start (STREAM-style sum over %zu MiB, best of 5; %% of read bw: against read tests between the reps for models over 64 MiB, after them for smaller ones):", bw_mib);
         for (ti = 0; ti < tl.n; ti++) fprintf(out, " %d threads %.2f GB/s;", tl.v[ti], mem_gbps[ti]);
         fprintf(out, " GB/s = weight bytes read per token x t/s (median)\n");
     }
