@@ -411,6 +411,16 @@ static void test_random(void) {
     } else CHECK(0, "load %s: %s", a, bl_model_last_error(m));
     bl_ctx_destroy(c);
     bl_model_destroy(m);
+    m = NULL;
+    /* --layers: the shape with another layer count; only with --random */
+    CHECK(run_qz("-q", "--random", "tiny", "--layers", "5", "--vocab", voc, b, "Q8_0", NULL) == 0, "random tiny, 5 layers");
+    if (bl_model_load(&m, b, NULL) == BL_OK) {
+        const bl_model_info *in = bl_model_get_info(m);
+        CHECK(in->n_layer == 5 && in->dim == 256 && in->n_ff == 512, "--layers 5: %d layers, dim %d, ffn %d", in->n_layer, in->dim, in->n_ff);
+    } else CHECK(0, "load %s: %s", b, bl_model_last_error(m));
+    bl_model_destroy(m);
+    CHECK(run_qz("-q", "--layers", "1", a, b, "Q8_0", NULL) == 1, "--layers without --random is an error");
+    CHECK(run_qz("-q", "--random", "tiny", "--layers", "0", b, "Q8_0", NULL) == 1, "--layers 0 is an error");
     /* the built program itself, with a vocabulary whose size differs from the shape's */
     {
         char cmd[1200];

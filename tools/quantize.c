@@ -746,6 +746,8 @@ static void qz_usage(FILE *f) {
             "  --pure              every 2D tensor gets TYPE (no mix)\n"
             "  --vocab FILE        tokenizer to write: a GGUF (tokenizer.* keys copied) or a llama2.c tokenizer.bin\n"
             "  --seed N            seed of --random weights [1]\n"
+            "  --layers N          with --random: N layers instead of the shape's (one layer of a 1B\n"
+            "                      shape fits in the caches, and times the arithmetic, not the memory)\n"
             "  -t N                threads [all cores]\n"
             "  -q                  no progress display\n"
             "shapes for --random:\n");
@@ -804,7 +806,7 @@ int qz_main(int argc, char **argv) {
     qz_job j;
     const char *in = NULL, *out = NULL, *type = NULL, *shape = NULL, *vocab = NULL;
     const char *pos[3];
-    int n_pos = 0, i, rc = 1, has_output;
+    int n_pos = 0, i, rc = 1, has_output, layers = 0;
     qz_meta meta;
     qz_buf head;
     FILE *f = NULL;
@@ -831,6 +833,10 @@ int qz_main(int argc, char **argv) {
         else if (!strcmp(a, "--random") && more) shape = argv[++i];
         else if (!strcmp(a, "--vocab") && more) vocab = argv[++i];
         else if (!strcmp(a, "--seed") && more) o.seed = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--layers") && more) {
+            layers = atoi(argv[++i]);
+            if (layers < 1 || layers > 1000) { fprintf(stderr, "berlin-quantize: --layers wants 1 to 1000, not '%s'\n", argv[i]); return 1; }
+        }
         else if (!strcmp(a, "-t") && more) o.threads = atoi(argv[++i]);
         else if (a[0] == '-' && a[1]) { fprintf(stderr, "berlin-quantize: unknown option '%s'\n", a); qz_usage(stderr); return 1; }
         else if (n_pos < 3) pos[n_pos++] = a;
@@ -840,6 +846,7 @@ int qz_main(int argc, char **argv) {
         fprintf(stderr, "berlin-quantize: expected %s OUTPUT.gguf TYPE (see --help)\n", shape ? "--random SHAPE" : "INPUT");
         return 1;
     }
+    if (layers && !shape) { fprintf(stderr, "berlin-quantize: --layers goes with --random\n"); return 1; }
     if (!shape) in = pos[0];
     out = pos[n_pos - 2];
     type = pos[n_pos - 1];
@@ -858,7 +865,7 @@ int qz_main(int argc, char **argv) {
         if (!s) { fprintf(stderr, "berlin-quantize: unknown shape '%s'\n", shape); qz_usage(stderr); return 1; }
         snprintf(j.hp.arch, sizeof j.hp.arch, "%s", s->arch);
         snprintf(j.hp.name, sizeof j.hp.name, "random-%s", s->name);
-        j.hp.dim = s->dim; j.hp.n_layer = s->n_layer; j.hp.n_head = s->n_head; j.hp.n_head_kv = s->n_head_kv;
+        j.hp.dim = s->dim; j.hp.n_layer = layers ? layers : s->n_layer; j.hp.n_head = s->n_head; j.hp.n_head_kv = s->n_head_kv;
         j.hp.head_dim = s->head_dim; j.hp.n_ff = s->n_ff; j.hp.n_vocab = s->n_vocab; j.hp.n_ctx = s->n_ctx;
         j.hp.eps = s->eps; j.hp.theta = s->theta; j.hp.tied = s->tied; j.hp.qkv_bias = s->qkv_bias;
         if (s->llama3) { j.hp.scaling = 2; j.hp.factor = s->factor; j.hp.low_ff = s->low_ff; j.hp.high_ff = s->high_ff; j.hp.orig_ctx = s->orig_ctx; }
