@@ -7367,18 +7367,20 @@ int bl_token_to_text(const bl_tokenizer *t, int32_t prev, int32_t tok, char *buf
 }
 
 int bl_detokenize(const bl_tokenizer *t, const int32_t *toks, int n, char *buf, int cap, int flags) {
-    int i, total = 0, fits = 1, special = (flags & BL_DETOK_SPECIAL) != 0;
+    int i, total = 0, written = 0, special = (flags & BL_DETOK_SPECIAL) != 0;
     char piece[1024];
     if (!t || (!buf && cap > 0) || n < 0 || (n && !toks)) return BL_ERR_ARG;
     for (i = 0; i < n; i++) {
         int at_start = i == 0 || (toks[i - 1] == t->bos && !special);
         int l = bl__token_text(t, at_start, toks[i], piece, sizeof piece, special);
         if (l < 0) return l;
-        if (fits && total + l < cap) memcpy(buf + total, piece, (size_t)l);
-        else fits = 0; /* stop writing at the first piece that does not fit */
+        if (written == total && total + l < cap) { /* stop writing at the first piece that does not fit */
+            memcpy(buf + total, piece, (size_t)l);
+            written = total + l;
+        }
         total += l;
     }
-    if (cap > 0) buf[fits ? total : (total < cap ? total : cap - 1)] = 0;
+    if (cap > 0) buf[written] = 0; /* the end of the whole pieces written, not of the buffer */
     return total;
 }
 
@@ -8212,9 +8214,13 @@ static void bl__rope_ref(float *v, const float *cs, const float *sn, int head_di
     int stride = neox ? 1 : 2, gap = neox ? half : 1;
     for (j = 0; j < half; j++) {
         float *a = v + j * stride, *b = a + gap;
-        float x0 = *a, x1 = *b;
-        *a = x0 * cs[j] - x1 * sn[j];
-        *b = x0 * sn[j] + x1 * cs[j];
+        /* the products in statements of their own: a compiler that fuses
+           a*b - c*d into an FMA within one expression (clang does by
+           default where the target has FMA) would round differently from
+           the vector kernels' separate multiplies */
+        const float x0 = *a, x1 = *b, p0 = x0 * cs[j], p1 = x1 * sn[j], p2 = x0 * sn[j], p3 = x1 * cs[j];
+        *a = p0 - p1;
+        *b = p2 + p3;
     }
 }
 
@@ -8693,9 +8699,9 @@ BL__AVX2 static void bl__rope_avx2(float *v, const float *cs, const float *sn, i
         int k;
         for (k = j; k < half; k++) {
             float *a = neox ? v + k : v + 2 * k, *b = neox ? a + half : a + 1;
-            const float x0 = *a, x1 = *b;
-            *a = x0 * cs[k] - x1 * sn[k];
-            *b = x0 * sn[k] + x1 * cs[k];
+            const float x0 = *a, x1 = *b, p0 = x0 * cs[k], p1 = x1 * sn[k], p2 = x0 * sn[k], p3 = x1 * cs[k]; /* unfused, as bl__rope_ref */
+            *a = p0 - p1;
+            *b = p2 + p3;
         }
     }
 }

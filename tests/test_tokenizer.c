@@ -205,8 +205,9 @@ static void test_roundtrip_and_stream(void) {
     if (l3) { /* a short buffer holds a prefix of the text, never pieces after a gap */
         int32_t ids[64];
         char small[8];
-        int n = bl_tokenize(l3, "Hello wonderful world", -1, ids, 64, 0);
-        int len = bl_detokenize(l3, ids, n, small, sizeof small, 0);
+        int n = bl_tokenize(l3, "Hello wonderful world", -1, ids, 64, 0), len;
+        memset(small, 'U', sizeof small); /* not zeros: the NUL must be written right after the prefix */
+        len = bl_detokenize(l3, ids, n, small, sizeof small, 0);
         CHECK(len == 21 && !strcmp(small, "Hello"), "detokenize into 8 bytes: %d '%s'", len, small);
     }
     if (l3) { /* special tokens: matched only when asked */
