@@ -322,7 +322,13 @@ static int bn_kernels(size_t mib, int threads) {
     uint32_t seed = 1;
     int ti, ki, pass;
     size_t i;
-    if (!w || !act || !x || !xb) { fprintf(stderr, "berlin-bench: out of memory\n"); return 1; }
+    if (!w || !act || !x || !xb) {
+        fprintf(stderr, "berlin-bench: out of memory\n");
+        free(act);
+        free(x);
+        free(xb);
+        return 1;
+    }
     bl__kern_select(&k);
     for (i = 0; i < mem; i++) { seed = seed * 1664525u + 1013904223u; w[i] = (uint8_t)(seed >> 24); }
     for (i = 0; i < 5632; i++) { seed = seed * 1664525u + 1013904223u; x[i] = (float)(seed >> 8) / 16777216.0f - 0.5f; }
