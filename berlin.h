@@ -9362,9 +9362,10 @@ BL__AVX512BF static void bl__gemm_bf16_avx512(int type, const uint8_t *w, size_t
         for (r = 0; r < nr; r++) {
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             wr[0] = w + (size_t)r * row_bytes;
-            /* plain loads in ascending order: as the masked ones (all ones)
-               were scheduled, the row was read out of order, which the
-               prefetchers follow worse (5-6% less bandwidth here) */
+            /* the four loads of a step pinned in ascending order (an empty
+               asm with a memory clobber after each): scheduled freely, gcc
+               issued them as bytes 0, 128, 192, 64, an order the prefetchers
+               follow worse (3-6% less bandwidth on two threads here) */
             for (i = 0; i + 128 <= K; i += 128) {
                 const uint8_t *wp = wr[0] + 2 * i, *xp = x + 2 * i;
                 __m512i v0, v1, v2, v3;

@@ -421,6 +421,7 @@ static void test_random(void) {
     bl_model_destroy(m);
     CHECK(run_qz("-q", "--layers", "1", a, b, "Q8_0", NULL) == 1, "--layers without --random is an error");
     CHECK(run_qz("-q", "--random", "tiny", "--layers", "0", b, "Q8_0", NULL) == 1, "--layers 0 is an error");
+    CHECK(run_qz("-q", "--random", "tiny", "--layers", "2x", b, "Q8_0", NULL) == 1, "--layers 2x is an error");
     /* the built program itself, with a vocabulary whose size differs from the shape's */
     {
         char cmd[1200];

@@ -746,8 +746,8 @@ static void qz_usage(FILE *f) {
             "  --pure              every 2D tensor gets TYPE (no mix)\n"
             "  --vocab FILE        tokenizer to write: a GGUF (tokenizer.* keys copied) or a llama2.c tokenizer.bin\n"
             "  --seed N            seed of --random weights [1]\n"
-            "  --layers N          with --random: N layers instead of the shape's (one layer of a 1B\n"
-            "                      shape fits in the caches, and times the arithmetic, not the memory)\n"
+            "  --layers N          with --random: N layers instead of the shape's (the same matrices in a\n"
+            "                      smaller file: quick runs, or timing a few layers near the caches)\n"
             "  -t N                threads [all cores]\n"
             "  -q                  no progress display\n"
             "shapes for --random:\n");
@@ -834,8 +834,10 @@ int qz_main(int argc, char **argv) {
         else if (!strcmp(a, "--vocab") && more) vocab = argv[++i];
         else if (!strcmp(a, "--seed") && more) o.seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(a, "--layers") && more) {
-            layers = atoi(argv[++i]);
-            if (layers < 1 || layers > 1000) { fprintf(stderr, "berlin-quantize: --layers wants 1 to 1000, not '%s'\n", argv[i]); return 1; }
+            char *end;
+            const long v = strtol(argv[++i], &end, 10);
+            if (end == argv[i] || *end || v < 1 || v > 1000) { fprintf(stderr, "berlin-quantize: --layers wants 1 to 1000, not '%s'\n", argv[i]); return 1; }
+            layers = (int)v;
         }
         else if (!strcmp(a, "-t") && more) o.threads = atoi(argv[++i]);
         else if (a[0] == '-' && a[1]) { fprintf(stderr, "berlin-quantize: unknown option '%s'\n", a); qz_usage(stderr); return 1; }
