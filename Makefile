@@ -49,9 +49,10 @@ test: tools $(TESTS) $(STESTS)
 
 # The plain suite built by a second compiler, in build/clang: clang's
 # defaults (it fuses a*b+c into an FMA within an expression where the target
-# has one) and its stack contents have shown what gcc's hid.
+# has one) and its stack contents have shown what gcc's hid. The tests that
+# run the tools run the ones in build/, hence tools first.
 CLANG ?= clang
-test-clang:
+test-clang: tools
 	@if command -v $(CLANG) >/dev/null 2>&1; then \
 	    $(MAKE) --no-print-directory BUILD=$(BUILD)/clang CC=$(CLANG) CXX=$(CLANG)++ test-plain; \
 	else echo "$(CLANG) not found: the suite built by clang is skipped"; fi
