@@ -278,15 +278,10 @@ static void bn_print_md(FILE *f, const bn_result *r) {
 }
 
 /* n bytes of private memory (n a multiple of 2 MiB), on huge pages where
-   the system gives them; NULL if none. */
+   the system gives them (the loader's bl__huge_alloc); NULL if none. */
 static void *bn_map(size_t n) {
 #ifdef BL__MADVISE
-    const size_t al = (size_t)2 << 20;
-    uint8_t *p = (uint8_t *)mmap(NULL, n + al, PROT_READ | PROT_WRITE, MAP_PRIVATE | BL__MAP_ANON, -1, 0), *a;
-    if (p == (uint8_t *)MAP_FAILED) return NULL;
-    a = (uint8_t *)(((uintptr_t)p + al - 1) & ~(uintptr_t)(al - 1));
-    madvise(a, n, BL__MADV_HUGEPAGE);
-    return a;
+    return bl__huge_alloc(n);
 #else
     return malloc(n);
 #endif
