@@ -492,7 +492,7 @@ int main(int argc, char **argv) {
     }
     if (!tl.n) {
         int nt = 1;
-#if defined(_OPENMP)
+#if defined(_OPENMP) && !defined(BL_NO_THREADS) /* berlin.h includes omp.h only then */
         nt = omp_get_max_threads();
 #endif
         tl.v[tl.n++] = nt;

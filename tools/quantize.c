@@ -854,7 +854,7 @@ int qz_main(int argc, char **argv) {
     type = pos[n_pos - 1];
     o.ft = qz_ftype_find(type);
     if (!o.ft) { fprintf(stderr, "berlin-quantize: unknown type '%s' (F32 F16 BF16 Q8_0 Q4_0 Q6_K Q4_K_M)\n", type); return 1; }
-#if defined(_OPENMP)
+#if defined(_OPENMP) && !defined(BL_NO_THREADS) /* berlin.h includes omp.h only then */
     if (o.threads <= 0) o.threads = omp_get_max_threads();
 #endif
     if (o.threads <= 0) o.threads = 1;
